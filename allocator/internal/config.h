@@ -1,0 +1,102 @@
+/* The only reader of hakmem's compile-time flags (DESIGN.md §5). Maps HEADER_CLASSIDX,
+ * POOL_TLS_PHASE1, PREWARM, BUILD_RELEASE and HAKMEM_TRACE to 0/1 constants, rejects
+ * unknown values and conflicting combinations. With no flags at all the build is release;
+ * nothing is inferred from NDEBUG. */
+#ifndef HAK_ALLOCATOR_INTERNAL_CONFIG_H
+#define HAK_ALLOCATOR_INTERNAL_CONFIG_H
+
+/* A flag given explicitly wins; otherwise the variant's default (plain targets get
+ * HAKMEM_DEFAULT_<FLAG> from --config); otherwise release. */
+#ifndef HEADER_CLASSIDX
+#ifdef HAKMEM_DEFAULT_HEADER_CLASSIDX
+#define HEADER_CLASSIDX HAKMEM_DEFAULT_HEADER_CLASSIDX
+#else
+#define HEADER_CLASSIDX 1
+#endif
+#endif
+
+#ifndef POOL_TLS_PHASE1
+#ifdef HAKMEM_DEFAULT_POOL_TLS_PHASE1
+#define POOL_TLS_PHASE1 HAKMEM_DEFAULT_POOL_TLS_PHASE1
+#else
+#define POOL_TLS_PHASE1 1
+#endif
+#endif
+
+#ifndef PREWARM
+#ifdef HAKMEM_DEFAULT_PREWARM
+#define PREWARM HAKMEM_DEFAULT_PREWARM
+#else
+#define PREWARM 1
+#endif
+#endif
+
+#ifndef BUILD_RELEASE
+#ifdef HAKMEM_DEFAULT_BUILD_RELEASE
+#define BUILD_RELEASE HAKMEM_DEFAULT_BUILD_RELEASE
+#else
+#define BUILD_RELEASE 1
+#endif
+#endif
+
+#ifndef HAKMEM_TRACE
+#ifdef HAKMEM_DEFAULT_HAKMEM_TRACE
+#define HAKMEM_TRACE HAKMEM_DEFAULT_HAKMEM_TRACE
+#else
+#define HAKMEM_TRACE 0
+#endif
+#endif
+
+#if HEADER_CLASSIDX != 0 && HEADER_CLASSIDX != 1
+#error "HEADER_CLASSIDX must be 0 or 1"
+#endif
+#if POOL_TLS_PHASE1 != 0 && POOL_TLS_PHASE1 != 1
+#error "POOL_TLS_PHASE1 must be 0 or 1"
+#endif
+#if PREWARM != 0 && PREWARM != 1
+#error "PREWARM must be 0 or 1"
+#endif
+#if BUILD_RELEASE != 0 && BUILD_RELEASE != 1
+#error "BUILD_RELEASE must be 0 or 1"
+#endif
+#if HAKMEM_TRACE != 0 && HAKMEM_TRACE != 1
+#error "HAKMEM_TRACE must be 0 or 1"
+#endif
+/* Tracing measures the route release builds take; checks would change that route. */
+#if HAKMEM_TRACE && !BUILD_RELEASE
+#error "HAKMEM_TRACE=1 is release plus tracing: it needs BUILD_RELEASE=1"
+#endif
+
+/* Constants for plain `if`, so release builds still type-check the debug paths. */
+enum {
+  HAK_HEADER_CLASSIDX = HEADER_CLASSIDX,
+  HAK_POOL_TLS = POOL_TLS_PHASE1,
+  HAK_PREWARM = PREWARM,
+  HAK_RELEASE = BUILD_RELEASE,
+  HAK_CHECKS = !BUILD_RELEASE,
+  HAK_TRACE = HAKMEM_TRACE,
+};
+
+#define HAK_STR2(x) #x
+#define HAK_STR(x) HAK_STR2(x)
+
+#if !BUILD_RELEASE
+#define HAK_VARIANT_NAME "debug-fail-fast"
+#elif HAKMEM_TRACE
+#define HAK_VARIANT_NAME "trace"
+#else
+#define HAK_VARIANT_NAME "release"
+#endif
+
+#define HAK_VARIANT_FLAGS                                                \
+  "HEADER_CLASSIDX=" HAK_STR(HEADER_CLASSIDX) " POOL_TLS_PHASE1=" HAK_STR( \
+      POOL_TLS_PHASE1) " PREWARM=" HAK_STR(PREWARM) " BUILD_RELEASE=" HAK_STR(BUILD_RELEASE)
+
+#define HAK_LIKELY(x) __builtin_expect(!!(x), 1)
+#define HAK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define HAK_INLINE static inline __attribute__((always_inline))
+#define HAK_NOINLINE __attribute__((noinline))
+#define HAK_COLD __attribute__((cold, noinline))
+#define HAK_TLS __thread __attribute__((tls_model("initial-exec")))
+
+#endif /* HAK_ALLOCATOR_INTERNAL_CONFIG_H */

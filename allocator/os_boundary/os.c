@@ -1,0 +1,143 @@
+/* Linux implementation of the OS contract in os.h, with per-kind counters and the
+ * fault-injection hook. This is the only file that includes <sys/mman.h> for calls. */
+#define _GNU_SOURCE
+#include "allocator/os_boundary/os.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static uint64_t os_calls[HAK_OS_KIND_COUNT];
+static uint64_t os_bytes[HAK_OS_KIND_COUNT];
+static uint64_t os_failures[HAK_OS_KIND_COUNT];
+static uint64_t os_fail_countdown[HAK_OS_KIND_COUNT];
+static size_t os_page_size;
+
+static const char *const os_kind_names[HAK_OS_KIND_COUNT] = {
+    "reserve", "map", "commit", "decommit", "release", "remap", "protect",
+};
+
+const char *hak_os_kind_name(hak_os_kind_t kind) { return os_kind_names[kind]; }
+
+size_t hak_os_page_size(void) {
+  size_t ps = __atomic_load_n(&os_page_size, __ATOMIC_RELAXED);
+  if (ps == 0) {
+    long v = sysconf(_SC_PAGESIZE);
+    ps = v > 0 ? (size_t)v : 4096;
+    __atomic_store_n(&os_page_size, ps, __ATOMIC_RELAXED);
+  }
+  return ps;
+}
+
+/* Counts the call and decides whether an injected failure applies to it. */
+static int os_enter(hak_os_kind_t kind, size_t bytes) {
+  __atomic_fetch_add(&os_calls[kind], 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&os_bytes[kind], bytes, __ATOMIC_RELAXED);
+  uint64_t n = __atomic_load_n(&os_fail_countdown[kind], __ATOMIC_RELAXED);
+  while (n != 0) {
+    if (__atomic_compare_exchange_n(&os_fail_countdown[kind], &n, n - 1, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED)) {
+      return n == 1 ? ENOMEM : 0;
+    }
+  }
+  return 0;
+}
+
+static int os_fail(hak_os_kind_t kind, int err) {
+  __atomic_fetch_add(&os_failures[kind], 1, __ATOMIC_RELAXED);
+  return err == 0 ? ENOMEM : err;
+}
+
+/* mmap with over-allocation and trimming when the alignment exceeds a page. */
+static int os_mmap_aligned(hak_os_kind_t kind, size_t size, size_t align, int prot, void **out) {
+  size_t ps = hak_os_page_size();
+  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  int err = os_enter(kind, size);
+  if (err) return os_fail(kind, err);
+  if (align <= ps) {
+    void *p = mmap(NULL, size, prot, flags, -1, 0);
+    if (p == MAP_FAILED) return os_fail(kind, ENOMEM);
+    *out = p;
+    return 0;
+  }
+  if (size + align < size) return os_fail(kind, ENOMEM);
+  char *raw = mmap(NULL, size + align, prot, flags, -1, 0);
+  if (raw == MAP_FAILED) return os_fail(kind, ENOMEM);
+  char *aligned = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+  size_t head = (size_t)(aligned - raw);
+  size_t tail = align - head;
+  /* The trims are part of this mapping's cost: count them as releases. */
+  if (head) {
+    os_enter(HAK_OS_RELEASE, head);
+    munmap(raw, head);
+  }
+  if (tail) {
+    os_enter(HAK_OS_RELEASE, tail);
+    munmap(aligned + size, tail);
+  }
+  *out = aligned;
+  return 0;
+}
+
+int hak_os_reserve(size_t size, size_t align, void **out) {
+  return os_mmap_aligned(HAK_OS_RESERVE, size, align, PROT_NONE, out);
+}
+
+int hak_os_map(size_t size, size_t align, void **out) {
+  return os_mmap_aligned(HAK_OS_MAP, size, align, PROT_READ | PROT_WRITE, out);
+}
+
+int hak_os_commit(void *p, size_t size) {
+  int err = os_enter(HAK_OS_COMMIT, size);
+  if (err) return os_fail(HAK_OS_COMMIT, err);
+  if (mprotect(p, size, PROT_READ | PROT_WRITE) != 0) return os_fail(HAK_OS_COMMIT, ENOMEM);
+  return 0;
+}
+
+int hak_os_decommit(void *p, size_t size) {
+  int err = os_enter(HAK_OS_DECOMMIT, size);
+  if (err) return os_fail(HAK_OS_DECOMMIT, err);
+  if (madvise(p, size, MADV_DONTNEED) != 0) return os_fail(HAK_OS_DECOMMIT, errno);
+  return 0;
+}
+
+int hak_os_release(void *p, size_t size) {
+  int err = os_enter(HAK_OS_RELEASE, size);
+  if (err) return os_fail(HAK_OS_RELEASE, err);
+  if (munmap(p, size) != 0) return os_fail(HAK_OS_RELEASE, errno);
+  return 0;
+}
+
+int hak_os_remap(void *p, size_t old_size, size_t new_size, int may_move, void **out) {
+  int err = os_enter(HAK_OS_REMAP, new_size);
+  if (err) return os_fail(HAK_OS_REMAP, err);
+  void *q = mremap(p, old_size, new_size, may_move ? MREMAP_MAYMOVE : 0);
+  if (q == MAP_FAILED) return os_fail(HAK_OS_REMAP, ENOMEM);
+  *out = q;
+  return 0;
+}
+
+int hak_os_protect(void *p, size_t size, int prot) {
+  int err = os_enter(HAK_OS_PROTECT, size);
+  if (err) return os_fail(HAK_OS_PROTECT, err);
+  if (mprotect(p, size, prot) != 0) return os_fail(HAK_OS_PROTECT, errno);
+  return 0;
+}
+
+void hak_os_counters(hak_os_counters_t *out) {
+  for (int k = 0; k < HAK_OS_KIND_COUNT; k++) {
+    out->calls[k] = __atomic_load_n(&os_calls[k], __ATOMIC_RELAXED);
+    out->bytes[k] = __atomic_load_n(&os_bytes[k], __ATOMIC_RELAXED);
+    out->failures[k] = __atomic_load_n(&os_failures[k], __ATOMIC_RELAXED);
+  }
+}
+
+uint64_t hak_os_total_calls(const hak_os_counters_t *c) {
+  uint64_t total = 0;
+  for (int k = 0; k < HAK_OS_KIND_COUNT; k++) total += c->calls[k];
+  return total;
+}
+
+void hak_os_fail_nth(hak_os_kind_t kind, uint64_t n) {
+  __atomic_store_n(&os_fail_countdown[kind], n, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,76 @@
+/* The OS contract: the only functions in hakmem that issue memory system calls
+ * (mmap, munmap, mprotect, madvise, mremap). Every call and byte is counted per kind in
+ * every variant, and tests can make the n-th call of a kind fail. Functions return 0 on
+ * success or an errno value (ENOMEM for any failed mapping); none of them crash, abort
+ * or allocate. Sizes must be multiples of hak_os_page_size() unless stated otherwise. */
+#ifndef HAK_ALLOCATOR_OS_BOUNDARY_OS_H
+#define HAK_ALLOCATOR_OS_BOUNDARY_OS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+  HAK_OS_RESERVE,  /* mmap PROT_NONE: address space only */
+  HAK_OS_MAP,      /* mmap read/write: memory ready to use */
+  HAK_OS_COMMIT,   /* mprotect read/write inside a reservation */
+  HAK_OS_DECOMMIT, /* madvise(MADV_DONTNEED): give the pages back, keep the range */
+  HAK_OS_RELEASE,  /* munmap */
+  HAK_OS_REMAP,    /* mremap */
+  HAK_OS_PROTECT,  /* mprotect with other rights */
+  HAK_OS_KIND_COUNT
+} hak_os_kind_t;
+
+typedef struct {
+  uint64_t calls[HAK_OS_KIND_COUNT];
+  uint64_t bytes[HAK_OS_KIND_COUNT];
+  uint64_t failures[HAK_OS_KIND_COUNT];
+} hak_os_counters_t;
+
+/* The system page size (cached after the first call). */
+size_t hak_os_page_size(void);
+
+/* Reserves `size` bytes of address space aligned to `align` (a power of two; 0 = page),
+ * inaccessible until committed and charged to no memory. *out is set on success. */
+int hak_os_reserve(size_t size, size_t align, void **out);
+
+/* Maps `size` fresh zeroed read/write bytes aligned to `align` (power of two; 0 = page). */
+int hak_os_map(size_t size, size_t align, void **out);
+
+/* Makes [p, p+size) of a reservation readable and writable. */
+int hak_os_commit(void *p, size_t size);
+
+/* Returns the pages of [p, p+size) to the OS; the range stays mapped and reads as zero. */
+int hak_os_decommit(void *p, size_t size);
+
+/* Unmaps [p, p+size) (reserved or mapped). */
+int hak_os_release(void *p, size_t size);
+
+/* Resizes the mapping [p, p+old_size) to new_size. With may_move == 0 it only succeeds
+ * in place (*out == p); otherwise the kernel may move it. */
+int hak_os_remap(void *p, size_t old_size, size_t new_size, int may_move, void **out);
+
+/* Changes the access rights of [p, p+size) to `prot` (PROT_* bits). */
+int hak_os_protect(void *p, size_t size, int prot);
+
+/* Snapshot of the counters (relaxed reads; exact once other threads are quiet). */
+void hak_os_counters(hak_os_counters_t *out);
+
+/* Sum of calls over every kind: the "memory system calls" figure. */
+uint64_t hak_os_total_calls(const hak_os_counters_t *c);
+
+/* Fault injection for tests: the n-th next call of `kind` (n >= 1) fails with ENOMEM
+ * without reaching the kernel; n == 0 cancels. */
+void hak_os_fail_nth(hak_os_kind_t kind, uint64_t n);
+
+/* Name of a kind ("reserve", "map", ...). */
+const char *hak_os_kind_name(hak_os_kind_t kind);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HAK_ALLOCATOR_OS_BOUNDARY_OS_H */

@@ -1,0 +1,137 @@
+// The OS boundary: every call is counted by kind, commit/decommit show in the process's
+// resident memory, and injected failures come back as ENOMEM without side effects.
+#include "allocator/os_boundary/os.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "gtest/gtest.h"
+
+namespace {
+
+constexpr size_t kMiB = 1 << 20;
+
+hak_os_counters_t Counters() {
+  hak_os_counters_t c;
+  hak_os_counters(&c);
+  return c;
+}
+
+// Resident pages of [p, p+size), from mincore: the test asks the kernel, the allocator never does.
+size_t ResidentBytes(void *p, size_t size) {
+  size_t ps = hak_os_page_size();
+  size_t pages = size / ps;
+  unsigned char vec[4096];
+  EXPECT_LE(pages, sizeof vec);
+  EXPECT_EQ(mincore(p, size, vec), 0);
+  size_t n = 0;
+  for (size_t i = 0; i < pages; i++) n += vec[i] & 1;
+  return n * ps;
+}
+
+TEST(OsBoundaryTest, PageSizeIsAPowerOfTwo) {
+  size_t ps = hak_os_page_size();
+  EXPECT_GE(ps, 4096u);
+  EXPECT_EQ(ps & (ps - 1), 0u);
+}
+
+TEST(OsBoundaryTest, ReserveCommitDecommitReleaseAreCountedAndVisible) {
+  hak_os_counters_t before = Counters();
+  void *p = nullptr;
+  ASSERT_EQ(hak_os_reserve(8 * kMiB, 2 * kMiB, &p), 0);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % (2 * kMiB), 0u);
+  EXPECT_EQ(ResidentBytes(p, 8 * kMiB), 0u);
+
+  ASSERT_EQ(hak_os_commit(p, 4 * kMiB), 0);
+  std::memset(p, 0xab, 4 * kMiB);
+  EXPECT_EQ(ResidentBytes(p, 8 * kMiB), 4 * kMiB);
+
+  ASSERT_EQ(hak_os_decommit(p, 4 * kMiB), 0);
+  EXPECT_EQ(ResidentBytes(p, 8 * kMiB), 0u);
+  EXPECT_EQ(static_cast<unsigned char *>(p)[12345], 0) << "decommitted memory reads as zero";
+
+  ASSERT_EQ(hak_os_release(p, 8 * kMiB), 0);
+  hak_os_counters_t after = Counters();
+  EXPECT_EQ(after.calls[HAK_OS_RESERVE] - before.calls[HAK_OS_RESERVE], 1u);
+  EXPECT_EQ(after.calls[HAK_OS_COMMIT] - before.calls[HAK_OS_COMMIT], 1u);
+  EXPECT_EQ(after.bytes[HAK_OS_COMMIT] - before.bytes[HAK_OS_COMMIT], 4 * kMiB);
+  EXPECT_EQ(after.calls[HAK_OS_DECOMMIT] - before.calls[HAK_OS_DECOMMIT], 1u);
+  EXPECT_EQ(after.bytes[HAK_OS_DECOMMIT] - before.bytes[HAK_OS_DECOMMIT], 4 * kMiB);
+  // The aligned reservation trims its slack (up to two releases) plus our release.
+  EXPECT_GE(after.calls[HAK_OS_RELEASE] - before.calls[HAK_OS_RELEASE], 1u);
+  EXPECT_LE(after.calls[HAK_OS_RELEASE] - before.calls[HAK_OS_RELEASE], 3u);
+}
+
+TEST(OsBoundaryTest, MapGivesZeroedAlignedMemoryAndRemapGrowsIt) {
+  void *p = nullptr;
+  ASSERT_EQ(hak_os_map(kMiB, 64 * kMiB, &p), 0);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % (64 * kMiB), 0u);
+  unsigned char *b = static_cast<unsigned char *>(p);
+  for (size_t i = 0; i < kMiB; i += 4096) ASSERT_EQ(b[i], 0);
+  b[kMiB - 1] = 7;
+  void *q = nullptr;
+  ASSERT_EQ(hak_os_remap(p, kMiB, 4 * kMiB, 1, &q), 0);
+  EXPECT_EQ(static_cast<unsigned char *>(q)[kMiB - 1], 7);
+  static_cast<unsigned char *>(q)[4 * kMiB - 1] = 1;
+  ASSERT_EQ(hak_os_release(q, 4 * kMiB), 0);
+}
+
+TEST(OsBoundaryTest, ProtectMakesMemoryReadOnly) {
+  void *p = nullptr;
+  ASSERT_EQ(hak_os_map(hak_os_page_size(), 0, &p), 0);
+  ASSERT_EQ(hak_os_protect(p, hak_os_page_size(), PROT_READ), 0);
+  EXPECT_EQ(static_cast<char *>(p)[0], 0);
+  ASSERT_EQ(hak_os_release(p, hak_os_page_size()), 0);
+}
+
+TEST(OsBoundaryTest, InjectedFailureHitsExactlyTheNthCall) {
+  hak_os_fail_nth(HAK_OS_MAP, 2);
+  void *a = nullptr, *b = reinterpret_cast<void *>(0x1), *c = nullptr;
+  hak_os_counters_t before = Counters();
+  EXPECT_EQ(hak_os_map(kMiB, 0, &a), 0);
+  EXPECT_EQ(hak_os_map(kMiB, 0, &b), ENOMEM);
+  EXPECT_EQ(b, reinterpret_cast<void *>(0x1)) << "a failed call leaves *out alone";
+  EXPECT_EQ(hak_os_map(kMiB, 0, &c), 0);
+  hak_os_counters_t after = Counters();
+  EXPECT_EQ(after.failures[HAK_OS_MAP] - before.failures[HAK_OS_MAP], 1u);
+  EXPECT_EQ(after.calls[HAK_OS_MAP] - before.calls[HAK_OS_MAP], 3u);
+  EXPECT_EQ(hak_os_release(a, kMiB), 0);
+  EXPECT_EQ(hak_os_release(c, kMiB), 0);
+}
+
+TEST(OsBoundaryTest, InjectionCoversEveryKindAndCanBeCancelled) {
+  void *p = nullptr;
+  ASSERT_EQ(hak_os_reserve(kMiB, 0, &p), 0);
+  hak_os_fail_nth(HAK_OS_COMMIT, 1);
+  EXPECT_EQ(hak_os_commit(p, kMiB), ENOMEM);
+  hak_os_fail_nth(HAK_OS_DECOMMIT, 1);
+  EXPECT_EQ(hak_os_decommit(p, kMiB), ENOMEM);
+  hak_os_fail_nth(HAK_OS_PROTECT, 1);
+  EXPECT_EQ(hak_os_protect(p, kMiB, PROT_READ), ENOMEM);
+  hak_os_fail_nth(HAK_OS_RESERVE, 1);
+  void *q = nullptr;
+  EXPECT_EQ(hak_os_reserve(kMiB, 0, &q), ENOMEM);
+  hak_os_fail_nth(HAK_OS_RELEASE, 5);
+  hak_os_fail_nth(HAK_OS_RELEASE, 0);
+  EXPECT_EQ(hak_os_release(p, kMiB), 0);
+}
+
+TEST(OsBoundaryTest, RefusedMappingIsAnErrorNotACrash) {
+  void *p = nullptr;
+  EXPECT_EQ(hak_os_map(SIZE_MAX & ~(hak_os_page_size() - 1), 0, &p), ENOMEM);
+  EXPECT_EQ(hak_os_map(size_t{1} << 62, size_t{1} << 62, &p), ENOMEM);
+}
+
+TEST(OsBoundaryTest, KindNamesAreDistinct) {
+  for (int i = 0; i < HAK_OS_KIND_COUNT; i++) {
+    for (int j = i + 1; j < HAK_OS_KIND_COUNT; j++) {
+      EXPECT_STRNE(hak_os_kind_name(static_cast<hak_os_kind_t>(i)),
+                   hak_os_kind_name(static_cast<hak_os_kind_t>(j)));
+    }
+  }
+}
+
+}  // namespace
