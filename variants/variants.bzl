@@ -79,6 +79,9 @@ def hak_cc_library(name, deps = [], external_deps = [], variants = None, **kwarg
     `external_deps` are ordinary labels.
     """
     copts = kwargs.pop("copts", [])
+
+    # Static only: the shared object is libhakmem.so, whose name would clash otherwise.
+    kwargs.setdefault("linkstatic", 1)
     for v in (variants or VARIANTS.keys()):
         native.cc_library(
             name = name + "_" + v,
@@ -113,13 +116,15 @@ def hak_cc_test(
     tests = []
     for v in chosen:
         extra = {}
+        test_tags = tags + ["variant_" + v]
         if system:
             extra["malloc"] = "//allocator:hakmem_" + v
+            test_tags = test_tags + ["replaces_malloc"]
         native.cc_test(
             name = name + "_" + v,
             deps = _suffixed(deps, v) + external_deps,
             copts = COMMON_COPTS + variant_copts(v) + ["-DHAK_TEST_EXPECT_" + v.upper()] + copts,
-            tags = tags + ["variant_" + v],
+            tags = test_tags,
             **dict(kwargs, **extra)
         )
         tests.append(":" + name + "_" + v)

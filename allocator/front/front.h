@@ -1,0 +1,62 @@
+/* The front end: size dispatch to the tiers and ownership from the address alone.
+ * Tiny and Pool memory lives in one reserved range [base, base + total): the low half is
+ * Tiny's, the high half Pool's; everything else hakmem hands out is a Large mapping. */
+#ifndef HAK_ALLOCATOR_FRONT_FRONT_H
+#define HAK_ALLOCATOR_FRONT_FRONT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "allocator/internal/config.h"
+#include "allocator/pool/pool.h"
+#include "allocator/tiny/tiny.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+  uintptr_t base;      /* reserved range */
+  uintptr_t tiny_size; /* [base, base + tiny_size) is Tiny's */
+  uintptr_t total;     /* [base + tiny_size, base + total) is Pool's */
+  int ready;
+} hak_front_t;
+
+extern hak_front_t hak_front;
+
+void *hak_front_malloc_slow(size_t n);
+void hak_front_free_slow(void *p);
+void *hak_front_calloc(size_t count, size_t size);
+void *hak_front_realloc(void *p, size_t n);
+void *hak_front_aligned(size_t align, size_t n, int zero);
+int hak_front_posix_memalign(void **out, size_t align, size_t n);
+void *hak_front_aligned_alloc(size_t align, size_t n);
+void *hak_front_memalign(size_t align, size_t n);
+void *hak_front_valloc(size_t n);
+void *hak_front_pvalloc(size_t n);
+void *hak_front_reallocarray(void *p, size_t count, size_t size);
+size_t hak_front_usable(const void *p);
+int hak_front_trim(size_t pad);
+void hak_front_malloc_stats(void);
+int hak_front_mallopt(int param, int value);
+void hak_front_free_sized(void *p, size_t n, size_t align);
+
+HAK_INLINE void *hak_front_malloc(size_t n) {
+  if (HAK_LIKELY(n <= HAK_TINY_MAX) && HAK_LIKELY(hak_front.ready)) return hak_tiny_malloc(n);
+  return hak_front_malloc_slow(n);
+}
+
+HAK_INLINE void hak_front_free(void *p) {
+  uintptr_t off = (uintptr_t)p - hak_front.base;
+  if (HAK_LIKELY(off < hak_front.tiny_size)) {
+    hak_tiny_free(p, off);
+    return;
+  }
+  hak_front_free_slow(p);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HAK_ALLOCATOR_FRONT_FRONT_H */

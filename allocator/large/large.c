@@ -1,0 +1,265 @@
+/* Large tier: mappings, the page map that proves ownership, and the BigCache. */
+#define _GNU_SOURCE
+#include "allocator/large/large.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#include "allocator/internal/options.h"
+#include "allocator/internal/trace.h"
+#include "allocator/os_boundary/os.h"
+
+#define L1_BITS 17 /* address bits 47..30 */
+#define L2_BITS 18 /* address bits 29..12 */
+#define PAGE_SHIFT 12
+#define CACHE_CLASSES 192 /* 4 per power of two up to 2^48 */
+#define CACHE_SLOTS 8
+#define HEADER_MAGIC 0x6861b16b10c4a11dULL
+
+typedef struct {
+  uint64_t magic; /* HEADER_MAGIC ^ user address */
+  char *map_base;
+  size_t map_size;
+  void *user;
+  char pad[HAK_LARGE_HEADER - 32];
+} large_header_t;
+
+_Static_assert(sizeof(large_header_t) == HAK_LARGE_HEADER, "large header size");
+
+typedef struct {
+  char *base;
+  size_t size;
+  uint64_t freed_ms;
+} cache_entry_t;
+
+static large_header_t **page_map[1u << L1_BITS];
+static pthread_mutex_t large_lock = PTHREAD_MUTEX_INITIALIZER;
+static cache_entry_t cache[CACHE_CLASSES][CACHE_SLOTS];
+static uint8_t cache_count[CACHE_CLASSES];
+static uint64_t cached_bytes, cached_blocks, live_blocks, live_bytes, cache_hits, cache_misses;
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Mapping sizes are rounded to classes four per power of two (<= 25% slack, untouched
+ * pages cost no memory), so a cached mapping fits any request of its class. */
+static size_t class_round(size_t m, unsigned *cls) {
+  size_t page = hak_os_page_size();
+  m = (m + page - 1) & ~(page - 1);
+  unsigned bit = 63u - (unsigned)__builtin_clzll((m - 1) | 1);
+  size_t step = bit >= 2 ? (size_t)1 << (bit - 2) : 1;
+  if (step < page) step = page;
+  size_t rounded = (m + step - 1) & ~(step - 1);
+  unsigned q = (unsigned)((rounded - 1) >> (bit >= 2 ? bit - 2 : 0)) & 3u;
+  *cls = bit * 4 + q;
+  if (*cls >= CACHE_CLASSES) *cls = CACHE_CLASSES - 1;
+  return rounded;
+}
+
+/* ---- The page map (writers hold large_lock; readers are lock-free). ---- */
+
+static large_header_t **map_slot(const void *p, int create) {
+  uintptr_t a = (uintptr_t)p;
+  uintptr_t i1 = a >> (PAGE_SHIFT + L2_BITS);
+  if (i1 >= (1u << L1_BITS)) return NULL;
+  large_header_t **l2 = __atomic_load_n(&page_map[i1], __ATOMIC_ACQUIRE);
+  if (!l2) {
+    void *fresh;
+    if (!create || hak_os_map(sizeof(void *) << L2_BITS, 0, &fresh) != 0) return NULL;
+    l2 = fresh;
+    __atomic_store_n(&page_map[i1], l2, __ATOMIC_RELEASE);
+  }
+  return &l2[(a >> PAGE_SHIFT) & ((1u << L2_BITS) - 1)];
+}
+
+static large_header_t *lookup(const void *p) {
+  if (((uintptr_t)p & 15) != 0) return NULL;
+  large_header_t **slot = map_slot(p, 0);
+  if (!slot) return NULL;
+  large_header_t *h = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+  if (!h || h->user != p || h->magic != (HEADER_MAGIC ^ (uintptr_t)p)) return NULL;
+  return h;
+}
+
+/* ---- The BigCache (large_lock held). ---- */
+
+static void cache_evict(unsigned cls, unsigned slot) {
+  cache_entry_t e = cache[cls][slot];
+  cache[cls][slot] = cache[cls][--cache_count[cls]];
+  cached_bytes -= e.size;
+  cached_blocks--;
+  hak_os_release(e.base, e.size);
+}
+
+static int cache_put(char *base, size_t size, unsigned cls) {
+  uint64_t budget = (uint64_t)hak_opt(HAK_OPT_BIGCACHE_MB) << 20;
+  if (size > budget) return 0;
+  while (cached_bytes + size > budget) {
+    unsigned victim = 0; /* the class holding the most bytes gives up an entry */
+    for (unsigned c = 1; c < CACHE_CLASSES; c++) {
+      if (cache_count[c] && (!cache_count[victim] || c > victim)) victim = c;
+    }
+    if (!cache_count[victim]) return 0;
+    cache_evict(victim, 0);
+  }
+  if (cache_count[cls] == CACHE_SLOTS) cache_evict(cls, 0);
+  cache[cls][cache_count[cls]++] = (cache_entry_t){base, size, now_ms()};
+  cached_bytes += size;
+  cached_blocks++;
+  return 1;
+}
+
+static char *cache_take(unsigned cls, size_t size) {
+  if (cache_count[cls] == 0) return NULL;
+  cache_entry_t *e = &cache[cls][cache_count[cls] - 1];
+  if (e->size != size) return NULL;
+  cache_count[cls]--;
+  cached_bytes -= size;
+  cached_blocks--;
+  return e->base;
+}
+
+static void maintain_locked(int force) {
+  uint64_t now = now_ms();
+  uint64_t decay = (uint64_t)hak_opt(HAK_OPT_DECAY_MS);
+  for (unsigned c = 0; c < CACHE_CLASSES; c++) {
+    for (unsigned i = cache_count[c]; i-- > 0;) {
+      if (force || now - cache[c][i].freed_ms >= decay) cache_evict(c, i);
+    }
+  }
+}
+
+void hak_large_maintain(int force) {
+  if (!force && __atomic_load_n(&cached_blocks, __ATOMIC_RELAXED) == 0) return;
+  pthread_mutex_lock(&large_lock);
+  maintain_locked(force);
+  pthread_mutex_unlock(&large_lock);
+}
+
+/* ---- Blocks. ---- */
+
+static void *place(char *base, size_t map_size, size_t align) {
+  uintptr_t user = ((uintptr_t)base + HAK_LARGE_HEADER + align - 1) & ~(uintptr_t)(align - 1);
+  large_header_t *h = (large_header_t *)(user - HAK_LARGE_HEADER);
+  h->map_base = base;
+  h->map_size = map_size;
+  h->user = (void *)user;
+  h->magic = HEADER_MAGIC ^ user;
+  large_header_t **slot = map_slot((void *)user, 1);
+  if (!slot) return NULL;
+  __atomic_store_n(slot, h, __ATOMIC_RELEASE);
+  live_blocks++;
+  live_bytes += map_size;
+  return (void *)user;
+}
+
+void *hak_large_malloc(size_t n, size_t align, int zero) {
+  if (align < 16) align = 16;
+  size_t slack = align > HAK_LARGE_HEADER ? align : HAK_LARGE_HEADER;
+  if (n > ((size_t)1 << 47) - slack) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  unsigned cls;
+  size_t size = class_round(n + slack, &cls);
+  pthread_mutex_lock(&large_lock);
+  char *base = cache_take(cls, size);
+  int cache_hit = base != NULL;
+  if (base) {
+    cache_hits++;
+    HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, base, 0);
+  } else {
+    cache_misses++;
+    pthread_mutex_unlock(&large_lock);
+    void *fresh;
+    if (hak_os_map(size, 0, &fresh) != 0) {
+      errno = ENOMEM;
+      return NULL;
+    }
+    HAK_TRACE_ROUTE(HAK_ROUTE_LARGE_MAP, fresh, 0);
+    base = fresh;
+    pthread_mutex_lock(&large_lock);
+  }
+  void *p = place(base, size, align);
+  if (!p && !cache_put(base, size, cls)) hak_os_release(base, size);
+  pthread_mutex_unlock(&large_lock);
+  if (!p) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  /* A cached mapping may hold old data: clear what the caller can see. */
+  if (zero && cache_hit) memset(p, 0, n);
+  return p;
+}
+
+static void unregister(large_header_t *h) {
+  *map_slot(h->user, 0) = NULL;
+  h->magic = 0;
+  live_blocks--;
+  live_bytes -= h->map_size;
+}
+
+int hak_large_free(void *p) {
+  pthread_mutex_lock(&large_lock);
+  large_header_t *h = lookup(p);
+  if (!h) {
+    pthread_mutex_unlock(&large_lock);
+    return 0;
+  }
+  char *base = h->map_base;
+  size_t size = h->map_size;
+  unregister(h);
+  unsigned cls;
+  class_round(size, &cls);
+  HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, p, 1);
+  if (!cache_put(base, size, cls)) hak_os_release(base, size);
+  maintain_locked(0);
+  pthread_mutex_unlock(&large_lock);
+  return 1;
+}
+
+size_t hak_large_usable(const void *p) {
+  large_header_t *h = lookup(p);
+  return h ? (size_t)(h->map_base + h->map_size - (char *)p) : 0;
+}
+
+void *hak_large_realloc(void *p, size_t n) {
+  pthread_mutex_lock(&large_lock);
+  large_header_t *h = lookup(p);
+  void *result = NULL;
+  if (h && (char *)p == h->map_base + HAK_LARGE_HEADER && n <= ((size_t)1 << 46)) {
+    unsigned cls;
+    size_t size = class_round(n + HAK_LARGE_HEADER, &cls);
+    if (size == h->map_size) {
+      result = p;
+    } else {
+      void *same;
+      /* In place only: the block keeps its address and page-map entry, so nothing here
+       * can fail half-way. When the pages after it are taken the caller copies. */
+      if (hak_os_remap(h->map_base, h->map_size, size, 0, &same) == 0) {
+        live_bytes += size - h->map_size;
+        h->map_size = size;
+        result = p;
+      }
+    }
+  }
+  pthread_mutex_unlock(&large_lock);
+  if (!result) errno = ENOMEM;
+  return result;
+}
+
+void hak_large_fork_prepare(void) { pthread_mutex_lock(&large_lock); }
+void hak_large_fork_parent(void) { pthread_mutex_unlock(&large_lock); }
+void hak_large_fork_child(void) { pthread_mutex_init(&large_lock, NULL); }
+
+void hak_large_stats(hak_large_stats_t *out) {
+  pthread_mutex_lock(&large_lock);
+  *out = (hak_large_stats_t){live_blocks, live_bytes, cached_blocks,
+                             cached_bytes, cache_hits, cache_misses};
+  pthread_mutex_unlock(&large_lock);
+}

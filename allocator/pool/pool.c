@@ -1,0 +1,692 @@
+/* Pool tier: spans in per-thread arenas, the page registry, TLS free lists with batch
+ * refill (POOL_TLS_PHASE1=1) or a shared sharded pool (=0), remote frees, thread exit
+ * and adoption, decay of empty spans, debug-fail-fast checks. */
+#define _GNU_SOURCE
+#include "allocator/pool/pool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#include "allocator/internal/log.h"
+#include "allocator/internal/options.h"
+#include "allocator/internal/remote.h"
+#include "allocator/internal/trace.h"
+#include "allocator/os_boundary/os.h"
+
+const uint32_t hak_pool_class_size[HAK_POOL_CLASSES] = {
+    1280,  1536,  1792,  2048,  2560,  3072,  3584,  4096,  5120,  6144,  7168,  8192,
+    10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536,
+};
+
+enum { KIND_UNUSED = 0, KIND_HEAD = 1, KIND_TAIL = 2 };
+#define MAX_SPAN_PAGES 4
+#define LIST_BYTES (256 * 1024) /* TLS list capacity per class, in bytes of blocks */
+#define SHARDS 8
+#define FILL_FREE 0xdf
+#define FILL_ALLOC 0xaa
+#define CHECKED_BYTES 256 /* debug: how much of a freed block is filled and checked */
+
+struct pool_heap;
+
+/* One registry entry per 64 KiB page of the Pool region; the entry of a span's first page
+ * holds the span's metadata, the others point to it. */
+typedef struct pool_span {
+  struct pool_heap *owner; /* NULL while the span is free */
+  void *free;
+  uint32_t used, carved, capacity;
+  uint32_t head; /* page index of the span's first page */
+  uint16_t pages;
+  uint8_t cls, kind, in_avail, is_current, committed, pad;
+  struct pool_span *avail_prev, *avail_next;
+  uint64_t emptied_ms;
+  uintptr_t remote; /* see internal/remote.h */
+  struct pool_span *pending_next;
+  char pad2[128 - 80];
+} pool_span_t;
+
+_Static_assert(sizeof(pool_span_t) == 128, "registry entry size");
+
+typedef struct {
+  void *head;
+  uint32_t count, cap;
+} pool_list_t;
+
+typedef struct pool_heap {
+  pool_list_t list[HAK_POOL_CLASSES];
+  pool_span_t *current[HAK_POOL_CLASSES];
+  pool_span_t *avail[HAK_POOL_CLASSES];
+  pool_span_t *spare[MAX_SPAN_PAGES + 1]; /* one empty span per size kept for reuse */
+  pool_span_t *pending;
+  int state;
+  uintptr_t chunk_pos, chunk_end; /* the arena chunk spans are cut from */
+  unsigned chunk_level, arena_chunks;
+  uint64_t refills, remote_frees;
+  pthread_mutex_t lock; /* shards only (POOL_TLS_PHASE1=0) */
+  struct pool_heap *next_all, *next_dead;
+} pool_heap_t;
+
+static uintptr_t pool_base, pool_size;
+static pool_span_t *registry;
+static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER; /* region top, free spans */
+static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
+static uintptr_t region_top;
+static size_t registry_committed; /* bytes of the registry made usable, page multiple */
+static pool_span_t *free_spans[MAX_SPAN_PAGES + 1];
+static pool_heap_t *heaps_all, *heaps_dead;
+static char *heap_chunk;
+static size_t heap_chunk_left;
+static pthread_key_t pool_key;
+static pool_heap_t pool_empty_heap;
+static HAK_TLS pool_heap_t *pool_tls = &pool_empty_heap;
+static pool_heap_t shards[SHARDS];
+static HAK_TLS unsigned shard_of_thread;
+static unsigned shard_next;
+static uint64_t foreign_frees, orphan_remote_frees;
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+unsigned hak_pool_class_of(size_t n) {
+  unsigned bit = 63u - (unsigned)__builtin_clzll(n - 1);
+  return (bit - 10) * 4 + (unsigned)((n - 1) >> (bit - 2)) - 4;
+}
+
+static unsigned span_pages(unsigned cls) {
+  size_t pages = (4 * (size_t)hak_pool_class_size[cls] + HAK_POOL_PAGE_SIZE - 1) >> HAK_POOL_PAGE_SHIFT;
+  return (unsigned)pages;
+}
+
+static char *span_base(const pool_span_t *s) {
+  return (char *)(pool_base + ((uintptr_t)(s - registry) << HAK_POOL_PAGE_SHIFT));
+}
+
+/* off must be below region_top (entries past it are not committed). */
+static pool_span_t *span_of(uintptr_t off) {
+  pool_span_t *e = &registry[off >> HAK_POOL_PAGE_SHIFT];
+  return e->kind == KIND_TAIL ? &registry[e->head] : e;
+}
+
+unsigned hak_pool_arena_steps(size_t *out, unsigned max) {
+  size_t init = (size_t)hak_opt(HAK_OPT_POOL_TLS_ARENA_MB_INIT) << 20;
+  size_t cap = (size_t)hak_opt(HAK_OPT_POOL_TLS_ARENA_MB_MAX) << 20;
+  unsigned levels = (unsigned)hak_opt(HAK_OPT_POOL_TLS_ARENA_GROWTH_LEVELS);
+  if (cap < init) cap = init; /* a max below the first chunk means "do not grow" */
+  unsigned n = 0;
+  for (unsigned level = 0; level <= levels && n < max; level++) {
+    size_t size = init << level;
+    if (size > cap) break;
+    out[n++] = size;
+    if (size == cap) break;
+  }
+  return n;
+}
+
+static void thread_exit_cb(void *arg);
+
+int hak_pool_init(uintptr_t base, size_t size) {
+  void *reg;
+  /* Reserved, and committed as the arenas grow: 128 bytes per 64 KiB page in use. */
+  int err = hak_os_reserve((size >> HAK_POOL_PAGE_SHIFT) * sizeof(pool_span_t), 0, &reg);
+  if (err) return err;
+  pool_base = base;
+  pool_size = size;
+  registry = reg;
+  if (pthread_key_create(&pool_key, thread_exit_cb) != 0) return ENOMEM;
+  for (unsigned i = 0; i < SHARDS; i++) {
+    pthread_mutex_init(&shards[i].lock, NULL);
+    shards[i].state = HAK_HEAP_LIVE;
+  }
+  return 0;
+}
+
+/* ---- Spans (arena_lock for the global parts). ---- */
+
+static int arena_grow(pool_heap_t *h, size_t need) {
+  size_t steps[16];
+  unsigned n = hak_pool_arena_steps(steps, 16);
+  size_t size = steps[h->chunk_level < n ? h->chunk_level : n - 1];
+  if (size < need) size = need;
+  pthread_mutex_lock(&arena_lock);
+  int ok = region_top + size <= pool_size;
+  size_t page = hak_os_page_size();
+  size_t reg_need = (((region_top + size) >> HAK_POOL_PAGE_SHIFT) * sizeof(pool_span_t) + page - 1) &
+                    ~(page - 1);
+  if (ok && reg_need > registry_committed) {
+    ok = hak_os_commit((char *)registry + registry_committed, reg_need - registry_committed) == 0;
+    if (ok) registry_committed = reg_need;
+  }
+  if (ok) {
+    h->chunk_pos = region_top;
+    h->chunk_end = region_top + size;
+    /* Published after the registry behind it is committed: free() reads it first. */
+    __atomic_store_n(&region_top, region_top + size, __ATOMIC_RELEASE);
+  }
+  pthread_mutex_unlock(&arena_lock);
+  if (ok) {
+    h->chunk_level++;
+    h->arena_chunks++;
+  }
+  return ok;
+}
+
+static pool_span_t *span_from_arena(pool_heap_t *h, unsigned pages) {
+  size_t bytes = (size_t)pages << HAK_POOL_PAGE_SHIFT;
+  if (h->chunk_end - h->chunk_pos < bytes && !arena_grow(h, bytes)) return NULL;
+  uintptr_t off = h->chunk_pos;
+  if (hak_os_commit((void *)(pool_base + off), bytes) != 0) return NULL;
+  h->chunk_pos += bytes;
+  uint32_t head = (uint32_t)(off >> HAK_POOL_PAGE_SHIFT);
+  for (unsigned i = 1; i < pages; i++) {
+    registry[head + i].head = head;
+    registry[head + i].kind = KIND_TAIL;
+  }
+  pool_span_t *s = &registry[head];
+  s->head = head;
+  s->pages = (uint16_t)pages;
+  s->committed = 1;
+  return s;
+}
+
+static pool_span_t *span_from_free(unsigned pages) {
+  pthread_mutex_lock(&arena_lock);
+  pool_span_t *s = free_spans[pages];
+  if (s) {
+    free_spans[pages] = s->avail_next;
+    if (s->avail_next) s->avail_next->avail_prev = NULL;
+  }
+  pthread_mutex_unlock(&arena_lock);
+  if (s && !s->committed) {
+    if (hak_os_commit(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT) != 0) {
+      pthread_mutex_lock(&arena_lock); /* put it back untouched */
+      s->avail_prev = NULL;
+      s->avail_next = free_spans[pages];
+      if (s->avail_next) s->avail_next->avail_prev = s;
+      free_spans[pages] = s;
+      pthread_mutex_unlock(&arena_lock);
+      return NULL;
+    }
+    s->committed = 1;
+  }
+  return s;
+}
+
+static void span_to_free(pool_span_t *s) {
+  s->owner = NULL;
+  s->emptied_ms = now_ms();
+  pthread_mutex_lock(&arena_lock);
+  s->avail_prev = NULL;
+  s->avail_next = free_spans[s->pages];
+  if (s->avail_next) s->avail_next->avail_prev = s;
+  free_spans[s->pages] = s;
+  pthread_mutex_unlock(&arena_lock);
+}
+
+static pool_span_t *span_acquire(pool_heap_t *h, unsigned cls) {
+  unsigned pages = span_pages(cls);
+  pool_span_t *s = h->spare[pages];
+  if (s) h->spare[pages] = NULL;
+  if (!s) s = span_from_free(pages);
+  if (!s) s = span_from_arena(h, pages);
+  if (!s) return NULL;
+  s->free = NULL;
+  s->used = 0;
+  s->carved = 0;
+  s->capacity = (uint32_t)(((size_t)pages << HAK_POOL_PAGE_SHIFT) / hak_pool_class_size[cls]);
+  s->cls = (uint8_t)cls;
+  s->in_avail = 0;
+  s->is_current = 1;
+  s->remote = 0;
+  s->pending_next = NULL;
+  __atomic_store_n(&s->kind, KIND_HEAD, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->owner, h, __ATOMIC_RELEASE);
+  return s;
+}
+
+static void span_release(pool_heap_t *h, pool_span_t *s) {
+  if (h->spare[s->pages] == NULL && h->state == HAK_HEAP_LIVE) {
+    /* Kept by the heap, empty: its next span of this size costs no lock. A stale free
+     * into it finds no owner and is refused. */
+    __atomic_store_n(&s->owner, NULL, __ATOMIC_RELEASE);
+    h->spare[s->pages] = s;
+    return;
+  }
+  span_to_free(s);
+}
+
+/* ---- A heap's lists (owner, or shard lock held). ---- */
+
+static void avail_push(pool_heap_t *h, pool_span_t *s) {
+  s->avail_prev = NULL;
+  s->avail_next = h->avail[s->cls];
+  if (s->avail_next) s->avail_next->avail_prev = s;
+  h->avail[s->cls] = s;
+  s->in_avail = 1;
+}
+
+static void avail_remove(pool_heap_t *h, pool_span_t *s) {
+  if (s->avail_prev) s->avail_prev->avail_next = s->avail_next;
+  else h->avail[s->cls] = s->avail_next;
+  if (s->avail_next) s->avail_next->avail_prev = s->avail_prev;
+  s->in_avail = 0;
+}
+
+static void return_block(pool_heap_t *h, pool_span_t *s, void *b) {
+  *(void **)b = s->free;
+  s->free = b;
+  if (--s->used == 0 && !s->is_current) {
+    if (s->in_avail) avail_remove(h, s);
+    span_release(h, s);
+  } else if (!s->in_avail && !s->is_current) {
+    avail_push(h, s);
+  }
+}
+
+static void process_pending(pool_heap_t *h) {
+  pool_span_t *s = hak_pending_take((void **)&h->pending);
+  while (s) {
+    pool_span_t *next = s->pending_next;
+    void *b = hak_remote_take(&s->remote);
+    while (b) {
+      void *nb = *(void **)b;
+      return_block(h, s, b);
+      b = nb;
+    }
+    s = next;
+  }
+}
+
+static void drain_heap(void *h) { process_pending(h); }
+
+/* Moves up to `want` blocks of `cls` onto list l: span free lists first, then carving. */
+static uint32_t fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t want) {
+  uint32_t got = 0;
+  size_t stride = hak_pool_class_size[cls];
+  while (got < want) {
+    pool_span_t *s = h->current[cls];
+    if (!s) {
+      s = h->avail[cls];
+      if (s) {
+        avail_remove(h, s);
+        s->is_current = 1;
+      } else if (!(s = span_acquire(h, cls))) {
+        break;
+      }
+      h->current[cls] = s;
+    }
+    uint32_t before = got;
+    while (got < want && s->free) {
+      void *b = s->free;
+      s->free = *(void **)b;
+      *(void **)b = l->head;
+      l->head = b;
+      got++;
+    }
+    while (got < want && s->carved < s->capacity) {
+      char *b = span_base(s) + (size_t)s->carved * stride;
+      HAK_CHECK(b + stride <= span_base(s) + ((size_t)s->pages << HAK_POOL_PAGE_SHIFT),
+                "carving past the span end at", b, "pool");
+      s->carved++;
+      if (HAK_CHECKS) memset(b, FILL_FREE, stride < CHECKED_BYTES ? stride : CHECKED_BYTES);
+      *(void **)b = l->head;
+      l->head = b;
+      got++;
+    }
+    s->used += got - before;
+    if (s->free == NULL && s->carved == s->capacity) {
+      s->is_current = 0;
+      h->current[cls] = NULL;
+    }
+  }
+  l->count += got;
+  return got;
+}
+
+/* ---- Debug-fail-fast. ---- */
+
+static const char *class_where(char *buf, size_t cap, unsigned cls) {
+  hak_buf_t b = {buf, 0, cap - 1};
+  hak_buf_str(&b, "pool class ");
+  hak_buf_u64(&b, cls);
+  buf[b.len] = '\0';
+  return buf;
+}
+
+static size_t checked_len(unsigned cls) {
+  size_t size = hak_pool_class_size[cls];
+  return size < CHECKED_BYTES ? size : CHECKED_BYTES;
+}
+
+static int filled(const void *p, size_t from, size_t to) {
+  const unsigned char *c = p;
+  for (size_t i = from; i < to; i++) {
+    if (c[i] != FILL_FREE) return 0;
+  }
+  return 1;
+}
+
+static void *checked_alloc(void *p, unsigned cls) {
+  char where[32];
+  void *next = *(void **)p;
+  if (next && ((uintptr_t)next - pool_base >= pool_size)) {
+    hak_fatal("corrupted free list link in block", p, class_where(where, sizeof where, cls));
+  }
+  if (!filled(p, sizeof(void *), checked_len(cls))) {
+    hak_fatal("write after free to block", p, class_where(where, sizeof where, cls));
+  }
+  memset(p, FILL_ALLOC, checked_len(cls));
+  return p;
+}
+
+/* Validates a free in debug builds; returns the span or NULL for a foreign pointer. */
+static pool_span_t *checked_span(void *p, uintptr_t off) {
+  if (off >= __atomic_load_n(&region_top, __ATOMIC_ACQUIRE)) return NULL;
+  pool_span_t *s = span_of(off);
+  if (__atomic_load_n(&s->kind, __ATOMIC_RELAXED) != KIND_HEAD ||
+      __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) == NULL) {
+    return NULL;
+  }
+  if (HAK_CHECKS) {
+    char where[32];
+    unsigned cls = s->cls;
+    size_t stride = hak_pool_class_size[cls];
+    uintptr_t rel = (uintptr_t)((char *)p - span_base(s));
+    if (rel % stride != 0 || rel / stride >= s->carved) {
+      hak_fatal("free of a pointer that is not a block start:", p,
+                class_where(where, sizeof where, cls));
+    }
+    uintptr_t link = *(uintptr_t *)p & ~HAK_REMOTE_FLAG;
+    if (filled(p, sizeof(void *), checked_len(cls)) && (link == 0 || link - pool_base < pool_size)) {
+      hak_fatal("double free of", p, class_where(where, sizeof where, cls));
+    }
+    memset(p, FILL_FREE, checked_len(cls));
+  }
+  return s;
+}
+
+static void bad_free(void *p) {
+  if (HAK_CHECKS) hak_fatal("free of a pointer hakmem does not own", p, "pool region");
+  __atomic_fetch_add(&foreign_frees, 1, __ATOMIC_RELAXED);
+  HAK_TRACE_ROUTE(HAK_ROUTE_FOREIGN, p, 1);
+}
+
+/* ---- Heaps (POOL_TLS_PHASE1=1). ---- */
+
+static uint32_t list_cap(unsigned cls) {
+  uint32_t cap = LIST_BYTES / hak_pool_class_size[cls];
+  return cap < 4 ? 4 : cap;
+}
+
+/* Favours the small classes; 312 KiB in all, within the 2 MiB per-thread budget. */
+static void heap_prewarm(pool_heap_t *h) {
+  for (unsigned cls = 0; cls < 12; cls++) fill(h, cls, &h->list[cls], 16u >> (cls / 4));
+}
+
+static pool_heap_t *heap_attach(void) {
+  pool_heap_t *h = NULL;
+  pthread_mutex_lock(&heaps_lock);
+  for (pool_heap_t **pp = &heaps_dead; *pp; pp = &(*pp)->next_dead) {
+    if (hak_heap_transition(&(*pp)->state, HAK_HEAP_DEAD, HAK_HEAP_LIVE)) {
+      h = *pp;
+      *pp = h->next_dead;
+      break;
+    }
+  }
+  int created = 0;
+  if (!h) {
+    size_t need = (sizeof(pool_heap_t) + 63) & ~(size_t)63;
+    if (heap_chunk_left < need) {
+      void *chunk;
+      if (hak_os_map(64 * 1024, 0, &chunk) == 0) {
+        heap_chunk = chunk;
+        heap_chunk_left = 64 * 1024;
+      }
+    }
+    if (heap_chunk_left >= need) {
+      h = (pool_heap_t *)heap_chunk;
+      heap_chunk += need;
+      heap_chunk_left -= need;
+      for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) h->list[c].cap = list_cap(c);
+      h->state = HAK_HEAP_LIVE;
+      h->next_all = heaps_all;
+      heaps_all = h;
+      created = 1;
+    }
+  }
+  pthread_mutex_unlock(&heaps_lock);
+  if (!h) return NULL;
+  pool_tls = h;
+  pthread_setspecific(pool_key, h);
+  process_pending(h);
+  if (created && HAK_PREWARM) heap_prewarm(h);
+  return h;
+}
+
+static void *tls_malloc_slow(unsigned cls) {
+  pool_heap_t *h = pool_tls;
+  if (h == &pool_empty_heap && !(h = heap_attach())) return NULL;
+  pool_list_t *l = &h->list[cls];
+  if (!l->head) {
+    if (__atomic_load_n(&h->pending, __ATOMIC_RELAXED)) process_pending(h);
+    h->refills++;
+    HAK_TRACE_ROUTE(HAK_ROUTE_POOL_REFILL, 0, 0);
+    if (fill(h, cls, l, l->cap / 2 ? l->cap / 2 : 1) == 0) return NULL;
+  }
+  void *p = l->head;
+  l->head = *(void **)p;
+  l->count--;
+  return HAK_CHECKS ? checked_alloc(p, cls) : p;
+}
+
+static void list_overflow(pool_heap_t *h, pool_list_t *l) {
+  while (l->count > l->cap / 2) {
+    void *b = l->head;
+    l->head = *(void **)b;
+    l->count--;
+    return_block(h, span_of((uintptr_t)b - pool_base), b);
+  }
+}
+
+static void remote_free(pool_span_t *s, void *p) {
+  pool_heap_t *owner = __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE);
+  HAK_TRACE_ROUTE(HAK_ROUTE_POOL_REMOTE, p, 1);
+  int must_queue = hak_remote_push(&s->remote, p);
+  if (pool_tls != &pool_empty_heap) pool_tls->remote_frees++;
+  else __atomic_fetch_add(&orphan_remote_frees, 1, __ATOMIC_RELAXED);
+  if (!must_queue) return;
+  hak_pending_push((void **)&owner->pending, s, (void **)&s->pending_next);
+  if (__atomic_load_n(&owner->state, __ATOMIC_SEQ_CST) == HAK_HEAP_DEAD) {
+    hak_heap_collect(owner, &owner->state, (void **)&owner->pending, drain_heap);
+  }
+}
+
+/* ---- Shards (POOL_TLS_PHASE1=0). ---- */
+
+static pool_heap_t *my_shard(void) {
+  if (shard_of_thread == 0) {
+    shard_of_thread = __atomic_fetch_add(&shard_next, 1, __ATOMIC_RELAXED) % SHARDS + 1;
+  }
+  return &shards[shard_of_thread - 1];
+}
+
+static void *shared_malloc(unsigned cls) {
+  pool_heap_t *h = my_shard();
+  pool_list_t one = {NULL, 0, 1};
+  HAK_TRACE_ROUTE(HAK_ROUTE_POOL_SHARED, 0, 0);
+  pthread_mutex_lock(&h->lock);
+  h->refills++;
+  fill(h, cls, &one, 1);
+  pthread_mutex_unlock(&h->lock);
+  return one.head && HAK_CHECKS ? checked_alloc(one.head, cls) : one.head;
+}
+
+static void shared_free(pool_span_t *s, void *p) {
+  pool_heap_t *h = s->owner;
+  HAK_TRACE_ROUTE(HAK_ROUTE_POOL_SHARED, p, 1);
+  pthread_mutex_lock(&h->lock);
+  return_block(h, s, p);
+  pthread_mutex_unlock(&h->lock);
+}
+
+/* ---- Entry points. ---- */
+
+void *hak_pool_malloc(size_t n) {
+  unsigned cls = hak_pool_class_of(n);
+  void *p;
+  if (HAK_POOL_TLS) {
+    pool_list_t *l = &pool_tls->list[cls];
+    p = l->head;
+    if (HAK_LIKELY(p != NULL) && !HAK_CHECKS) {
+      l->head = *(void **)p;
+      l->count--;
+      HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
+      return p;
+    }
+    p = tls_malloc_slow(cls);
+  } else {
+    p = shared_malloc(cls);
+  }
+  if (!p) errno = ENOMEM;
+  return p;
+}
+
+void hak_pool_free(void *p, uintptr_t off) {
+  pool_span_t *s = checked_span(p, off);
+  if (HAK_UNLIKELY(s == NULL)) {
+    bad_free(p);
+    return;
+  }
+  if (!HAK_POOL_TLS) {
+    shared_free(s, p);
+    return;
+  }
+  pool_heap_t *h = pool_tls;
+  if (HAK_UNLIKELY(s->owner != h)) {
+    remote_free(s, p);
+    return;
+  }
+  pool_list_t *l = &h->list[s->cls];
+  *(void **)p = l->head;
+  l->head = p;
+  HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 1);
+  if (HAK_UNLIKELY(++l->count > l->cap)) list_overflow(h, l);
+}
+
+size_t hak_pool_usable(uintptr_t off) {
+  if (off >= __atomic_load_n(&region_top, __ATOMIC_ACQUIRE)) return 0;
+  pool_span_t *s = span_of(off);
+  if (s->kind != KIND_HEAD || s->owner == NULL) return 0;
+  return hak_pool_class_size[s->cls];
+}
+
+int hak_pool_registry_class(uintptr_t off) {
+  if (off >= __atomic_load_n(&region_top, __ATOMIC_ACQUIRE)) return -1;
+  pool_span_t *s = span_of(off);
+  return s->kind == KIND_HEAD && s->owner ? s->cls : -1;
+}
+
+/* ---- Thread exit, maintenance, fork, stats. ---- */
+
+static void heap_die(pool_heap_t *h) {
+  for (unsigned cls = 0; cls < HAK_POOL_CLASSES; cls++) {
+    pool_list_t *l = &h->list[cls];
+    while (l->head) {
+      void *b = l->head;
+      l->head = *(void **)b;
+      return_block(h, span_of((uintptr_t)b - pool_base), b);
+    }
+    l->count = 0;
+  }
+  process_pending(h);
+  pool_tls = &pool_empty_heap;
+  pthread_mutex_lock(&heaps_lock);
+  h->state = HAK_HEAP_DEAD;
+  for (unsigned pages = 0; pages <= MAX_SPAN_PAGES; pages++) {
+    if (h->spare[pages]) span_to_free(h->spare[pages]);
+    h->spare[pages] = NULL;
+  }
+  h->next_dead = heaps_dead;
+  heaps_dead = h;
+  pthread_mutex_unlock(&heaps_lock);
+  if (__atomic_load_n(&h->pending, __ATOMIC_SEQ_CST)) {
+    hak_heap_collect(h, &h->state, (void **)&h->pending, drain_heap);
+  }
+}
+
+static void thread_exit_cb(void *arg) {
+  if (arg && arg == pool_tls) heap_die(arg);
+}
+
+void hak_pool_thread_exit(void) {
+  if (pool_tls != &pool_empty_heap) {
+    pthread_setspecific(pool_key, NULL);
+    heap_die(pool_tls);
+  }
+}
+
+void hak_pool_maintain(int force) {
+  uint64_t now = now_ms();
+  uint64_t decay = (uint64_t)hak_opt(HAK_OPT_DECAY_MS);
+  pthread_mutex_lock(&arena_lock);
+  for (unsigned pages = 1; pages <= MAX_SPAN_PAGES; pages++) {
+    for (pool_span_t *s = free_spans[pages]; s; s = s->avail_next) {
+      if (s->committed && (force || now - s->emptied_ms >= decay)) {
+        if (hak_os_decommit(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT) == 0) {
+          s->committed = 0;
+        }
+      }
+    }
+  }
+  pthread_mutex_unlock(&arena_lock);
+}
+
+void hak_pool_fork_prepare(void) {
+  pthread_mutex_lock(&heaps_lock);
+  for (unsigned i = 0; i < SHARDS; i++) pthread_mutex_lock(&shards[i].lock);
+  pthread_mutex_lock(&arena_lock);
+}
+
+void hak_pool_fork_parent(void) {
+  pthread_mutex_unlock(&arena_lock);
+  for (unsigned i = 0; i < SHARDS; i++) pthread_mutex_unlock(&shards[i].lock);
+  pthread_mutex_unlock(&heaps_lock);
+}
+
+void hak_pool_fork_child(void) {
+  pthread_mutex_init(&arena_lock, NULL);
+  for (unsigned i = 0; i < SHARDS; i++) pthread_mutex_init(&shards[i].lock, NULL);
+  pthread_mutex_init(&heaps_lock, NULL);
+  for (pool_heap_t *h = heaps_all; h; h = h->next_all) {
+    if (h != pool_tls && h->state != HAK_HEAP_DEAD) {
+      h->state = HAK_HEAP_DEAD;
+      h->next_dead = heaps_dead;
+      heaps_dead = h;
+    }
+  }
+}
+
+static void add_heap_stats(const pool_heap_t *h, hak_pool_stats_t *out) {
+  out->refills += h->refills;
+  out->remote_frees += h->remote_frees;
+  out->arena_chunks += h->arena_chunks;
+}
+
+void hak_pool_stats(hak_pool_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&heaps_lock);
+  for (pool_heap_t *h = heaps_all; h; h = h->next_all) add_heap_stats(h, out);
+  pthread_mutex_unlock(&heaps_lock);
+  for (unsigned i = 0; i < SHARDS; i++) add_heap_stats(&shards[i], out);
+  out->remote_frees += __atomic_load_n(&orphan_remote_frees, __ATOMIC_RELAXED);
+  out->foreign_frees = __atomic_load_n(&foreign_frees, __ATOMIC_RELAXED);
+  pthread_mutex_lock(&arena_lock);
+  for (uintptr_t page = 0; page < (region_top >> HAK_POOL_PAGE_SHIFT); page++) {
+    const pool_span_t *s = &registry[page];
+    if (s->kind == KIND_HEAD && s->owner && s->used) out->pages_in_use += s->pages;
+  }
+  pthread_mutex_unlock(&arena_lock);
+}

@@ -1,0 +1,654 @@
+/* Tiny tier slow paths: slab and SuperSlab management, refill and overflow of the thread
+ * caches, remote frees through per-slab MPSC queues, thread exit and heap adoption,
+ * decay of empty SuperSlabs, and the debug-fail-fast checks. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#include "allocator/internal/options.h"
+#include "allocator/internal/remote.h"
+#include "allocator/os_boundary/os.h"
+#include "allocator/tiny/tiny.h"
+
+const uint16_t hak_tiny_class_size[HAK_TINY_CLASSES] = {
+    16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
+};
+
+const uint8_t hak_tiny_size_class[HAK_TINY_MAX / 16 + 1] = {
+    0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  8,  9,  9,  10, 10, 11, 11, 12, 12, 12, 12, 13,
+    13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15, 16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 17,
+    17, 17, 17, 17, 17, 18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 19, 19, 19, 19, 19, 19,
+};
+
+hak_tiny_geom_t hak_tiny_geom;
+hak_tiny_heap_t hak_tiny_empty_heap;
+HAK_TLS hak_tiny_heap_t *hak_tiny_tls = &hak_tiny_empty_heap;
+
+enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2 };
+#define SS_NONE UINT32_MAX
+#define MAX_SS_PER_CLASS 2048 /* class regions are at most 4 GiB */
+#define FILL_FREE 0xdf        /* debug: freed and never-allocated bytes */
+#define FILL_ALLOC 0xaa       /* debug: freshly allocated bytes */
+#define HOT_CLASSES 12        /* classes up to 256 B are pre-warmed */
+
+typedef struct {
+  uint16_t free_slabs; /* slabs of this SuperSlab in the class free list */
+  uint8_t state;
+  uint32_t next_empty; /* class stack of empty SuperSlabs, index + 1 */
+  uint32_t lru_prev, lru_next; /* global LRU of committed empty ones, id + 1 */
+  uint64_t emptied_ms;
+} ss_meta_t;
+
+typedef struct {
+  uint32_t carve_ss, carve_next, top_ss, empty_head;
+  hak_tiny_slab_t *free_slabs; /* released slabs of partly used SuperSlabs */
+} class_state_t;
+
+/* One lock for slab and SuperSlab bookkeeping: taken once per 64 KiB slab, never on the
+ * cache paths. Heaps have their own lock for creation and adoption. */
+static pthread_mutex_t tiny_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
+static class_state_t classes[HAK_TINY_CLASSES];
+static ss_meta_t ss_meta[HAK_TINY_CLASSES][MAX_SS_PER_CLASS];
+static uint32_t lru_head, lru_tail, lru_count;
+static hak_tiny_heap_t *heaps_all, *heaps_dead;
+static char *heap_chunk;
+static size_t heap_chunk_left;
+static pthread_key_t tiny_key;
+static uint64_t foreign_frees, orphan_remote_frees;
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static size_t class_span(void) { return (size_t)1 << hak_tiny_geom.class_shift; }
+
+static uintptr_t class_base(unsigned cls) { return hak_tiny_geom.base + cls * class_span(); }
+
+static hak_tiny_slab_t *slab_at(unsigned cls, uint32_t ss, uint32_t idx) {
+  return (hak_tiny_slab_t *)(class_base(cls) + ((uintptr_t)ss << HAK_TINY_SS_SHIFT) +
+                             ((uintptr_t)idx << HAK_TINY_SLAB_SHIFT));
+}
+
+static uint32_t ss_of(const hak_tiny_slab_t *s) {
+  return (uint32_t)(((uintptr_t)s - class_base(s->cls)) >> HAK_TINY_SS_SHIFT);
+}
+
+static char *block_start(hak_tiny_slab_t *s) { return (char *)s + HAK_TINY_SLAB_HEADER; }
+
+static void thread_exit_cb(void *arg);
+
+int hak_tiny_init(uintptr_t base, size_t size) {
+  unsigned shift = 0;
+  while (((size_t)HAK_TINY_CLASS_SLOTS << (shift + 1)) <= size) shift++;
+  if (shift < HAK_TINY_SS_SHIFT + 1) return ENOMEM;
+  if (shift > HAK_TINY_SS_SHIFT + 11) shift = HAK_TINY_SS_SHIFT + 11; /* MAX_SS_PER_CLASS */
+  hak_tiny_geom.base = base;
+  hak_tiny_geom.class_shift = shift;
+  hak_tiny_geom.size = (uintptr_t)HAK_TINY_CLASS_SLOTS << shift;
+  if (!HAK_HEADER_CLASSIDX) {
+    void *reg;
+    int err = hak_os_map(hak_tiny_geom.size >> HAK_TINY_SLAB_SHIFT, 0, &reg);
+    if (err) return err;
+    hak_tiny_geom.registry = reg;
+  }
+  for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) classes[c].carve_ss = SS_NONE;
+  if (pthread_key_create(&tiny_key, thread_exit_cb) != 0) return ENOMEM;
+  return 0;
+}
+
+/* ---- The global LRU of committed empty SuperSlabs (tiny_lock held). ---- */
+
+static ss_meta_t *meta_of_id(uint32_t id) {
+  return &ss_meta[id / MAX_SS_PER_CLASS][id % MAX_SS_PER_CLASS];
+}
+
+static void lru_remove(uint32_t id) {
+  ss_meta_t *m = meta_of_id(id);
+  if (m->lru_prev) meta_of_id(m->lru_prev - 1)->lru_next = m->lru_next;
+  else lru_head = m->lru_next;
+  if (m->lru_next) meta_of_id(m->lru_next - 1)->lru_prev = m->lru_prev;
+  else lru_tail = m->lru_prev;
+  m->lru_prev = m->lru_next = 0;
+  lru_count--;
+}
+
+static void lru_push_tail(uint32_t id) {
+  ss_meta_t *m = meta_of_id(id);
+  m->lru_prev = lru_tail;
+  m->lru_next = 0;
+  if (lru_tail) meta_of_id(lru_tail - 1)->lru_next = id + 1;
+  else lru_head = id + 1;
+  lru_tail = id + 1;
+  lru_count++;
+}
+
+/* Decommits the oldest empty SuperSlabs beyond the LRU size once they have been idle for
+ * HAKMEM_DECAY_MS (or at once with force, which also ignores the LRU size). */
+static void maintain_locked(uint64_t now, int force) {
+  uint64_t keep = force ? 0 : (uint64_t)hak_opt(HAK_OPT_SS_LRU_SIZE);
+  uint64_t decay = (uint64_t)hak_opt(HAK_OPT_DECAY_MS);
+  while (lru_count > keep) {
+    uint32_t id = lru_head - 1;
+    ss_meta_t *m = meta_of_id(id);
+    if (!force && now - m->emptied_ms < decay) break;
+    lru_remove(id);
+    unsigned cls = id / MAX_SS_PER_CLASS;
+    if (hak_os_decommit(slab_at(cls, id % MAX_SS_PER_CLASS, 0), HAK_TINY_SS_SIZE) == 0) {
+      m->state = SS_DECOMMITTED;
+    }
+  }
+}
+
+void hak_tiny_maintain(int force) {
+  if (!force && __atomic_load_n(&lru_count, __ATOMIC_RELAXED) <=
+                    (uint64_t)hak_opt(HAK_OPT_SS_LRU_SIZE)) {
+    return;
+  }
+  pthread_mutex_lock(&tiny_lock);
+  maintain_locked(now_ms(), force);
+  pthread_mutex_unlock(&tiny_lock);
+}
+
+/* ---- Slabs and SuperSlabs (tiny_lock held). ---- */
+
+static void free_slabs_unlink(class_state_t *cs, hak_tiny_slab_t *s) {
+  if (s->avail_prev) s->avail_prev->avail_next = s->avail_next;
+  else cs->free_slabs = s->avail_next;
+  if (s->avail_next) s->avail_next->avail_prev = s->avail_prev;
+}
+
+/* Makes a SuperSlab the class's carving source: an empty one if any, else a new one. */
+static int ss_take(unsigned cls) {
+  class_state_t *cs = &classes[cls];
+  uint32_t ss;
+  if (cs->empty_head) {
+    ss = cs->empty_head - 1;
+    ss_meta_t *m = &ss_meta[cls][ss];
+    if (m->state == SS_DECOMMITTED) {
+      if (hak_os_commit(slab_at(cls, ss, 0), HAK_TINY_SS_SIZE) != 0) return 0;
+    } else {
+      lru_remove(cls * MAX_SS_PER_CLASS + ss);
+    }
+    cs->empty_head = m->next_empty;
+  } else {
+    if (((uintptr_t)(cs->top_ss + 1) << HAK_TINY_SS_SHIFT) > class_span()) return 0;
+    ss = cs->top_ss;
+    if (hak_os_commit(slab_at(cls, ss, 0), HAK_TINY_SS_SIZE) != 0) return 0;
+    cs->top_ss++;
+    /* Publish before any block of it is handed out: free() reads it to accept pointers. */
+    __atomic_store_n(&hak_tiny_geom.top[cls], (uintptr_t)cs->top_ss << HAK_TINY_SS_SHIFT,
+                     __ATOMIC_RELEASE);
+  }
+  ss_meta[cls][ss].state = SS_ACTIVE;
+  ss_meta[cls][ss].free_slabs = 0;
+  cs->carve_ss = ss;
+  cs->carve_next = 0;
+  return 1;
+}
+
+/* A slab for `cls`; *fresh tells whether its header must be initialised from scratch. */
+static hak_tiny_slab_t *slab_acquire(unsigned cls, int *fresh) {
+  class_state_t *cs = &classes[cls];
+  hak_tiny_slab_t *s = NULL;
+  pthread_mutex_lock(&tiny_lock);
+  if (cs->free_slabs) {
+    s = cs->free_slabs;
+    free_slabs_unlink(cs, s);
+    ss_meta[cls][ss_of(s)].free_slabs--;
+    *fresh = 0;
+  } else if ((cs->carve_ss != SS_NONE && cs->carve_next < HAK_TINY_SLABS_PER_SS) || ss_take(cls)) {
+    s = slab_at(cls, cs->carve_ss, cs->carve_next++);
+    *fresh = 1;
+  }
+  pthread_mutex_unlock(&tiny_lock);
+  return s;
+}
+
+/* An empty slab goes back to its class; a SuperSlab whose slabs are all back becomes empty. */
+static void slab_release(hak_tiny_slab_t *s) {
+  unsigned cls = s->cls;
+  class_state_t *cs = &classes[cls];
+  pthread_mutex_lock(&tiny_lock);
+  uint32_t ss = ss_of(s);
+  ss_meta_t *m = &ss_meta[cls][ss];
+  s->owner = NULL;
+  s->avail_prev = NULL;
+  s->avail_next = cs->free_slabs;
+  if (cs->free_slabs) cs->free_slabs->avail_prev = s;
+  cs->free_slabs = s;
+  uint32_t handed_out = ss == cs->carve_ss ? cs->carve_next : HAK_TINY_SLABS_PER_SS;
+  if (++m->free_slabs == handed_out) {
+    for (uint32_t i = 0; i < handed_out; i++) free_slabs_unlink(cs, slab_at(cls, ss, i));
+    if (ss == cs->carve_ss) cs->carve_ss = SS_NONE;
+    m->state = SS_EMPTY;
+    m->emptied_ms = now_ms();
+    m->next_empty = cs->empty_head;
+    cs->empty_head = ss + 1;
+    lru_push_tail(cls * MAX_SS_PER_CLASS + ss);
+    maintain_locked(m->emptied_ms, 0);
+  }
+  pthread_mutex_unlock(&tiny_lock);
+}
+
+static void slab_adopt(hak_tiny_heap_t *h, hak_tiny_slab_t *s, unsigned cls, int fresh) {
+  if (fresh) {
+    s->free = NULL;
+    s->carved = 0;
+    s->capacity = (uint32_t)((HAK_TINY_SLAB_SIZE - HAK_TINY_SLAB_HEADER) / hak_tiny_class_size[cls]);
+    s->cls = (uint16_t)cls;
+    __atomic_store_n(&s->remote, 0, __ATOMIC_RELAXED);
+    if (!HAK_HEADER_CLASSIDX) {
+      hak_tiny_geom.registry[((uintptr_t)s - hak_tiny_geom.base) >> HAK_TINY_SLAB_SHIFT] = (uint8_t)cls;
+    }
+  }
+  s->used = 0;
+  s->in_avail = 0;
+  s->is_current = 1;
+  s->pending_next = NULL;
+  __atomic_store_n(&s->owner, h, __ATOMIC_RELEASE);
+}
+
+/* ---- A heap's slab lists (owner only). ---- */
+
+static void avail_push(hak_tiny_heap_t *h, hak_tiny_slab_t *s) {
+  hak_tiny_slab_t **head = &h->avail[s->cls];
+  s->avail_prev = NULL;
+  s->avail_next = *head;
+  if (*head) (*head)->avail_prev = s;
+  *head = s;
+  s->in_avail = 1;
+}
+
+static void avail_remove(hak_tiny_heap_t *h, hak_tiny_slab_t *s) {
+  if (s->avail_prev) s->avail_prev->avail_next = s->avail_next;
+  else h->avail[s->cls] = s->avail_next;
+  if (s->avail_next) s->avail_next->avail_prev = s->avail_prev;
+  s->in_avail = 0;
+}
+
+/* A block goes back to its own slab's free list. */
+static void return_block(hak_tiny_heap_t *h, hak_tiny_slab_t *s, void *b) {
+  *(void **)b = s->free;
+  s->free = b;
+  if (--s->used == 0 && !s->is_current) {
+    if (s->in_avail) avail_remove(h, s);
+    slab_release(s);
+  } else if (!s->in_avail && !s->is_current) {
+    avail_push(h, s);
+  }
+}
+
+/* Takes every slab with remote frees off the heap's pending list and drains each slab's
+ * remote queue into its free list before anyone pops that list. */
+static void process_pending(hak_tiny_heap_t *h) {
+  hak_tiny_slab_t *s = hak_pending_take((void **)&h->pending);
+  while (s) {
+    hak_tiny_slab_t *next = s->pending_next;
+    void *b = hak_remote_take(&s->remote);
+    while (b) {
+      void *nb = *(void **)b;
+      return_block(h, s, b);
+      b = nb;
+    }
+    s = next;
+  }
+}
+
+static void drain_heap(void *h) { process_pending(h); }
+
+/* ---- Debug-fail-fast helpers (compiled in every variant, used when HAK_CHECKS). ---- */
+
+static const char *class_where(char *buf, size_t cap, unsigned cls) {
+  hak_buf_t b = {buf, 0, cap - 1};
+  hak_buf_str(&b, "tiny class ");
+  hak_buf_u64(&b, cls);
+  buf[b.len] = '\0';
+  return buf;
+}
+
+static int bytes_are(const void *p, size_t from, size_t to, int value) {
+  const unsigned char *c = p;
+  for (size_t i = from; i < to; i++) {
+    if (c[i] != value) return 0;
+  }
+  return 1;
+}
+
+/* Pops one block from a cache, checking the link and the free fill (debug). */
+static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
+  char where[32];
+  void *p = c->head;
+  void *next = *(void **)p;
+  uintptr_t noff = (uintptr_t)next - hak_tiny_geom.base;
+  size_t size = hak_tiny_class_size[cls];
+  if (next != NULL && (noff >= hak_tiny_geom.size || !hak_tiny_owns(noff))) {
+    hak_fatal("corrupted free list link in block", p, class_where(where, sizeof where, cls));
+  }
+  if (!bytes_are(p, sizeof(void *), size, FILL_FREE)) {
+    hak_fatal("write after free to block", p, class_where(where, sizeof where, cls));
+  }
+  c->head = next;
+  c->count--;
+  memset(p, FILL_ALLOC, size);
+  return p;
+}
+
+/* ---- Refill and overflow. ---- */
+
+/* Moves up to `want` blocks of slab s into the cache: its free list first, then carving. */
+static uint32_t slab_take(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t want) {
+  uint32_t got = 0;
+  while (got < want && s->free) {
+    void *b = s->free;
+    s->free = *(void **)b;
+    *(void **)b = c->head;
+    c->head = b;
+    got++;
+  }
+  size_t stride = hak_tiny_class_size[s->cls];
+  while (got < want && s->carved < s->capacity) {
+    char *b = block_start(s) + (size_t)s->carved * stride;
+    HAK_CHECK(b + stride <= (char *)s + HAK_TINY_SLAB_SIZE, "carving past the slab end at", b,
+              "tiny");
+    s->carved++;
+    if (HAK_CHECKS) memset(b, FILL_FREE, stride);
+    *(void **)b = c->head;
+    c->head = b;
+    got++;
+  }
+  s->used += got;
+  c->count += got;
+  return got;
+}
+
+static int slab_exhausted(const hak_tiny_slab_t *s) {
+  return s->free == NULL && s->carved == s->capacity;
+}
+
+/* Fills the cache of `cls` with up to `want` blocks. Returns how many it got. */
+static uint32_t fill(hak_tiny_heap_t *h, unsigned cls, uint32_t want) {
+  hak_tiny_cache_t *c = &h->cache[cls];
+  uint32_t got = 0;
+  while (got < want) {
+    hak_tiny_slab_t *s = h->current[cls];
+    if (s) {
+      got += slab_take(s, c, want - got);
+      if (!slab_exhausted(s)) break;
+      s->is_current = 0;
+      h->current[cls] = NULL;
+      continue;
+    }
+    int fresh = 0;
+    s = h->avail[cls];
+    if (s) {
+      avail_remove(h, s);
+      s->is_current = 1;
+    } else {
+      s = slab_acquire(cls, &fresh);
+      if (!s) break;
+      slab_adopt(h, s, cls, fresh);
+    }
+    h->current[cls] = s;
+  }
+  return got;
+}
+
+static void heap_prewarm(hak_tiny_heap_t *h) {
+  for (unsigned cls = 0; cls < HOT_CLASSES; cls++) {
+    uint32_t n = HAK_TINY_PREWARM_BUDGET / HOT_CLASSES / hak_tiny_class_size[cls];
+    if (n > 64) n = 64;
+    if (h->cache[cls].cap < n) h->cache[cls].cap = n;
+    fill(h, cls, n);
+  }
+}
+
+/* Takes a dead heap if there is one (adoption keeps its slabs and caches), else a new one. */
+static hak_tiny_heap_t *heap_attach(void) {
+  hak_tiny_heap_t *h = NULL;
+  pthread_mutex_lock(&heaps_lock);
+  for (hak_tiny_heap_t **pp = &heaps_dead; *pp; pp = &(*pp)->next_dead) {
+    if (hak_heap_transition(&(*pp)->state, HAK_HEAP_DEAD, HAK_HEAP_LIVE)) {
+      h = *pp;
+      *pp = h->next_dead;
+      break;
+    }
+  }
+  int created = 0;
+  if (!h) {
+    size_t need = (sizeof(hak_tiny_heap_t) + 63) & ~(size_t)63;
+    if (heap_chunk_left < need) {
+      void *chunk;
+      if (hak_os_map(64 * 1024, 0, &chunk) == 0) {
+        heap_chunk = chunk;
+        heap_chunk_left = 64 * 1024;
+      }
+    }
+    if (heap_chunk_left >= need) {
+      h = (hak_tiny_heap_t *)heap_chunk;
+      heap_chunk += need;
+      heap_chunk_left -= need;
+      for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) h->cache[c].cap = 32;
+      h->state = HAK_HEAP_LIVE;
+      h->next_all = heaps_all;
+      heaps_all = h;
+      created = 1;
+    }
+  }
+  pthread_mutex_unlock(&heaps_lock);
+  if (!h) return NULL;
+  hak_tiny_tls = h;
+  pthread_setspecific(tiny_key, h);
+  process_pending(h);
+  if (created && HAK_PREWARM) heap_prewarm(h);
+  return h;
+}
+
+void *hak_tiny_malloc_slow(unsigned cls) {
+  hak_tiny_heap_t *h = hak_tiny_tls;
+  if (h == &hak_tiny_empty_heap) {
+    h = heap_attach();
+    if (!h) {
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  hak_tiny_cache_t *c = &h->cache[cls];
+  if (c->head == NULL) {
+    if (__atomic_load_n(&h->pending, __ATOMIC_RELAXED)) process_pending(h);
+    uint32_t max = (uint32_t)hak_opt(HAK_OPT_TINY_CACHE_MAX);
+    if (++c->misses >= 2 && c->cap < max) c->cap = c->cap * 2 > max ? max : c->cap * 2;
+    c->idle = 0;
+    h->refills++;
+    HAK_TRACE_ROUTE(HAK_ROUTE_TINY_REFILL, 0, 0);
+    if (fill(h, cls, c->cap / 2 > 0 ? c->cap / 2 : 1) == 0) {
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  if (HAK_CHECKS) return cache_pop_checked(c, cls);
+  void *p = c->head;
+  c->head = *(void **)p;
+  c->count--;
+  return p;
+}
+
+void hak_tiny_overflow(hak_tiny_heap_t *h, unsigned cls) {
+  hak_tiny_cache_t *c = &h->cache[cls];
+  /* Overflows with no refill in between mean the thread frees more than it allocates. */
+  if (c->misses == 0 && ++c->idle >= 2 && c->cap > 16) {
+    c->cap = c->cap / 2 < 16 ? 16 : c->cap / 2;
+    c->idle = 0;
+  }
+  c->misses = 0;
+  h->overflows++;
+  uint32_t keep = c->cap / 2;
+  while (c->count > keep) {
+    void *b = c->head;
+    c->head = *(void **)b;
+    c->count--;
+    return_block(h, hak_tiny_slab_of(b), b);
+  }
+}
+
+/* ---- Frees of blocks owned by other threads. ---- */
+
+static void collect_dead(hak_tiny_heap_t *h) {
+  hak_heap_collect(h, &h->state, (void **)&h->pending, drain_heap);
+}
+
+void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p) {
+  hak_tiny_heap_t *owner = __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE);
+  if (HAK_UNLIKELY(owner == NULL)) {
+    __atomic_fetch_add(&foreign_frees, 1, __ATOMIC_RELAXED);
+    return;
+  }
+  HAK_TRACE_ROUTE(HAK_ROUTE_TINY_REMOTE, p, 1);
+  int must_queue = hak_remote_push(&s->remote, p);
+  hak_tiny_heap_t *self = hak_tiny_tls;
+  if (self != &hak_tiny_empty_heap) self->remote_frees++;
+  else __atomic_fetch_add(&orphan_remote_frees, 1, __ATOMIC_RELAXED);
+  if (!must_queue) return; /* the slab is already queued at its owner */
+  hak_pending_push((void **)&owner->pending, s, (void **)&s->pending_next);
+  if (__atomic_load_n(&owner->state, __ATOMIC_SEQ_CST) == HAK_HEAP_DEAD) collect_dead(owner);
+}
+
+HAK_COLD void hak_tiny_bad_free(const void *p) {
+  if (HAK_CHECKS) hak_fatal("free of a pointer hakmem does not own", p, "tiny region");
+  __atomic_fetch_add(&foreign_frees, 1, __ATOMIC_RELAXED);
+  HAK_TRACE_ROUTE(HAK_ROUTE_FOREIGN, p, 1);
+}
+
+void hak_tiny_free_checked(void *p, uintptr_t off) {
+  if (!hak_tiny_owns(off)) {
+    hak_tiny_bad_free(p);
+    return;
+  }
+  hak_tiny_slab_t *s = hak_tiny_slab_of(p);
+  unsigned cls = hak_tiny_class_at(off);
+  if (HAK_CHECKS) {
+    char where[32];
+    size_t size = hak_tiny_class_size[cls];
+    uintptr_t first = (uintptr_t)block_start(s);
+    if (__atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) == NULL) {
+      hak_fatal("free of memory that is not allocated:", p, class_where(where, sizeof where, cls));
+    }
+    if ((uintptr_t)p < first || ((uintptr_t)p - first) % size != 0 ||
+        (uintptr_t)p >= first + (uintptr_t)s->capacity * size) {
+      hak_fatal("free of a pointer that is not a block start:", p,
+                class_where(where, sizeof where, cls));
+    }
+    uintptr_t link = *(uintptr_t *)p & ~HAK_REMOTE_FLAG;
+    if (bytes_are(p, sizeof(void *), size, FILL_FREE) &&
+        (link == 0 || link - hak_tiny_geom.base < hak_tiny_geom.size)) {
+      hak_fatal("double free of", p, class_where(where, sizeof where, cls));
+    }
+    memset(p, FILL_FREE, size);
+  }
+  hak_tiny_heap_t *h = hak_tiny_tls;
+  if (s->owner != h) {
+    hak_tiny_free_remote(s, p);
+    return;
+  }
+  hak_tiny_cache_t *c = &h->cache[cls];
+  *(void **)p = c->head;
+  c->head = p;
+  if (++c->count > c->cap) hak_tiny_overflow(h, cls);
+}
+
+/* ---- Thread exit, fork, stats. ---- */
+
+static void heap_flush(hak_tiny_heap_t *h) {
+  for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
+    hak_tiny_cache_t *c = &h->cache[cls];
+    while (c->head) {
+      void *b = c->head;
+      c->head = *(void **)b;
+      return_block(h, hak_tiny_slab_of(b), b);
+    }
+    c->count = 0;
+  }
+  process_pending(h);
+}
+
+static void heap_die(hak_tiny_heap_t *h) {
+  heap_flush(h);
+  hak_tiny_tls = &hak_tiny_empty_heap;
+  pthread_mutex_lock(&heaps_lock);
+  h->next_dead = heaps_dead;
+  heaps_dead = h;
+  __atomic_store_n(&h->state, HAK_HEAP_DEAD, __ATOMIC_SEQ_CST);
+  pthread_mutex_unlock(&heaps_lock);
+  /* Remote frees that raced with the flush are drained now rather than at adoption. */
+  if (__atomic_load_n(&h->pending, __ATOMIC_SEQ_CST)) collect_dead(h);
+}
+
+static void thread_exit_cb(void *arg) {
+  hak_tiny_heap_t *h = arg;
+  if (h && h == hak_tiny_tls) heap_die(h);
+}
+
+void hak_tiny_thread_exit(void) {
+  hak_tiny_heap_t *h = hak_tiny_tls;
+  if (h != &hak_tiny_empty_heap) {
+    pthread_setspecific(tiny_key, NULL);
+    heap_die(h);
+  }
+}
+
+void hak_tiny_fork_prepare(void) {
+  pthread_mutex_lock(&heaps_lock);
+  pthread_mutex_lock(&tiny_lock);
+}
+
+void hak_tiny_fork_parent(void) {
+  pthread_mutex_unlock(&tiny_lock);
+  pthread_mutex_unlock(&heaps_lock);
+}
+
+/* In the child only the forking thread exists: every other live heap becomes dead, ready
+ * for adoption with its caches and slabs intact. */
+void hak_tiny_fork_child(void) {
+  pthread_mutex_init(&tiny_lock, NULL);
+  pthread_mutex_init(&heaps_lock, NULL);
+  for (hak_tiny_heap_t *h = heaps_all; h; h = h->next_all) {
+    if (h != hak_tiny_tls && h->state != HAK_HEAP_DEAD) {
+      h->state = HAK_HEAP_DEAD;
+      h->next_dead = heaps_dead;
+      heaps_dead = h;
+    }
+  }
+}
+
+void hak_tiny_stats(hak_tiny_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  pthread_mutex_lock(&heaps_lock);
+  for (hak_tiny_heap_t *h = heaps_all; h; h = h->next_all) {
+    out->refills += h->refills;
+    out->overflows += h->overflows;
+    out->remote_frees += h->remote_frees;
+  }
+  pthread_mutex_unlock(&heaps_lock);
+  out->remote_frees += __atomic_load_n(&orphan_remote_frees, __ATOMIC_RELAXED);
+  pthread_mutex_lock(&tiny_lock);
+  for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
+    const class_state_t *cs = &classes[cls];
+    out->superslabs += cs->top_ss;
+    for (uint32_t ss = 0; ss < cs->top_ss; ss++) {
+      const ss_meta_t *m = &ss_meta[cls][ss];
+      if (m->state != SS_ACTIVE) {
+        out->empty_superslabs++;
+        continue;
+      }
+      uint32_t handed = ss == cs->carve_ss ? cs->carve_next : HAK_TINY_SLABS_PER_SS;
+      out->slabs_in_use += handed - m->free_slabs;
+    }
+  }
+  pthread_mutex_unlock(&tiny_lock);
+}
+
+uint64_t hak_tiny_foreign_frees(void) { return __atomic_load_n(&foreign_frees, __ATOMIC_RELAXED); }

@@ -1,0 +1,183 @@
+/* The Tiny tier (1 B .. 1 KiB): the only header other layers may include.
+ * Size classes, SuperSlab geometry, the per-thread heap with its class caches, and the
+ * inline fast paths. Blocks live in per-class regions of the reserved range, so the
+ * class of a pointer is arithmetic on its address (HEADER_CLASSIDX=1) or one load from
+ * the page registry (HEADER_CLASSIDX=0). */
+#ifndef HAK_ALLOCATOR_TINY_TINY_H
+#define HAK_ALLOCATOR_TINY_TINY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "allocator/internal/config.h"
+#include "allocator/internal/log.h"
+#include "allocator/internal/trace.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define HAK_TINY_MAX 1024
+#define HAK_TINY_CLASSES 20
+#define HAK_TINY_CLASS_SLOTS 32 /* class regions; a power of two >= HAK_TINY_CLASSES */
+#define HAK_TINY_SLAB_SHIFT 16  /* 64 KiB slabs */
+#define HAK_TINY_SLAB_SIZE ((size_t)1 << HAK_TINY_SLAB_SHIFT)
+#define HAK_TINY_SS_SHIFT 21 /* 2 MiB SuperSlabs: the commit and decommit unit */
+#define HAK_TINY_SS_SIZE ((size_t)1 << HAK_TINY_SS_SHIFT)
+#define HAK_TINY_SLABS_PER_SS (HAK_TINY_SS_SIZE / HAK_TINY_SLAB_SIZE)
+/* Blocks start after the slab header; one stride (the class size) is used by carving,
+ * refill and capacity alike. */
+#define HAK_TINY_SLAB_HEADER 128
+#define HAK_TINY_PREWARM_BUDGET (32 * 1024) /* bytes of blocks per thread at start */
+
+extern const uint16_t hak_tiny_class_size[HAK_TINY_CLASSES];
+extern const uint8_t hak_tiny_size_class[HAK_TINY_MAX / 16 + 1]; /* by (n + 15) / 16 */
+
+HAK_INLINE unsigned hak_tiny_class_of(size_t n) { return hak_tiny_size_class[(n + 15) >> 4]; }
+
+/* A thread's cache of one class: a singly linked list through the blocks' first word. */
+typedef struct {
+  void *head;
+  uint32_t count;
+  uint32_t cap;    /* adaptive, 16 .. HAKMEM_TINY_CACHE_MAX */
+  uint32_t misses; /* refills since the last overflow: grows cap */
+  uint32_t idle;   /* overflows without a refill in between: shrinks cap */
+} hak_tiny_cache_t;
+
+struct hak_tiny_slab;
+
+typedef struct hak_tiny_heap {
+  hak_tiny_cache_t cache[HAK_TINY_CLASSES];
+  struct hak_tiny_slab *current[HAK_TINY_CLASSES];
+  struct hak_tiny_slab *avail[HAK_TINY_CLASSES]; /* owned slabs with free blocks */
+  struct hak_tiny_slab *pending;                 /* MPSC: slabs with remote frees */
+  int state;                                     /* hak_tiny_heap_state_t */
+  struct hak_tiny_heap *next_all;
+  struct hak_tiny_heap *next_dead;
+  uint64_t refills, overflows, remote_frees;
+} hak_tiny_heap_t;
+
+/* Slab header, at the start of every 64 KiB slab. The first line is the owner's; the
+ * remote word is written by other threads. */
+typedef struct hak_tiny_slab {
+  hak_tiny_heap_t *owner; /* NULL while the slab is free */
+  void *free;             /* owner-only free list */
+  uint32_t used;          /* blocks not in `free` and not uncarved */
+  uint32_t carved;
+  uint32_t capacity;
+  uint16_t cls;
+  uint8_t in_avail;
+  uint8_t is_current;
+  struct hak_tiny_slab *avail_prev, *avail_next; /* heap avail list or global free list */
+  char pad1[64 - 48];
+  /* Remote frees: chain head with bit 0 set while the slab sits in its owner's pending
+   * list, so that flag and chain change together in one atomic operation. */
+  uintptr_t remote;
+  struct hak_tiny_slab *pending_next;
+  char pad2[64 - 16];
+} hak_tiny_slab_t;
+
+_Static_assert(sizeof(hak_tiny_slab_t) == HAK_TINY_SLAB_HEADER, "slab header size");
+
+typedef struct {
+  uintptr_t base;       /* first byte of the Tiny region */
+  uintptr_t size;       /* HAK_TINY_CLASS_SLOTS << class_shift */
+  unsigned class_shift; /* log2 of one class region */
+  uint8_t *registry;    /* page registry: class of each slab (HEADER_CLASSIDX=0 path) */
+  uintptr_t top[HAK_TINY_CLASS_SLOTS]; /* bytes handed out per class region */
+} hak_tiny_geom_t;
+
+extern hak_tiny_geom_t hak_tiny_geom;
+extern hak_tiny_heap_t hak_tiny_empty_heap;
+extern HAK_TLS hak_tiny_heap_t *hak_tiny_tls;
+
+/* Takes [base, base+size) of the reserved range (size a power of two >= 32 SuperSlabs,
+ * base aligned to it). Returns 0 or ENOMEM. Called once, before any other function. */
+int hak_tiny_init(uintptr_t base, size_t size);
+
+/* Slow paths, out of line. */
+void *hak_tiny_malloc_slow(unsigned cls);
+void hak_tiny_overflow(hak_tiny_heap_t *h, unsigned cls);
+void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p);
+void hak_tiny_free_checked(void *p, uintptr_t off); /* debug-fail-fast free */
+HAK_COLD void hak_tiny_bad_free(const void *p);
+
+/* Flushes the calling thread's caches and hands its heap to the next thread. */
+void hak_tiny_thread_exit(void);
+/* Returns empty SuperSlabs past the LRU to the OS; `force` ignores the decay time. */
+void hak_tiny_maintain(int force);
+/* fork: lock everything / unlock in the parent / re-initialise in the child. */
+void hak_tiny_fork_prepare(void);
+void hak_tiny_fork_parent(void);
+void hak_tiny_fork_child(void);
+
+typedef struct {
+  uint64_t slabs_in_use, superslabs, empty_superslabs, refills, overflows, remote_frees;
+} hak_tiny_stats_t;
+void hak_tiny_stats(hak_tiny_stats_t *out);
+/* Frees of pointers in the Tiny region that are not live blocks (release builds). */
+uint64_t hak_tiny_foreign_frees(void);
+
+HAK_INLINE hak_tiny_slab_t *hak_tiny_slab_of(const void *p) {
+  return (hak_tiny_slab_t *)((uintptr_t)p & ~(uintptr_t)(HAK_TINY_SLAB_SIZE - 1));
+}
+
+/* Class of a block at offset `off` in the Tiny region. */
+HAK_INLINE unsigned hak_tiny_class_at(uintptr_t off) {
+  if (HAK_HEADER_CLASSIDX) return (unsigned)(off >> hak_tiny_geom.class_shift);
+  HAK_TRACE_ROUTE(HAK_ROUTE_REGISTRY, 0, 0);
+  return hak_tiny_geom.registry[off >> HAK_TINY_SLAB_SHIFT];
+}
+
+/* Usable size of the block at offset `off`. */
+HAK_INLINE size_t hak_tiny_usable(uintptr_t off) {
+  return hak_tiny_class_size[hak_tiny_class_at(off)];
+}
+
+/* Whether `off` lies in memory the class region has handed out (so its slab header may
+ * be read). Unused slots and uncommitted tails fail. */
+HAK_INLINE int hak_tiny_owns(uintptr_t off) {
+  unsigned slot = (unsigned)(off >> hak_tiny_geom.class_shift);
+  uintptr_t in_class = off & (((uintptr_t)1 << hak_tiny_geom.class_shift) - 1);
+  return in_class < __atomic_load_n(&hak_tiny_geom.top[slot], __ATOMIC_ACQUIRE);
+}
+
+/* n in 0 .. HAK_TINY_MAX. Returns NULL with errno = ENOMEM when out of memory. */
+HAK_INLINE void *hak_tiny_malloc(size_t n) {
+  unsigned cls = hak_tiny_class_of(n);
+  hak_tiny_cache_t *c = &hak_tiny_tls->cache[cls];
+  void *p = c->head;
+  if (HAK_LIKELY(p != NULL) && !HAK_CHECKS) {
+    c->head = *(void **)p;
+    c->count--;
+    HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 0);
+    return p;
+  }
+  return hak_tiny_malloc_slow(cls);
+}
+
+/* p is a Tiny block at offset `off` in the region (checked by the caller). */
+HAK_INLINE void hak_tiny_free(void *p, uintptr_t off) {
+  if (HAK_CHECKS || HAK_UNLIKELY(!hak_tiny_owns(off))) {
+    hak_tiny_free_checked(p, off);
+    return;
+  }
+  hak_tiny_slab_t *s = hak_tiny_slab_of(p);
+  hak_tiny_heap_t *h = hak_tiny_tls;
+  if (HAK_UNLIKELY(s->owner != h)) {
+    hak_tiny_free_remote(s, p);
+    return;
+  }
+  unsigned cls = hak_tiny_class_at(off);
+  hak_tiny_cache_t *c = &h->cache[cls];
+  *(void **)p = c->head;
+  c->head = p;
+  HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 1);
+  if (HAK_UNLIKELY(++c->count > c->cap)) hak_tiny_overflow(h, cls);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HAK_ALLOCATOR_TINY_TINY_H */
