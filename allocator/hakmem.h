@@ -49,8 +49,8 @@ typedef struct hak_stats {
   uint64_t os_bytes[HAK_STAT_OS_KINDS];
   uint64_t os_failures[HAK_STAT_OS_KINDS];
   uint64_t os_calls_total;
-  /* Bytes the allocator holds from the OS: reservations excluded, mappings and commits
-   * included, releases and decommits subtracted. */
+  /* Bytes of the Tiny/Pool range committed and not decommitted since (Large memory is
+   * in large_live_bytes and large_cached_bytes). */
   int64_t committed_bytes;
   uint64_t tiny_refills, tiny_overflows, tiny_remote_frees, tiny_slabs_in_use;
   uint64_t tiny_superslabs, tiny_empty_superslabs;

@@ -117,13 +117,17 @@ def hak_cc_test(
     for v in chosen:
         extra = {}
         test_tags = tags + ["variant_" + v]
+        test_copts = []
         if system:
             extra["malloc"] = "//allocator:hakmem_" + v
             test_tags = test_tags + ["replaces_malloc"]
+
+            # Every call the test makes must reach the allocator, not be folded away.
+            test_copts = ["-fno-builtin-malloc", "-fno-builtin-free", "-fno-builtin-calloc", "-fno-builtin-realloc"]
         native.cc_test(
             name = name + "_" + v,
             deps = _suffixed(deps, v) + external_deps,
-            copts = COMMON_COPTS + variant_copts(v) + ["-DHAK_TEST_EXPECT_" + v.upper()] + copts,
+            copts = COMMON_COPTS + variant_copts(v) + ["-DHAK_TEST_EXPECT_" + v.upper()] + test_copts + copts,
             tags = test_tags,
             **dict(kwargs, **extra)
         )

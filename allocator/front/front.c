@@ -306,8 +306,7 @@ void hak_stats_get(hak_stats_t *out) {
     out->os_failures[k] = os.failures[k];
   }
   out->os_calls_total = hak_os_total_calls(&os);
-  out->committed_bytes = (int64_t)(os.bytes[HAK_OS_MAP] + os.bytes[HAK_OS_COMMIT]) -
-                         (int64_t)(os.bytes[HAK_OS_DECOMMIT]);
+  out->committed_bytes = (int64_t)os.bytes[HAK_OS_COMMIT] - (int64_t)os.bytes[HAK_OS_DECOMMIT];
   if (hak_front.ready) {
     hak_tiny_stats_t t;
     hak_tiny_stats(&t);

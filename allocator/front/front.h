@@ -42,7 +42,10 @@ int hak_front_mallopt(int param, int value);
 void hak_front_free_sized(void *p, size_t n, size_t align);
 
 HAK_INLINE void *hak_front_malloc(size_t n) {
-  if (HAK_LIKELY(n <= HAK_TINY_MAX) && HAK_LIKELY(hak_front.ready)) return hak_tiny_malloc(n);
+  if (HAK_LIKELY(n <= HAK_TINY_MAX) && HAK_LIKELY(hak_front.ready)) {
+    void *p = hak_tiny_pop(n);
+    if (HAK_LIKELY(p != NULL)) return p;
+  }
   return hak_front_malloc_slow(n);
 }
 

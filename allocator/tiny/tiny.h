@@ -142,10 +142,11 @@ HAK_INLINE int hak_tiny_owns(uintptr_t off) {
   return in_class < __atomic_load_n(&hak_tiny_geom.top[slot], __ATOMIC_ACQUIRE);
 }
 
-/* n in 0 .. HAK_TINY_MAX. Returns NULL with errno = ENOMEM when out of memory. */
-HAK_INLINE void *hak_tiny_malloc(size_t n) {
-  unsigned cls = hak_tiny_class_of(n);
-  hak_tiny_cache_t *c = &hak_tiny_tls->cache[cls];
+/* The fast path: a block of n (0 .. HAK_TINY_MAX) bytes from the thread cache, or NULL
+ * when the cache of its class is empty (then call hak_tiny_malloc). Debug builds always
+ * take the checked slow path. */
+HAK_INLINE void *hak_tiny_pop(size_t n) {
+  hak_tiny_cache_t *c = &hak_tiny_tls->cache[hak_tiny_class_of(n)];
   void *p = c->head;
   if (HAK_LIKELY(p != NULL) && !HAK_CHECKS) {
     c->head = *(void **)p;
@@ -153,7 +154,13 @@ HAK_INLINE void *hak_tiny_malloc(size_t n) {
     HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 0);
     return p;
   }
-  return hak_tiny_malloc_slow(cls);
+  return NULL;
+}
+
+/* n in 0 .. HAK_TINY_MAX. Returns NULL with errno = ENOMEM when out of memory. */
+HAK_INLINE void *hak_tiny_malloc(size_t n) {
+  void *p = hak_tiny_pop(n);
+  return HAK_LIKELY(p != NULL) ? p : hak_tiny_malloc_slow(hak_tiny_class_of(n));
 }
 
 /* p is a Tiny block at offset `off` in the region (checked by the caller). */

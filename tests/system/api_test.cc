@@ -13,11 +13,16 @@
 #include "absl/strings/str_format.h"
 #include "allocator/hakmem.h"
 #include "gtest/gtest.h"
+#include "tests/system/test_util.h"
 
 extern "C" void free_sized(void *p, size_t n);
 extern "C" void free_aligned_sized(void *p, size_t align, size_t n);
 
 namespace {
+
+using hak_test::Opaque;
+using hak_test::Stamp;
+using hak_test::StampIntact;
 
 // Sizes around every boundary that matters: tiny classes, the tier limits, pages.
 std::vector<size_t> SweepSizes() {
@@ -29,27 +34,7 @@ std::vector<size_t> SweepSizes() {
   return sizes;
 }
 
-// Hides a value from the compiler, which would otherwise reject the impossible requests
-// these tests make on purpose.
-size_t Opaque(size_t v) {
-  volatile size_t hidden = v;
-  return hidden;
-}
-
 bool Aligned(const void *p, size_t a) { return (reinterpret_cast<uintptr_t>(p) & (a - 1)) == 0; }
-
-void Stamp(void *p, size_t n, unsigned seed) {
-  auto *b = static_cast<unsigned char *>(p);
-  for (size_t i = 0; i < n; i++) b[i] = static_cast<unsigned char>(seed + i * 31);
-}
-
-bool StampIntact(const void *p, size_t n, unsigned seed) {
-  auto *b = static_cast<const unsigned char *>(p);
-  for (size_t i = 0; i < n; i++) {
-    if (b[i] != static_cast<unsigned char>(seed + i * 31)) return false;
-  }
-  return true;
-}
 
 TEST(SystemApiTest, EveryBlockIsSixteenByteAlignedAndFullyUsable) {
   std::vector<void *> live;
@@ -193,7 +178,7 @@ TEST(SystemApiTest, ReallocKeepsContentsAcrossEveryTierBoundary) {
                           65537, 200000, 1 << 20, 3 << 20, 100000, 65536, 2000, 500, 8, 1};
   void *p = nullptr;
   size_t have = 0;
-  unsigned seed = 7;
+  uint64_t seed = 7;
   for (size_t n : steps) {
     void *q = realloc(p, n);
     ASSERT_NE(q, nullptr) << n;

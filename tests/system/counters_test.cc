@@ -1,0 +1,105 @@
+// Deterministic counter assertions, not timings: steady states make no memory system
+// calls, and freed memory goes back to the OS after the decay.
+#include <malloc.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "allocator/hakmem.h"
+#include "allocator/internal/options.h"
+#include "gtest/gtest.h"
+#include "tests/system/test_util.h"
+
+namespace {
+
+using hak_test::Stats;
+
+size_t ResidentBytes() {
+  long pages = 0, resident = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f) {
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    fclose(f);
+  }
+  return static_cast<size_t>(resident) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+TEST(SystemCountersTest, RepeatedLargeBlocksCostNoSystemCallAfterWarmUp) {
+  for (int i = 0; i < 3; i++) free(malloc(1 << 20));
+  hak_stats_t before = Stats();
+  for (int i = 0; i < 1000; i++) {
+    void *p = malloc(1 << 20);
+    ASSERT_NE(p, nullptr);
+    static_cast<char *>(p)[i] = 1;
+    free(p);
+  }
+  hak_stats_t after = Stats();
+  EXPECT_EQ(after.os_calls[HAK_STAT_OS_MAP], before.os_calls[HAK_STAT_OS_MAP]);
+  EXPECT_EQ(after.os_calls[HAK_STAT_OS_RELEASE], before.os_calls[HAK_STAT_OS_RELEASE]);
+  EXPECT_GE(after.bigcache_hits - before.bigcache_hits, 1000u);
+}
+
+TEST(SystemCountersTest, SmallAndMidSteadyStateMakesNoSystemCall) {
+  std::vector<void *> ring(512, nullptr);
+  auto run = [&](int ops) {
+    for (int i = 0; i < ops; i++) {
+      size_t slot = (i * 7919u) % ring.size();
+      free(ring[slot]);
+      ring[slot] = malloc(static_cast<size_t>((i * 2654435761u) % 65536));
+    }
+  };
+  run(200000);  // warm-up
+  hak_stats_t before = Stats();
+  run(400000);
+  hak_stats_t after = Stats();
+  EXPECT_EQ(after.os_calls_total, before.os_calls_total)
+      << "memory system calls in steady state";
+  for (void *p : ring) free(p);
+}
+
+// Allocate a large working set in every tier, free it, wait past the decay: what was
+// committed for it is returned (Tiny keeps at most its LRU of empty SuperSlabs).
+TEST(SystemCountersTest, FreedMemoryReturnsToTheOsAfterTheDecay) {
+  hak_option_values[HAK_OPT_DECAY_MS] = 30;
+  hak_option_values[HAK_OPT_SS_LRU_SIZE] = 2;
+  malloc_trim(0);
+  hak_stats_t start = Stats();
+  size_t rss_start = ResidentBytes();
+  std::vector<void *> blocks;
+  for (int i = 0; i < 400000; i++) blocks.push_back(malloc(160));  // 61 MiB of Tiny
+  for (int i = 0; i < 8000; i++) blocks.push_back(malloc(8000));   // 61 MiB of Pool
+  for (int i = 0; i < 16; i++) blocks.push_back(malloc(4 << 20));  // 64 MiB of Large
+  for (void *p : blocks) memset(p, 1, 160);
+  hak_stats_t peak = Stats();
+  EXPECT_GT(peak.committed_bytes - start.committed_bytes, int64_t{100} << 20);
+  for (void *p : blocks) free(p);
+  std::this_thread::sleep_for(std::chrono::milliseconds(80));
+  free(malloc(300000));  // any Large call runs the decay of every tier
+  hak_stats_t end = Stats();
+  EXPECT_LE(end.committed_bytes - start.committed_bytes, int64_t{12} << 20)
+      << "committed bytes after the decay";
+  EXPECT_LE(end.large_cached_bytes, size_t{1} << 20);
+  EXPECT_LE(ResidentBytes(), rss_start + (size_t{24} << 20));
+  hak_option_values[HAK_OPT_DECAY_MS] = hak_option_table[HAK_OPT_DECAY_MS].def;
+  hak_option_values[HAK_OPT_SS_LRU_SIZE] = hak_option_table[HAK_OPT_SS_LRU_SIZE].def;
+}
+
+TEST(SystemCountersTest, EmptySuperSlabsWithinTheLruStayCommitted) {
+  hak_option_values[HAK_OPT_DECAY_MS] = 0;
+  hak_option_values[HAK_OPT_SS_LRU_SIZE] = 3;
+  std::vector<void *> blocks;
+  for (int i = 0; i < 100000; i++) blocks.push_back(malloc(900));  // ~45 SuperSlabs
+  for (void *p : blocks) free(p);
+  free(malloc(300000));
+  hak_stats_t s = Stats();
+  EXPECT_GE(s.tiny_empty_superslabs, 3u);
+  hak_option_values[HAK_OPT_DECAY_MS] = hak_option_table[HAK_OPT_DECAY_MS].def;
+  hak_option_values[HAK_OPT_SS_LRU_SIZE] = hak_option_table[HAK_OPT_SS_LRU_SIZE].def;
+}
+
+}  // namespace

@@ -1,0 +1,245 @@
+// Threads on hakmem: blocks handed between threads keep their data (the regression test
+// for the drain-before-pop race), thread exit with blocks still out, free-only threads,
+// thread churn, and fork from a multithreaded parent.
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_format.h"
+#include "allocator/hakmem.h"
+#include "gtest/gtest.h"
+#include "tests/system/test_util.h"
+
+namespace {
+
+using hak_test::Stamp;
+using hak_test::StampIntact;
+using hak_test::Stats;
+
+struct Block {
+  void *p;
+  size_t n;
+  uint64_t id;
+};
+
+// A size drawn mostly from Tiny, often from Pool, sometimes from Large.
+size_t DrawSize(absl::BitGen &gen) {
+  unsigned r = absl::Uniform(gen, 0u, 100u);
+  if (r < 70) return absl::Uniform<size_t>(gen, 0, 1025);
+  if (r < 97) return absl::Uniform<size_t>(gen, 1025, 65537);
+  return absl::Uniform<size_t>(gen, 65537, 400000);
+}
+
+class Inbox {
+ public:
+  void Put(Block b) {
+    std::lock_guard<std::mutex> lock(mu_);
+    blocks_.push_back(b);
+  }
+  std::vector<Block> TakeAll() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<Block> out;
+    out.swap(blocks_);
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<Block> blocks_;
+};
+
+// Every thread allocates and stamps blocks, keeps some, hands others to a random thread,
+// and frees what it receives after checking it. The owner keeps allocating while others
+// free its blocks, which is exactly when a block in both a remote queue and a free list
+// would be handed out twice and its stamp overwritten.
+TEST(SystemThreadsTest, HandedOffBlocksKeepTheirData) {
+  constexpr int kThreads = 4;
+  constexpr int kOps = 60000;
+  std::vector<Inbox> inboxes(kThreads);
+  std::atomic<uint64_t> corrupt{0}, checked{0};
+  std::atomic<int> done{0};
+  auto worker = [&](int self) {
+    absl::BitGen gen(std::seed_seq{self + 1});
+    std::vector<Block> mine;
+    uint64_t next_id = static_cast<uint64_t>(self) << 40;
+    for (int op = 0; op < kOps; op++) {
+      size_t n = DrawSize(gen);
+      Block b{malloc(n), n, next_id++};
+      ASSERT_NE(b.p, nullptr);
+      Stamp(b.p, n, b.id);
+      if (absl::Bernoulli(gen, 0.5)) {
+        inboxes[absl::Uniform(gen, 0, kThreads)].Put(b);
+      } else {
+        mine.push_back(b);
+      }
+      if (mine.size() > 64) {
+        size_t victim = absl::Uniform<size_t>(gen, 0, mine.size());
+        if (!StampIntact(mine[victim].p, mine[victim].n, mine[victim].id)) corrupt++;
+        free(mine[victim].p);
+        mine[victim] = mine.back();
+        mine.pop_back();
+      }
+      if (op % 16 == 0) {
+        for (Block &r : inboxes[self].TakeAll()) {
+          if (!StampIntact(r.p, r.n, r.id)) corrupt++;
+          checked++;
+          free(r.p);
+        }
+      }
+    }
+    for (Block &b : mine) {
+      if (!StampIntact(b.p, b.n, b.id)) corrupt++;
+      free(b.p);
+    }
+    done++;
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) threads.emplace_back(worker, t);
+  for (auto &t : threads) t.join();
+  for (Inbox &inbox : inboxes) {
+    for (Block &r : inbox.TakeAll()) {
+      if (!StampIntact(r.p, r.n, r.id)) corrupt++;
+      checked++;
+      free(r.p);
+    }
+  }
+  EXPECT_EQ(done.load(), kThreads);
+  EXPECT_EQ(corrupt.load(), 0u);
+  EXPECT_GT(checked.load(), static_cast<uint64_t>(kThreads * kOps / 3));
+  EXPECT_GT(Stats().tiny_remote_frees, 0u);
+}
+
+// A thread exits with blocks still allocated; another thread frees them later; the next
+// thread that needs the class reuses that memory instead of growing the heap.
+TEST(SystemThreadsTest, BlocksOfAnExitedThreadAreFreedAndReused) {
+  constexpr int kBlocks = 20000;
+  std::vector<void *> blocks(kBlocks);
+  std::thread([&] {
+    for (int i = 0; i < kBlocks; i++) {
+      blocks[i] = malloc(200);
+      Stamp(blocks[i], 200, i);
+    }
+  }).join();
+  for (int i = 0; i < kBlocks; i++) {
+    ASSERT_TRUE(StampIntact(blocks[i], 200, i)) << i;
+    free(blocks[i]);
+  }
+  uint64_t superslabs = Stats().tiny_superslabs;
+  for (int round = 0; round < 5; round++) {
+    std::thread([&] {
+      for (int i = 0; i < kBlocks; i++) blocks[i] = malloc(200);
+      for (int i = 0; i < kBlocks; i++) free(blocks[i]);
+    }).join();
+  }
+  EXPECT_LE(Stats().tiny_superslabs, superslabs + 1) << "memory of exited threads is reused";
+}
+
+// A thread that only frees blocks other threads allocated must not make memory grow:
+// the owners get their blocks back through the remote queues.
+TEST(SystemThreadsTest, FreeOnlyThreadDoesNotGrowMemory) {
+  constexpr int kRounds = 400;
+  constexpr int kBatch = 1000;
+  Inbox inbox;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> freed{0};
+  std::thread freer([&] {
+    while (!stop.load() || freed.load() < uint64_t{kRounds} * kBatch) {
+      for (Block &b : inbox.TakeAll()) {
+        free(b.p);
+        freed++;
+      }
+    }
+  });
+  hak_stats_t start = Stats();
+  for (int r = 0; r < kRounds; r++) {
+    for (int i = 0; i < kBatch; i++) inbox.Put({malloc(48), 48, 0});
+    while (freed.load() < uint64_t(r) * kBatch) std::this_thread::yield();
+  }
+  stop = true;
+  freer.join();
+  hak_stats_t end = Stats();
+  // 400,000 blocks of 48 bytes went through (18 MiB, 300 slabs); reuse keeps it to a few.
+  EXPECT_LE(end.tiny_slabs_in_use, start.tiny_slabs_in_use + 40);
+  EXPECT_GE(end.tiny_remote_frees - start.tiny_remote_frees, uint64_t{kRounds} * kBatch);
+}
+
+TEST(SystemThreadsTest, ThreadChurnKeepsMemoryBounded) {
+  std::vector<void *> leftovers;
+  std::mutex mu;
+  auto churn = [&](int seed) {
+    absl::BitGen gen(std::seed_seq{seed});
+    std::vector<void *> local;
+    for (int i = 0; i < 2000; i++) local.push_back(malloc(DrawSize(gen)));
+    std::lock_guard<std::mutex> lock(mu);
+    for (size_t i = 0; i < local.size(); i++) {
+      if (i % 2) leftovers.push_back(local[i]);
+      else free(local[i]);
+    }
+  };
+  for (int i = 0; i < 20; i++) std::thread(churn, i).join();
+  for (void *p : leftovers) free(p);
+  leftovers.clear();
+  uint64_t superslabs = Stats().tiny_superslabs;
+  for (int i = 0; i < 200; i++) {
+    std::thread a(churn, i), b(churn, i + 1000);
+    a.join();
+    b.join();
+    for (void *p : leftovers) free(p);
+    leftovers.clear();
+  }
+  EXPECT_LE(Stats().tiny_superslabs, superslabs + 4);
+}
+
+// fork() while other threads allocate: the child can allocate and free in every tier, and
+// the parent goes on.
+TEST(SystemThreadsTest, ForkFromAMultithreadedParent) {
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> busy;
+  for (int t = 0; t < 3; t++) {
+    busy.emplace_back([&, t] {
+      absl::BitGen gen(std::seed_seq{t});
+      while (!stop.load()) {
+        size_t n = DrawSize(gen);
+        void *p = malloc(n);
+        Stamp(p, n, n);
+        if (!StampIntact(p, n, n)) abort();
+        free(p);
+      }
+    });
+  }
+  for (int i = 0; i < 20; i++) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int ok = 1;
+      for (size_t n : {size_t{8}, size_t{700}, size_t{5000}, size_t{60000}, size_t{3 << 20}}) {
+        for (int k = 0; k < (n > 100000 ? 3 : 100); k++) {
+          void *p = malloc(n);
+          if (!p) _exit(3);
+          Stamp(p, n, k);
+          ok &= StampIntact(p, n, k);
+          free(p);
+        }
+      }
+      std::thread t([] { free(malloc(100)); });
+      t.join();
+      _exit(ok ? 0 : 4);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << "child died with signal " << WTERMSIG(status);
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+  }
+  stop = true;
+  for (auto &t : busy) t.join();
+}
+
+}  // namespace
