@@ -92,6 +92,12 @@ enum {
   "HEADER_CLASSIDX=" HAK_STR(HEADER_CLASSIDX) " POOL_TLS_PHASE1=" HAK_STR( \
       POOL_TLS_PHASE1) " PREWARM=" HAK_STR(PREWARM) " BUILD_RELEASE=" HAK_STR(BUILD_RELEASE)
 
+#ifdef __cplusplus
+#define HAK_STATIC_ASSERT static_assert
+#else
+#define HAK_STATIC_ASSERT _Static_assert
+#endif
+
 #define HAK_LIKELY(x) __builtin_expect(!!(x), 1)
 #define HAK_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define HAK_INLINE static inline __attribute__((always_inline))

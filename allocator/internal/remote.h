@@ -8,6 +8,7 @@
 #ifndef HAK_ALLOCATOR_INTERNAL_REMOTE_H
 #define HAK_ALLOCATOR_INTERNAL_REMOTE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "allocator/internal/config.h"
@@ -15,13 +16,15 @@
 #define HAK_REMOTE_FLAG ((uintptr_t)1)
 
 /* Pushes `block` (its first word becomes the link). Returns 1 when the caller must queue
- * the slab on its owner's pending list. */
+ * the slab on its owner's pending list. Acquire as well as release: a pusher that finds
+ * the flag clear must see everything the owner did before its take (including its last
+ * read of the slab's pending link, which this pusher is about to overwrite). */
 HAK_INLINE int hak_remote_push(uintptr_t *remote, void *block) {
   uintptr_t old = __atomic_load_n(remote, __ATOMIC_RELAXED);
   do {
     *(void **)block = (void *)(old & ~HAK_REMOTE_FLAG);
   } while (!__atomic_compare_exchange_n(remote, &old, (uintptr_t)block | HAK_REMOTE_FLAG, 1,
-                                        __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
   return (old & HAK_REMOTE_FLAG) == 0;
 }
 

@@ -26,7 +26,7 @@ typedef struct {
   char pad[HAK_LARGE_HEADER - 32];
 } large_header_t;
 
-_Static_assert(sizeof(large_header_t) == HAK_LARGE_HEADER, "large header size");
+HAK_STATIC_ASSERT(sizeof(large_header_t) == HAK_LARGE_HEADER, "large header size");
 
 typedef struct {
   char *base;
@@ -92,7 +92,7 @@ static void cache_evict(unsigned cls, unsigned slot) {
   cache_entry_t e = cache[cls][slot];
   cache[cls][slot] = cache[cls][--cache_count[cls]];
   cached_bytes -= e.size;
-  cached_blocks--;
+  __atomic_store_n(&cached_blocks, cached_blocks - 1, __ATOMIC_RELAXED);
   hak_os_release(e.base, e.size);
 }
 
@@ -110,7 +110,7 @@ static int cache_put(char *base, size_t size, unsigned cls) {
   if (cache_count[cls] == CACHE_SLOTS) cache_evict(cls, 0);
   cache[cls][cache_count[cls]++] = (cache_entry_t){base, size, now_ms()};
   cached_bytes += size;
-  cached_blocks++;
+  __atomic_store_n(&cached_blocks, cached_blocks + 1, __ATOMIC_RELAXED);
   return 1;
 }
 
@@ -120,7 +120,7 @@ static char *cache_take(unsigned cls, size_t size) {
   if (e->size != size) return NULL;
   cache_count[cls]--;
   cached_bytes -= size;
-  cached_blocks--;
+  __atomic_store_n(&cached_blocks, cached_blocks - 1, __ATOMIC_RELAXED);
   return e->base;
 }
 

@@ -46,7 +46,7 @@ typedef struct pool_span {
   char pad2[128 - 80];
 } pool_span_t;
 
-_Static_assert(sizeof(pool_span_t) == 128, "registry entry size");
+HAK_STATIC_ASSERT(sizeof(pool_span_t) == 128, "registry entry size");
 
 typedef struct {
   void *head;
@@ -248,7 +248,7 @@ static pool_span_t *span_acquire(pool_heap_t *h, unsigned cls) {
 }
 
 static void span_release(pool_heap_t *h, pool_span_t *s) {
-  if (h->spare[s->pages] == NULL && h->state == HAK_HEAP_LIVE) {
+  if (h->spare[s->pages] == NULL && __atomic_load_n(&h->state, __ATOMIC_RELAXED) == HAK_HEAP_LIVE) {
     /* Kept by the heap, empty: its next span of this size costs no lock. A stale free
      * into it finds no owner and is refused. */
     __atomic_store_n(&s->owner, NULL, __ATOMIC_RELEASE);
@@ -603,14 +603,15 @@ static void heap_die(pool_heap_t *h) {
   }
   process_pending(h);
   pool_tls = &pool_empty_heap;
-  pthread_mutex_lock(&heaps_lock);
-  h->state = HAK_HEAP_DEAD;
+  /* Spares go before the heap is marked dead: from then on a collector may run. */
   for (unsigned pages = 0; pages <= MAX_SPAN_PAGES; pages++) {
     if (h->spare[pages]) span_to_free(h->spare[pages]);
     h->spare[pages] = NULL;
   }
+  pthread_mutex_lock(&heaps_lock);
   h->next_dead = heaps_dead;
   heaps_dead = h;
+  __atomic_store_n(&h->state, HAK_HEAP_DEAD, __ATOMIC_SEQ_CST);
   pthread_mutex_unlock(&heaps_lock);
   if (__atomic_load_n(&h->pending, __ATOMIC_SEQ_CST)) {
     hak_heap_collect(h, &h->state, (void **)&h->pending, drain_heap);

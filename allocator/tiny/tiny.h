@@ -77,7 +77,7 @@ typedef struct hak_tiny_slab {
   char pad2[64 - 16];
 } hak_tiny_slab_t;
 
-_Static_assert(sizeof(hak_tiny_slab_t) == HAK_TINY_SLAB_HEADER, "slab header size");
+HAK_STATIC_ASSERT(sizeof(hak_tiny_slab_t) == HAK_TINY_SLAB_HEADER, "slab header size");
 
 typedef struct {
   uintptr_t base;       /* first byte of the Tiny region */
