@@ -10,8 +10,10 @@ PACKAGES=(
   gcc g++ googletest libbenchmark-dev libabsl-dev
   # Peer allocators for the comparison suite.
   libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4
-  # Real programs the preload tests run, and measurement tools.
-  python3 sqlite3 perl git coreutils strace valgrind binutils gnuplot-nox procps
+  # Real programs the preload tests run.
+  python3 libpython3.11-testsuite sqlite3 perl git coreutils gcc make
+  # Measurement tools.
+  strace valgrind binutils gnuplot-nox procps time
 )
 
 missing=()

@@ -4,6 +4,7 @@
 #include "allocator/front/front.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
@@ -25,6 +26,7 @@ hak_front_t hak_front;
 static int init_state; /* 0 none, 1 running, 2 done */
 static HAK_TLS int in_init;
 static uint64_t front_foreign_frees;
+static int stats_fd = 2; /* HAKMEM_STATS output: a copy of the stderr the process began with */
 
 static const char *env_get(const char *name) { return getenv(name); }
 
@@ -88,6 +90,11 @@ static void front_init(void) {
   __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
   in_init = 0;
   if (hak_opt(HAK_OPT_HELP)) hak_options_print(2);
+  /* Programs such as coreutils close stderr before exit; the statistics still get out. */
+  if (hak_opt(HAK_OPT_STATS)) {
+    int fd = fcntl(2, F_DUPFD_CLOEXEC, 64);
+    if (fd >= 0) stats_fd = fd;
+  }
 }
 
 static int pool_ready(void) { return hak_front.total > hak_front.tiny_size; }
@@ -394,8 +401,14 @@ void hak_front_malloc_stats(void) { hak_stats_print(2); }
 
 const char *hak_variant(void) { return HAK_VARIANT_NAME " " HAK_VARIANT_FLAGS; }
 
+/* Initialise at load as well, so HAKMEM_HELP and option warnings appear even in programs
+ * that never allocate; the first malloc may still come earlier, from the loader. */
+__attribute__((constructor)) static void front_load(void) {
+  if (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2) front_init();
+}
+
 __attribute__((destructor)) static void front_exit(void) {
   if (__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) == 2 && hak_opt(HAK_OPT_STATS)) {
-    hak_stats_print(2);
+    hak_stats_print(stats_fd);
   }
 }
