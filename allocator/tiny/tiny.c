@@ -32,6 +32,7 @@ enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2 };
 #define FILL_FREE 0xdf        /* debug: freed and never-allocated bytes */
 #define FILL_ALLOC 0xaa       /* debug: freshly allocated bytes */
 #define HOT_CLASSES 12        /* classes up to 256 B are pre-warmed */
+#define CACHE_BYTES (32 * 1024) /* per class and thread */
 
 typedef struct {
   uint16_t free_slabs; /* slabs of this SuperSlab in the class free list */
@@ -81,6 +82,7 @@ static uint32_t ss_of(const hak_tiny_slab_t *s) {
 static char *block_start(hak_tiny_slab_t *s) { return (char *)s + HAK_TINY_SLAB_HEADER; }
 
 static void thread_exit_cb(void *arg);
+static void collect_dead(hak_tiny_heap_t *h);
 
 int hak_tiny_init(uintptr_t base, size_t size) {
   unsigned shift = 0;
@@ -144,13 +146,27 @@ static void maintain_locked(uint64_t now, int force) {
   }
 }
 
+static void flush_dead_heaps(uint64_t now, int force) {
+  uint64_t decay = (uint64_t)hak_opt(HAK_OPT_DECAY_MS);
+  pthread_mutex_lock(&heaps_lock);
+  for (hak_tiny_heap_t *h = heaps_dead; h; h = h->next_dead) {
+    if (!h->flushed && (force || now - h->died_ms >= decay)) {
+      collect_dead(h);
+      h->flushed = 1;
+    }
+  }
+  pthread_mutex_unlock(&heaps_lock);
+}
+
 void hak_tiny_maintain(int force) {
+  uint64_t now = now_ms();
+  if (__atomic_load_n(&heaps_dead, __ATOMIC_RELAXED)) flush_dead_heaps(now, force);
   if (!force && __atomic_load_n(&lru_count, __ATOMIC_RELAXED) <=
                     (uint64_t)hak_opt(HAK_OPT_SS_LRU_SIZE)) {
     return;
   }
   pthread_mutex_lock(&tiny_lock);
-  maintain_locked(now_ms(), force);
+  maintain_locked(now, force);
   pthread_mutex_unlock(&tiny_lock);
 }
 
@@ -299,7 +315,10 @@ static void process_pending(hak_tiny_heap_t *h) {
   }
 }
 
-static void drain_heap(void *h) { process_pending(h); }
+static void heap_flush(hak_tiny_heap_t *h);
+
+/* Another thread holds a dead heap (BUSY): it gives everything back to the slabs. */
+static void drain_heap(void *h) { heap_flush(h); }
 
 /* ---- Debug-fail-fast helpers (compiled in every variant, used when HAK_CHECKS). ---- */
 
@@ -398,6 +417,15 @@ static uint32_t fill(hak_tiny_heap_t *h, unsigned cls, uint32_t want) {
   return got;
 }
 
+/* A cache holds at most HAKMEM_TINY_CACHE_MAX blocks and at most CACHE_BYTES of them:
+ * big classes would otherwise park megabytes per thread. */
+static uint32_t cache_max(unsigned cls) {
+  uint32_t by_bytes = CACHE_BYTES / hak_tiny_class_size[cls];
+  uint32_t max = (uint32_t)hak_opt(HAK_OPT_TINY_CACHE_MAX);
+  if (by_bytes < 16) by_bytes = 16;
+  return by_bytes < max ? by_bytes : max;
+}
+
 static void heap_prewarm(hak_tiny_heap_t *h) {
   for (unsigned cls = 0; cls < HOT_CLASSES; cls++) {
     uint32_t n = HAK_TINY_PREWARM_BUDGET / HOT_CLASSES / hak_tiny_class_size[cls];
@@ -415,6 +443,7 @@ static hak_tiny_heap_t *heap_attach(void) {
     if (hak_heap_transition(&(*pp)->state, HAK_HEAP_DEAD, HAK_HEAP_LIVE)) {
       h = *pp;
       *pp = h->next_dead;
+      h->flushed = 0;
       break;
     }
   }
@@ -460,7 +489,7 @@ void *hak_tiny_malloc_slow(unsigned cls) {
   hak_tiny_cache_t *c = &h->cache[cls];
   if (c->head == NULL) {
     if (__atomic_load_n(&h->pending, __ATOMIC_RELAXED)) process_pending(h);
-    uint32_t max = (uint32_t)hak_opt(HAK_OPT_TINY_CACHE_MAX);
+    uint32_t max = cache_max(cls);
     if (++c->misses >= 2 && c->cap < max) c->cap = c->cap * 2 > max ? max : c->cap * 2;
     c->idle = 0;
     h->refills++;
@@ -563,6 +592,7 @@ void hak_tiny_free_checked(void *p, uintptr_t off) {
 /* ---- Thread exit, fork, stats. ---- */
 
 static void heap_flush(hak_tiny_heap_t *h) {
+  process_pending(h);
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
     hak_tiny_cache_t *c = &h->cache[cls];
     while (c->head) {
@@ -572,18 +602,22 @@ static void heap_flush(hak_tiny_heap_t *h) {
     }
     c->count = 0;
   }
-  process_pending(h);
 }
 
+/* A dying thread leaves its caches in the heap: the next thread adopts them warm, so a
+ * thread exit costs O(1) instead of a flush and a refill of thousands of blocks. Blocks
+ * of heaps that stay dead are flushed after the decay (hak_tiny_maintain) or when other
+ * threads' frees collect the heap. */
 static void heap_die(hak_tiny_heap_t *h) {
-  heap_flush(h);
+  process_pending(h);
   hak_tiny_tls = &hak_tiny_empty_heap;
   pthread_mutex_lock(&heaps_lock);
+  h->died_ms = now_ms();
   h->next_dead = heaps_dead;
   heaps_dead = h;
   __atomic_store_n(&h->state, HAK_HEAP_DEAD, __ATOMIC_SEQ_CST);
   pthread_mutex_unlock(&heaps_lock);
-  /* Remote frees that raced with the flush are drained now rather than at adoption. */
+  /* Remote frees that raced with the drain are handled now rather than at adoption. */
   if (__atomic_load_n(&h->pending, __ATOMIC_SEQ_CST)) collect_dead(h);
 }
 

@@ -55,6 +55,8 @@ typedef struct hak_tiny_heap {
   struct hak_tiny_heap *next_all;
   struct hak_tiny_heap *next_dead;
   uint64_t refills, overflows, remote_frees;
+  uint64_t died_ms; /* when its thread exited (dead heaps; heaps_lock) */
+  int flushed;      /* dead and flushed since (heaps_lock) */
 } hak_tiny_heap_t;
 
 /* Slab header, at the start of every 64 KiB slab. The first line is the owner's; the
