@@ -96,7 +96,9 @@ static void cache_evict(unsigned cls, unsigned slot) {
   hak_os_release(e.base, e.size);
 }
 
-static int cache_put(char *base, size_t size, unsigned cls) {
+static int cache_put(char *base, size_t size) {
+  unsigned cls;
+  class_round(size, &cls);
   uint64_t budget = (uint64_t)hak_opt(HAK_OPT_BIGCACHE_MB) << 20;
   if (size > budget) return 0;
   while (cached_bytes + size > budget) {
@@ -114,14 +116,21 @@ static int cache_put(char *base, size_t size, unsigned cls) {
   return 1;
 }
 
-static char *cache_take(unsigned cls, size_t size) {
-  if (cache_count[cls] == 0) return NULL;
-  cache_entry_t *e = &cache[cls][cache_count[cls] - 1];
-  if (e->size != size) return NULL;
-  cache_count[cls]--;
-  cached_bytes -= size;
-  __atomic_store_n(&cached_blocks, cached_blocks - 1, __ATOMIC_RELAXED);
-  return e->base;
+/* The newest cached mapping of the class, or of one of the next classes up to twice the
+ * size: a slightly bigger block that needs no system call beats a fresh mapping.
+ * *size becomes the mapping's size. */
+static char *cache_take(unsigned cls, size_t *size) {
+  for (unsigned c = cls; c < cls + 5 && c < CACHE_CLASSES; c++) {
+    if (cache_count[c] == 0) continue;
+    cache_entry_t *e = &cache[c][cache_count[c] - 1];
+    if (e->size < *size) continue;
+    cache_count[c]--;
+    *size = e->size;
+    cached_bytes -= e->size;
+    __atomic_store_n(&cached_blocks, cached_blocks - 1, __ATOMIC_RELAXED);
+    return e->base;
+  }
+  return NULL;
 }
 
 static void maintain_locked(int force) {
@@ -168,7 +177,7 @@ void *hak_large_malloc(size_t n, size_t align, int zero) {
   unsigned cls;
   size_t size = class_round(n + slack, &cls);
   pthread_mutex_lock(&large_lock);
-  char *base = cache_take(cls, size);
+  char *base = cache_take(cls, &size);
   int cache_hit = base != NULL;
   if (base) {
     cache_hits++;
@@ -186,7 +195,7 @@ void *hak_large_malloc(size_t n, size_t align, int zero) {
     pthread_mutex_lock(&large_lock);
   }
   void *p = place(base, size, align);
-  if (!p && !cache_put(base, size, cls)) hak_os_release(base, size);
+  if (!p && !cache_put(base, size)) hak_os_release(base, size);
   pthread_mutex_unlock(&large_lock);
   if (!p) {
     errno = ENOMEM;
@@ -198,7 +207,7 @@ void *hak_large_malloc(size_t n, size_t align, int zero) {
 }
 
 static void unregister(large_header_t *h) {
-  *map_slot(h->user, 0) = NULL;
+  __atomic_store_n(map_slot(h->user, 0), NULL, __ATOMIC_RELEASE);
   h->magic = 0;
   live_blocks--;
   live_bytes -= h->map_size;
@@ -214,10 +223,8 @@ int hak_large_free(void *p) {
   char *base = h->map_base;
   size_t size = h->map_size;
   unregister(h);
-  unsigned cls;
-  class_round(size, &cls);
   HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, p, 1);
-  if (!cache_put(base, size, cls)) hak_os_release(base, size);
+  if (!cache_put(base, size)) hak_os_release(base, size);
   maintain_locked(0);
   pthread_mutex_unlock(&large_lock);
   return 1;
@@ -228,6 +235,48 @@ size_t hak_large_usable(const void *p) {
   return h ? (size_t)(h->map_base + h->map_size - (char *)p) : 0;
 }
 
+/* Grows a block into a mapping with headroom, so the next growth steps of a growing
+ * buffer fit without any work. A cached mapping is used when one fits (a copy, but no
+ * system call, and the old mapping goes to the cache for the next buffer); otherwise the
+ * pages move into a fresh mapping (no byte copied). The destination and its page-map slot
+ * exist before anything moves, so nothing can fail half-way. */
+static void *move_grow(large_header_t *h, size_t n) {
+  unsigned cls;
+  size_t size = class_round(2 * n + HAK_LARGE_HEADER, &cls);
+  void *old_user = h->user;
+  char *old_base = h->map_base;
+  size_t old_size = h->map_size;
+  char *cached = cache_take(cls, &size);
+  if (cached) {
+    if (!map_slot(cached + HAK_LARGE_HEADER, 1)) {
+      if (!cache_put(cached, size)) hak_os_release(cached, size);
+      return NULL;
+    }
+    memcpy(cached + HAK_LARGE_HEADER, old_user, old_size - HAK_LARGE_HEADER);
+    unregister(h);
+    if (!cache_put(old_base, old_size)) hak_os_release(old_base, old_size);
+    return place(cached, size, 16);
+  }
+  /* In place if the address space after the block is free: one call, nothing moves. */
+  void *dest;
+  if (hak_os_remap(old_base, old_size, size, 0, &dest) == 0) {
+    live_bytes += size - old_size;
+    h->map_size = size;
+    return old_user;
+  }
+  if (hak_os_map(size, 0, &dest) != 0) return NULL;
+  if (!map_slot((char *)dest + HAK_LARGE_HEADER, 1) ||
+      hak_os_remap_to(old_base, old_size, size, dest) != 0) {
+    hak_os_release(dest, size);
+    return NULL;
+  }
+  /* h is unmapped now (its bytes moved to dest): drop the old entry by address. */
+  __atomic_store_n(map_slot(old_user, 0), NULL, __ATOMIC_RELEASE);
+  live_blocks--;
+  live_bytes -= old_size;
+  return place(dest, size, 16);
+}
+
 void *hak_large_realloc(void *p, size_t n) {
   pthread_mutex_lock(&large_lock);
   large_header_t *h = lookup(p);
@@ -235,17 +284,15 @@ void *hak_large_realloc(void *p, size_t n) {
   if (h && (char *)p == h->map_base + HAK_LARGE_HEADER && n <= ((size_t)1 << 46)) {
     unsigned cls;
     size_t size = class_round(n + HAK_LARGE_HEADER, &cls);
-    if (size == h->map_size) {
+    void *same;
+    if (size <= h->map_size && size * 2 > h->map_size) {
+      result = p; /* fits, and not so much smaller that giving pages back is worth a call */
+    } else if (size > h->map_size) {
+      result = move_grow(h, n);
+    } else if (hak_os_remap(h->map_base, h->map_size, size, 0, &same) == 0) {
+      live_bytes -= h->map_size - size; /* shrinking in place always works */
+      h->map_size = size;
       result = p;
-    } else {
-      void *same;
-      /* In place only: the block keeps its address and page-map entry, so nothing here
-       * can fail half-way. When the pages after it are taken the caller copies. */
-      if (hak_os_remap(h->map_base, h->map_size, size, 0, &same) == 0) {
-        live_bytes += size - h->map_size;
-        h->map_size = size;
-        result = p;
-      }
     }
   }
   pthread_mutex_unlock(&large_lock);

@@ -117,6 +117,15 @@ int hak_os_remap(void *p, size_t old_size, size_t new_size, int may_move, void *
   return 0;
 }
 
+int hak_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest) {
+  int err = os_enter(HAK_OS_REMAP, new_size);
+  if (err) return os_fail(HAK_OS_REMAP, err);
+  if (mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dest) == MAP_FAILED) {
+    return os_fail(HAK_OS_REMAP, ENOMEM);
+  }
+  return 0;
+}
+
 int hak_os_protect(void *p, size_t size, int prot) {
   int err = os_enter(HAK_OS_PROTECT, size);
   if (err) return os_fail(HAK_OS_PROTECT, err);

@@ -53,6 +53,11 @@ int hak_os_release(void *p, size_t size);
  * in place (*out == p); otherwise the kernel may move it. */
 int hak_os_remap(void *p, size_t old_size, size_t new_size, int may_move, void **out);
 
+/* Moves the pages of [p, p+old_size) to dest (a mapping of new_size bytes the caller owns,
+ * which they replace), growing to new_size: no byte is copied. [p, p+old_size) is gone
+ * afterwards. On failure both mappings are left as they were. */
+int hak_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest);
+
 /* Changes the access rights of [p, p+size) to `prot` (PROT_* bits). */
 int hak_os_protect(void *p, size_t size, int prot);
 
