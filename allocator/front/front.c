@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "allocator/hakmem.h"
 #include "allocator/internal/log.h"
@@ -99,7 +100,22 @@ static void front_init(void) {
 
 static int pool_ready(void) { return hak_front.total > hak_front.tiny_size; }
 
+static uint64_t maintain_due_ms;
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Decay work of every tier, run from Large calls and malloc_trim; at most a few times per
+ * decay period unless forced, so a Large malloc+free pair stays cheap. */
 static void maintain(int force) {
+  uint64_t now = now_ms();
+  uint64_t due = __atomic_load_n(&maintain_due_ms, __ATOMIC_RELAXED);
+  if (!force && now < due) return;
+  uint64_t step = (uint64_t)hak_opt(HAK_OPT_DECAY_MS) / 8;
+  __atomic_store_n(&maintain_due_ms, now + (step ? step : 1), __ATOMIC_RELAXED);
   if (hak_front.ready) hak_tiny_maintain(force);
   if (pool_ready()) hak_pool_maintain(force);
   hak_large_maintain(force);

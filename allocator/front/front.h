@@ -41,12 +41,16 @@ void hak_front_malloc_stats(void);
 int hak_front_mallopt(int param, int value);
 void hak_front_free_sized(void *p, size_t n, size_t align);
 
+/* No readiness check: before initialisation every thread's caches are the empty ones, so
+ * the pops miss and the slow path initialises. */
 HAK_INLINE void *hak_front_malloc(size_t n) {
-  if (HAK_LIKELY(n <= HAK_TINY_MAX) && HAK_LIKELY(hak_front.ready)) {
-    void *p = hak_tiny_pop(n);
-    if (HAK_LIKELY(p != NULL)) return p;
+  void *p = NULL;
+  if (HAK_LIKELY(n <= HAK_TINY_MAX)) {
+    p = hak_tiny_pop(n);
+  } else if (n <= HAK_POOL_MAX) {
+    p = hak_pool_pop(n);
   }
-  return hak_front_malloc_slow(n);
+  return HAK_LIKELY(p != NULL) ? p : hak_front_malloc_slow(n);
 }
 
 HAK_INLINE void hak_front_free(void *p) {
@@ -55,6 +59,7 @@ HAK_INLINE void hak_front_free(void *p) {
     hak_tiny_free(p, off);
     return;
   }
+  if (off < hak_front.total && hak_pool_push(p, off - hak_front.tiny_size)) return;
   hak_front_free_slow(p);
 }
 

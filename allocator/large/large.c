@@ -225,7 +225,6 @@ int hak_large_free(void *p) {
   unregister(h);
   HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, p, 1);
   if (!cache_put(base, size)) hak_os_release(base, size);
-  maintain_locked(0);
   pthread_mutex_unlock(&large_lock);
   return 1;
 }

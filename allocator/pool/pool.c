@@ -20,66 +20,27 @@ const uint32_t hak_pool_class_size[HAK_POOL_CLASSES] = {
     10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536,
 };
 
-enum { KIND_UNUSED = 0, KIND_HEAD = 1, KIND_TAIL = 2 };
-#define MAX_SPAN_PAGES 4
 #define LIST_BYTES (256 * 1024) /* TLS list capacity per class, in bytes of blocks */
 #define SHARDS 8
 #define FILL_FREE 0xdf
 #define FILL_ALLOC 0xaa
 #define CHECKED_BYTES 256 /* debug: how much of a freed block is filled and checked */
 
-struct pool_heap;
+typedef hak_pool_span_t pool_span_t;
+typedef hak_pool_list_t pool_list_t;
+typedef hak_pool_heap_t pool_heap_t;
 
-/* One registry entry per 64 KiB page of the Pool region; the entry of a span's first page
- * holds the span's metadata, the others point to it. */
-typedef struct pool_span {
-  struct pool_heap *owner; /* NULL while the span is free */
-  void *free;
-  uint32_t used, carved, capacity;
-  uint32_t head; /* page index of the span's first page */
-  uint16_t pages;
-  uint8_t cls, kind, in_avail, is_current, committed, pad;
-  struct pool_span *avail_prev, *avail_next;
-  uint64_t emptied_ms;
-  uintptr_t remote; /* see internal/remote.h */
-  struct pool_span *pending_next;
-  char pad2[128 - 80];
-} pool_span_t;
-
-HAK_STATIC_ASSERT(sizeof(pool_span_t) == 128, "registry entry size");
-
-typedef struct {
-  void *head;
-  uint32_t count, cap;
-} pool_list_t;
-
-typedef struct pool_heap {
-  pool_list_t list[HAK_POOL_CLASSES];
-  pool_span_t *current[HAK_POOL_CLASSES];
-  pool_span_t *avail[HAK_POOL_CLASSES];
-  pool_span_t *spare[MAX_SPAN_PAGES + 1]; /* one empty span per size kept for reuse */
-  pool_span_t *pending;
-  int state;
-  uintptr_t chunk_pos, chunk_end; /* the arena chunk spans are cut from */
-  unsigned chunk_level, arena_chunks;
-  uint64_t refills, remote_frees;
-  pthread_mutex_t lock; /* shards only (POOL_TLS_PHASE1=0) */
-  struct pool_heap *next_all, *next_dead;
-} pool_heap_t;
-
-static uintptr_t pool_base, pool_size;
-static pool_span_t *registry;
+hak_pool_geom_t hak_pool_geom;
+hak_pool_heap_t hak_pool_empty_heap;
+HAK_TLS hak_pool_heap_t *hak_pool_tls = &hak_pool_empty_heap;
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER; /* region top, free spans */
 static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
-static uintptr_t region_top;
 static size_t registry_committed; /* bytes of the registry made usable, page multiple */
-static pool_span_t *free_spans[MAX_SPAN_PAGES + 1];
+static pool_span_t *free_spans[HAK_POOL_MAX_SPAN_PAGES + 1];
 static pool_heap_t *heaps_all, *heaps_dead;
 static char *heap_chunk;
 static size_t heap_chunk_left;
 static pthread_key_t pool_key;
-static pool_heap_t pool_empty_heap;
-static HAK_TLS pool_heap_t *pool_tls = &pool_empty_heap;
 static pool_heap_t shards[SHARDS];
 static HAK_TLS unsigned shard_of_thread;
 static unsigned shard_next;
@@ -91,24 +52,19 @@ static uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-unsigned hak_pool_class_of(size_t n) {
-  unsigned bit = 63u - (unsigned)__builtin_clzll(n - 1);
-  return (bit - 10) * 4 + (unsigned)((n - 1) >> (bit - 2)) - 4;
-}
-
 static unsigned span_pages(unsigned cls) {
   size_t pages = (4 * (size_t)hak_pool_class_size[cls] + HAK_POOL_PAGE_SIZE - 1) >> HAK_POOL_PAGE_SHIFT;
   return (unsigned)pages;
 }
 
 static char *span_base(const pool_span_t *s) {
-  return (char *)(pool_base + ((uintptr_t)(s - registry) << HAK_POOL_PAGE_SHIFT));
+  return (char *)(hak_pool_geom.base + ((uintptr_t)(s - hak_pool_geom.registry) << HAK_POOL_PAGE_SHIFT));
 }
 
-/* off must be below region_top (entries past it are not committed). */
+/* off must be below hak_pool_geom.top (entries past it are not committed). */
 static pool_span_t *span_of(uintptr_t off) {
-  pool_span_t *e = &registry[off >> HAK_POOL_PAGE_SHIFT];
-  return e->kind == KIND_TAIL ? &registry[e->head] : e;
+  pool_span_t *e = &hak_pool_geom.registry[off >> HAK_POOL_PAGE_SHIFT];
+  return e->kind == HAK_POOL_TAIL ? &hak_pool_geom.registry[e->head] : e;
 }
 
 unsigned hak_pool_arena_steps(size_t *out, unsigned max) {
@@ -133,9 +89,9 @@ int hak_pool_init(uintptr_t base, size_t size) {
   /* Reserved, and committed as the arenas grow: 128 bytes per 64 KiB page in use. */
   int err = hak_os_reserve((size >> HAK_POOL_PAGE_SHIFT) * sizeof(pool_span_t), 0, &reg);
   if (err) return err;
-  pool_base = base;
-  pool_size = size;
-  registry = reg;
+  hak_pool_geom.base = base;
+  hak_pool_geom.size = size;
+  hak_pool_geom.registry = reg;
   if (pthread_key_create(&pool_key, thread_exit_cb) != 0) return ENOMEM;
   for (unsigned i = 0; i < SHARDS; i++) {
     pthread_mutex_init(&shards[i].lock, NULL);
@@ -152,19 +108,19 @@ static int arena_grow(pool_heap_t *h, size_t need) {
   size_t size = steps[h->chunk_level < n ? h->chunk_level : n - 1];
   if (size < need) size = need;
   pthread_mutex_lock(&arena_lock);
-  int ok = region_top + size <= pool_size;
+  int ok = hak_pool_geom.top + size <= hak_pool_geom.size;
   size_t page = hak_os_page_size();
-  size_t reg_need = (((region_top + size) >> HAK_POOL_PAGE_SHIFT) * sizeof(pool_span_t) + page - 1) &
+  size_t reg_need = (((hak_pool_geom.top + size) >> HAK_POOL_PAGE_SHIFT) * sizeof(pool_span_t) + page - 1) &
                     ~(page - 1);
   if (ok && reg_need > registry_committed) {
-    ok = hak_os_commit((char *)registry + registry_committed, reg_need - registry_committed) == 0;
+    ok = hak_os_commit((char *)hak_pool_geom.registry + registry_committed, reg_need - registry_committed) == 0;
     if (ok) registry_committed = reg_need;
   }
   if (ok) {
-    h->chunk_pos = region_top;
-    h->chunk_end = region_top + size;
+    h->chunk_pos = hak_pool_geom.top;
+    h->chunk_end = hak_pool_geom.top + size;
     /* Published after the registry behind it is committed: free() reads it first. */
-    __atomic_store_n(&region_top, region_top + size, __ATOMIC_RELEASE);
+    __atomic_store_n(&hak_pool_geom.top, hak_pool_geom.top + size, __ATOMIC_RELEASE);
   }
   pthread_mutex_unlock(&arena_lock);
   if (ok) {
@@ -178,14 +134,14 @@ static pool_span_t *span_from_arena(pool_heap_t *h, unsigned pages) {
   size_t bytes = (size_t)pages << HAK_POOL_PAGE_SHIFT;
   if (h->chunk_end - h->chunk_pos < bytes && !arena_grow(h, bytes)) return NULL;
   uintptr_t off = h->chunk_pos;
-  if (hak_os_commit((void *)(pool_base + off), bytes) != 0) return NULL;
+  if (hak_os_commit((void *)(hak_pool_geom.base + off), bytes) != 0) return NULL;
   h->chunk_pos += bytes;
   uint32_t head = (uint32_t)(off >> HAK_POOL_PAGE_SHIFT);
   for (unsigned i = 1; i < pages; i++) {
-    registry[head + i].head = head;
-    registry[head + i].kind = KIND_TAIL;
+    hak_pool_geom.registry[head + i].head = head;
+    hak_pool_geom.registry[head + i].kind = HAK_POOL_TAIL;
   }
-  pool_span_t *s = &registry[head];
+  pool_span_t *s = &hak_pool_geom.registry[head];
   s->head = head;
   s->pages = (uint16_t)pages;
   s->committed = 1;
@@ -242,7 +198,7 @@ static pool_span_t *span_acquire(pool_heap_t *h, unsigned cls) {
   s->is_current = 1;
   s->remote = 0;
   s->pending_next = NULL;
-  __atomic_store_n(&s->kind, KIND_HEAD, __ATOMIC_RELAXED);
+  __atomic_store_n(&s->kind, HAK_POOL_HEAD, __ATOMIC_RELAXED);
   __atomic_store_n(&s->owner, h, __ATOMIC_RELEASE);
   return s;
 }
@@ -372,7 +328,7 @@ static int filled(const void *p, size_t from, size_t to) {
 static void *checked_alloc(void *p, unsigned cls) {
   char where[32];
   void *next = *(void **)p;
-  if (next && ((uintptr_t)next - pool_base >= pool_size)) {
+  if (next && ((uintptr_t)next - hak_pool_geom.base >= hak_pool_geom.size)) {
     hak_fatal("corrupted free list link in block", p, class_where(where, sizeof where, cls));
   }
   if (!filled(p, sizeof(void *), checked_len(cls))) {
@@ -384,9 +340,9 @@ static void *checked_alloc(void *p, unsigned cls) {
 
 /* Validates a free in debug builds; returns the span or NULL for a foreign pointer. */
 static pool_span_t *checked_span(void *p, uintptr_t off) {
-  if (off >= __atomic_load_n(&region_top, __ATOMIC_ACQUIRE)) return NULL;
+  if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE)) return NULL;
   pool_span_t *s = span_of(off);
-  if (__atomic_load_n(&s->kind, __ATOMIC_RELAXED) != KIND_HEAD ||
+  if (__atomic_load_n(&s->kind, __ATOMIC_RELAXED) != HAK_POOL_HEAD ||
       __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) == NULL) {
     return NULL;
   }
@@ -395,12 +351,12 @@ static pool_span_t *checked_span(void *p, uintptr_t off) {
     unsigned cls = s->cls;
     size_t stride = hak_pool_class_size[cls];
     uintptr_t rel = (uintptr_t)((char *)p - span_base(s));
-    if (rel % stride != 0 || rel / stride >= s->carved) {
+    if (rel % stride != 0 || rel / stride >= s->capacity) {
       hak_fatal("free of a pointer that is not a block start:", p,
                 class_where(where, sizeof where, cls));
     }
     uintptr_t link = *(uintptr_t *)p & ~HAK_REMOTE_FLAG;
-    if (filled(p, sizeof(void *), checked_len(cls)) && (link == 0 || link - pool_base < pool_size)) {
+    if (filled(p, sizeof(void *), checked_len(cls)) && (link == 0 || link - hak_pool_geom.base < hak_pool_geom.size)) {
       hak_fatal("double free of", p, class_where(where, sizeof where, cls));
     }
     memset(p, FILL_FREE, checked_len(cls));
@@ -459,7 +415,7 @@ static pool_heap_t *heap_attach(void) {
   }
   pthread_mutex_unlock(&heaps_lock);
   if (!h) return NULL;
-  pool_tls = h;
+  hak_pool_tls = h;
   pthread_setspecific(pool_key, h);
   process_pending(h);
   if (created && HAK_PREWARM) heap_prewarm(h);
@@ -467,8 +423,8 @@ static pool_heap_t *heap_attach(void) {
 }
 
 static void *tls_malloc_slow(unsigned cls) {
-  pool_heap_t *h = pool_tls;
-  if (h == &pool_empty_heap && !(h = heap_attach())) return NULL;
+  pool_heap_t *h = hak_pool_tls;
+  if (h == &hak_pool_empty_heap && !(h = heap_attach())) return NULL;
   pool_list_t *l = &h->list[cls];
   if (!l->head) {
     if (__atomic_load_n(&h->pending, __ATOMIC_RELAXED)) process_pending(h);
@@ -482,12 +438,13 @@ static void *tls_malloc_slow(unsigned cls) {
   return HAK_CHECKS ? checked_alloc(p, cls) : p;
 }
 
-static void list_overflow(pool_heap_t *h, pool_list_t *l) {
+void hak_pool_overflow(pool_list_t *l) {
+  pool_heap_t *h = hak_pool_tls;
   while (l->count > l->cap / 2) {
     void *b = l->head;
     l->head = *(void **)b;
     l->count--;
-    return_block(h, span_of((uintptr_t)b - pool_base), b);
+    return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
   }
 }
 
@@ -495,7 +452,7 @@ static void remote_free(pool_span_t *s, void *p) {
   pool_heap_t *owner = __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE);
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_REMOTE, p, 1);
   int must_queue = hak_remote_push(&s->remote, p);
-  if (pool_tls != &pool_empty_heap) pool_tls->remote_frees++;
+  if (hak_pool_tls != &hak_pool_empty_heap) hak_pool_tls->remote_frees++;
   else __atomic_fetch_add(&orphan_remote_frees, 1, __ATOMIC_RELAXED);
   if (!must_queue) return;
   hak_pending_push((void **)&owner->pending, s, (void **)&s->pending_next);
@@ -538,7 +495,7 @@ void *hak_pool_malloc(size_t n) {
   unsigned cls = hak_pool_class_of(n);
   void *p;
   if (HAK_POOL_TLS) {
-    pool_list_t *l = &pool_tls->list[cls];
+    pool_list_t *l = &hak_pool_tls->list[cls];
     p = l->head;
     if (HAK_LIKELY(p != NULL) && !HAK_CHECKS) {
       l->head = *(void **)p;
@@ -564,7 +521,7 @@ void hak_pool_free(void *p, uintptr_t off) {
     shared_free(s, p);
     return;
   }
-  pool_heap_t *h = pool_tls;
+  pool_heap_t *h = hak_pool_tls;
   if (HAK_UNLIKELY(s->owner != h)) {
     remote_free(s, p);
     return;
@@ -573,20 +530,20 @@ void hak_pool_free(void *p, uintptr_t off) {
   *(void **)p = l->head;
   l->head = p;
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 1);
-  if (HAK_UNLIKELY(++l->count > l->cap)) list_overflow(h, l);
+  if (HAK_UNLIKELY(++l->count > l->cap)) hak_pool_overflow(l);
 }
 
 size_t hak_pool_usable(uintptr_t off) {
-  if (off >= __atomic_load_n(&region_top, __ATOMIC_ACQUIRE)) return 0;
+  if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE)) return 0;
   pool_span_t *s = span_of(off);
-  if (s->kind != KIND_HEAD || s->owner == NULL) return 0;
+  if (s->kind != HAK_POOL_HEAD || s->owner == NULL) return 0;
   return hak_pool_class_size[s->cls];
 }
 
 int hak_pool_registry_class(uintptr_t off) {
-  if (off >= __atomic_load_n(&region_top, __ATOMIC_ACQUIRE)) return -1;
+  if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE)) return -1;
   pool_span_t *s = span_of(off);
-  return s->kind == KIND_HEAD && s->owner ? s->cls : -1;
+  return s->kind == HAK_POOL_HEAD && s->owner ? s->cls : -1;
 }
 
 /* ---- Thread exit, maintenance, fork, stats. ---- */
@@ -597,14 +554,14 @@ static void heap_die(pool_heap_t *h) {
     while (l->head) {
       void *b = l->head;
       l->head = *(void **)b;
-      return_block(h, span_of((uintptr_t)b - pool_base), b);
+      return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
     }
     l->count = 0;
   }
   process_pending(h);
-  pool_tls = &pool_empty_heap;
+  hak_pool_tls = &hak_pool_empty_heap;
   /* Spares go before the heap is marked dead: from then on a collector may run. */
-  for (unsigned pages = 0; pages <= MAX_SPAN_PAGES; pages++) {
+  for (unsigned pages = 0; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) {
     if (h->spare[pages]) span_to_free(h->spare[pages]);
     h->spare[pages] = NULL;
   }
@@ -619,13 +576,13 @@ static void heap_die(pool_heap_t *h) {
 }
 
 static void thread_exit_cb(void *arg) {
-  if (arg && arg == pool_tls) heap_die(arg);
+  if (arg && arg == hak_pool_tls) heap_die(arg);
 }
 
 void hak_pool_thread_exit(void) {
-  if (pool_tls != &pool_empty_heap) {
+  if (hak_pool_tls != &hak_pool_empty_heap) {
     pthread_setspecific(pool_key, NULL);
-    heap_die(pool_tls);
+    heap_die(hak_pool_tls);
   }
 }
 
@@ -633,7 +590,7 @@ void hak_pool_maintain(int force) {
   uint64_t now = now_ms();
   uint64_t decay = (uint64_t)hak_opt(HAK_OPT_DECAY_MS);
   pthread_mutex_lock(&arena_lock);
-  for (unsigned pages = 1; pages <= MAX_SPAN_PAGES; pages++) {
+  for (unsigned pages = 1; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) {
     for (pool_span_t *s = free_spans[pages]; s; s = s->avail_next) {
       if (s->committed && (force || now - s->emptied_ms >= decay)) {
         if (hak_os_decommit(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT) == 0) {
@@ -662,7 +619,7 @@ void hak_pool_fork_child(void) {
   for (unsigned i = 0; i < SHARDS; i++) pthread_mutex_init(&shards[i].lock, NULL);
   pthread_mutex_init(&heaps_lock, NULL);
   for (pool_heap_t *h = heaps_all; h; h = h->next_all) {
-    if (h != pool_tls && h->state != HAK_HEAP_DEAD) {
+    if (h != hak_pool_tls && h->state != HAK_HEAP_DEAD) {
       h->state = HAK_HEAP_DEAD;
       h->next_dead = heaps_dead;
       heaps_dead = h;
@@ -685,9 +642,9 @@ void hak_pool_stats(hak_pool_stats_t *out) {
   out->remote_frees += __atomic_load_n(&orphan_remote_frees, __ATOMIC_RELAXED);
   out->foreign_frees = __atomic_load_n(&foreign_frees, __ATOMIC_RELAXED);
   pthread_mutex_lock(&arena_lock);
-  for (uintptr_t page = 0; page < (region_top >> HAK_POOL_PAGE_SHIFT); page++) {
-    const pool_span_t *s = &registry[page];
-    if (s->kind == KIND_HEAD && s->owner && s->used) out->pages_in_use += s->pages;
+  for (uintptr_t page = 0; page < (hak_pool_geom.top >> HAK_POOL_PAGE_SHIFT); page++) {
+    const pool_span_t *s = &hak_pool_geom.registry[page];
+    if (s->kind == HAK_POOL_HEAD && s->owner && s->used) out->pages_in_use += s->pages;
   }
   pthread_mutex_unlock(&arena_lock);
 }

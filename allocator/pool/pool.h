@@ -9,7 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <pthread.h>
+
 #include "allocator/internal/config.h"
+#include "allocator/internal/trace.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,16 +24,106 @@ extern "C" {
 #define HAK_POOL_PAGE_SHIFT 16 /* the registry's unit: 64 KiB pages */
 #define HAK_POOL_PAGE_SIZE ((size_t)1 << HAK_POOL_PAGE_SHIFT)
 
+#define HAK_POOL_MAX_SPAN_PAGES 4
+
 extern const uint32_t hak_pool_class_size[HAK_POOL_CLASSES];
 
-/* Class of a size in (HAK_POOL_MIN, HAK_POOL_MAX]. */
-unsigned hak_pool_class_of(size_t n);
+/* Class of a size in (HAK_POOL_MIN, HAK_POOL_MAX]: four classes per power of two. */
+HAK_INLINE unsigned hak_pool_class_of(size_t n) {
+  unsigned bit = 63u - (unsigned)__builtin_clzll(n - 1);
+  return (bit - 10) * 4 + (unsigned)((n - 1) >> (bit - 2)) - 4;
+}
+
+enum { HAK_POOL_UNUSED = 0, HAK_POOL_HEAD = 1, HAK_POOL_TAIL = 2 };
+
+struct hak_pool_heap;
+
+/* One registry entry per 64 KiB page of the Pool region; the entry of a span's first page
+ * holds the span's metadata, the others point to it. */
+typedef struct hak_pool_span {
+  struct hak_pool_heap *owner; /* NULL while the span is free */
+  void *free;
+  uint32_t used, carved, capacity;
+  uint32_t head; /* page index of the span's first page */
+  uint16_t pages;
+  uint8_t cls, kind, in_avail, is_current, committed, pad;
+  struct hak_pool_span *avail_prev, *avail_next;
+  uint64_t emptied_ms;
+  uintptr_t remote; /* see internal/remote.h */
+  struct hak_pool_span *pending_next;
+  char pad2[128 - 80];
+} hak_pool_span_t;
+
+HAK_STATIC_ASSERT(sizeof(hak_pool_span_t) == 128, "registry entry size");
+
+typedef struct {
+  void *head;
+  uint32_t count, cap;
+} hak_pool_list_t;
+
+typedef struct hak_pool_heap {
+  hak_pool_list_t list[HAK_POOL_CLASSES]; /* the TLS free lists */
+  hak_pool_span_t *current[HAK_POOL_CLASSES];
+  hak_pool_span_t *avail[HAK_POOL_CLASSES];
+  hak_pool_span_t *spare[HAK_POOL_MAX_SPAN_PAGES + 1]; /* one empty span per size */
+  hak_pool_span_t *pending;
+  int state;
+  uintptr_t chunk_pos, chunk_end; /* the arena chunk spans are cut from */
+  unsigned chunk_level, arena_chunks;
+  uint64_t refills, remote_frees;
+  pthread_mutex_t lock; /* shards only (POOL_TLS_PHASE1=0) */
+  struct hak_pool_heap *next_all, *next_dead;
+} hak_pool_heap_t;
+
+typedef struct {
+  uintptr_t base, size;       /* the Pool region */
+  uintptr_t top;              /* bytes of it handed to arenas; registry valid below */
+  hak_pool_span_t *registry;  /* indexed by page number in the region */
+} hak_pool_geom_t;
+
+extern hak_pool_geom_t hak_pool_geom;
+extern hak_pool_heap_t hak_pool_empty_heap;
+extern HAK_TLS hak_pool_heap_t *hak_pool_tls;
 
 /* Takes [base, base+size) of the reserved range (64 KiB aligned). Returns 0 or ENOMEM. */
 int hak_pool_init(uintptr_t base, size_t size);
 
 /* n in (HAK_POOL_MIN, HAK_POOL_MAX]; NULL with errno = ENOMEM when out of memory. */
 void *hak_pool_malloc(size_t n);
+
+void hak_pool_overflow(hak_pool_list_t *l);
+
+/* The fast path: a block from the thread's free list of the class of n, or NULL when the
+ * list is empty, without TLS lists (POOL_TLS_PHASE1=0) or in debug builds: then call
+ * hak_pool_malloc. */
+HAK_INLINE void *hak_pool_pop(size_t n) {
+  if (!HAK_POOL_TLS || HAK_CHECKS) return NULL;
+  hak_pool_list_t *l = &hak_pool_tls->list[hak_pool_class_of(n)];
+  void *p = l->head;
+  if (HAK_LIKELY(p != NULL)) {
+    l->head = *(void **)p;
+    l->count--;
+    HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
+  }
+  return p;
+}
+
+/* The fast free: pushes a block of the calling thread's own span onto its free list and
+ * returns 1; returns 0 for anything else (then call hak_pool_free). */
+HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
+  if (!HAK_POOL_TLS || HAK_CHECKS) return 0;
+  if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE)) return 0;
+  hak_pool_span_t *s = &hak_pool_geom.registry[off >> HAK_POOL_PAGE_SHIFT];
+  if (s->kind == HAK_POOL_TAIL) s = &hak_pool_geom.registry[s->head];
+  hak_pool_heap_t *h = hak_pool_tls;
+  if (HAK_UNLIKELY(s->owner != h)) return 0;
+  hak_pool_list_t *l = &h->list[s->cls];
+  *(void **)p = l->head;
+  l->head = p;
+  HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 1);
+  if (HAK_UNLIKELY(++l->count > l->cap)) hak_pool_overflow(l);
+  return 1;
+}
 
 /* Frees a block at offset `off` of the Pool region; pointers that are not live block
  * starts are counted as foreign (release) or abort with a message (debug). */

@@ -70,9 +70,12 @@ static size_t class_span(void) { return (size_t)1 << hak_tiny_geom.class_shift; 
 
 static uintptr_t class_base(unsigned cls) { return hak_tiny_geom.base + cls * class_span(); }
 
+static char *ss_base(unsigned cls, uint32_t ss) {
+  return (char *)(class_base(cls) + ((uintptr_t)ss << HAK_TINY_SS_SHIFT));
+}
+
 static hak_tiny_slab_t *slab_at(unsigned cls, uint32_t ss, uint32_t idx) {
-  return (hak_tiny_slab_t *)(class_base(cls) + ((uintptr_t)ss << HAK_TINY_SS_SHIFT) +
-                             ((uintptr_t)idx << HAK_TINY_SLAB_SHIFT));
+  return hak_tiny_slab_of(ss_base(cls, ss) + ((uintptr_t)idx << HAK_TINY_SLAB_SHIFT));
 }
 
 static uint32_t ss_of(const hak_tiny_slab_t *s) {
@@ -80,6 +83,10 @@ static uint32_t ss_of(const hak_tiny_slab_t *s) {
 }
 
 static char *block_start(hak_tiny_slab_t *s) { return (char *)s + HAK_TINY_SLAB_HEADER; }
+
+static hak_tiny_heap_t **owner_slot(const hak_tiny_slab_t *s) {
+  return &hak_tiny_geom.owners[((uintptr_t)s - hak_tiny_geom.base) >> HAK_TINY_SLAB_SHIFT];
+}
 
 static void thread_exit_cb(void *arg);
 static void collect_dead(hak_tiny_heap_t *h);
@@ -91,10 +98,15 @@ int hak_tiny_init(uintptr_t base, size_t size) {
   if (shift > HAK_TINY_SS_SHIFT + 11) shift = HAK_TINY_SS_SHIFT + 11; /* MAX_SS_PER_CLASS */
   hak_tiny_geom.base = base;
   hak_tiny_geom.class_shift = shift;
+  hak_tiny_geom.class_mask = ((uintptr_t)1 << shift) - 1;
   hak_tiny_geom.size = (uintptr_t)HAK_TINY_CLASS_SLOTS << shift;
+  void *owners;
+  int err = hak_os_map((hak_tiny_geom.size >> HAK_TINY_SLAB_SHIFT) * sizeof(void *), 0, &owners);
+  if (err) return err;
+  hak_tiny_geom.owners = owners;
   if (!HAK_HEADER_CLASSIDX) {
     void *reg;
-    int err = hak_os_map(hak_tiny_geom.size >> HAK_TINY_SLAB_SHIFT, 0, &reg);
+    err = hak_os_map(hak_tiny_geom.size >> HAK_TINY_SLAB_SHIFT, 0, &reg);
     if (err) return err;
     hak_tiny_geom.registry = reg;
   }
@@ -140,7 +152,7 @@ static void maintain_locked(uint64_t now, int force) {
     if (!force && now - m->emptied_ms < decay) break;
     lru_remove(id);
     unsigned cls = id / MAX_SS_PER_CLASS;
-    if (hak_os_decommit(slab_at(cls, id % MAX_SS_PER_CLASS, 0), HAK_TINY_SS_SIZE) == 0) {
+    if (hak_os_decommit(ss_base(cls, id % MAX_SS_PER_CLASS), HAK_TINY_SS_SIZE) == 0) {
       m->state = SS_DECOMMITTED;
     }
   }
@@ -186,7 +198,7 @@ static int ss_take(unsigned cls) {
     ss = cs->empty_head - 1;
     ss_meta_t *m = &ss_meta[cls][ss];
     if (m->state == SS_DECOMMITTED) {
-      if (hak_os_commit(slab_at(cls, ss, 0), HAK_TINY_SS_SIZE) != 0) return 0;
+      if (hak_os_commit(ss_base(cls, ss), HAK_TINY_SS_SIZE) != 0) return 0;
     } else {
       lru_remove(cls * MAX_SS_PER_CLASS + ss);
     }
@@ -194,7 +206,7 @@ static int ss_take(unsigned cls) {
   } else {
     if (((uintptr_t)(cs->top_ss + 1) << HAK_TINY_SS_SHIFT) > class_span()) return 0;
     ss = cs->top_ss;
-    if (hak_os_commit(slab_at(cls, ss, 0), HAK_TINY_SS_SIZE) != 0) return 0;
+    if (hak_os_commit(ss_base(cls, ss), HAK_TINY_SS_SIZE) != 0) return 0;
     cs->top_ss++;
     /* Publish before any block of it is handed out: free() reads it to accept pointers. */
     __atomic_store_n(&hak_tiny_geom.top[cls], (uintptr_t)cs->top_ss << HAK_TINY_SS_SHIFT,
@@ -232,7 +244,8 @@ static void slab_release(hak_tiny_slab_t *s) {
   pthread_mutex_lock(&tiny_lock);
   uint32_t ss = ss_of(s);
   ss_meta_t *m = &ss_meta[cls][ss];
-  s->owner = NULL;
+  __atomic_store_n(&s->owner, NULL, __ATOMIC_RELAXED);
+  __atomic_store_n(owner_slot(s), NULL, __ATOMIC_RELAXED);
   s->avail_prev = NULL;
   s->avail_next = cs->free_slabs;
   if (cs->free_slabs) cs->free_slabs->avail_prev = s;
@@ -255,7 +268,8 @@ static void slab_adopt(hak_tiny_heap_t *h, hak_tiny_slab_t *s, unsigned cls, int
   if (fresh) {
     s->free = NULL;
     s->carved = 0;
-    s->capacity = (uint32_t)((HAK_TINY_SLAB_SIZE - HAK_TINY_SLAB_HEADER) / hak_tiny_class_size[cls]);
+    uintptr_t end = ((uintptr_t)s & ~(uintptr_t)(HAK_TINY_SLAB_SIZE - 1)) + HAK_TINY_SLAB_SIZE;
+    s->capacity = (uint32_t)((end - (uintptr_t)block_start(s)) / hak_tiny_class_size[cls]);
     s->cls = (uint16_t)cls;
     __atomic_store_n(&s->remote, 0, __ATOMIC_RELAXED);
     if (!HAK_HEADER_CLASSIDX) {
@@ -267,6 +281,7 @@ static void slab_adopt(hak_tiny_heap_t *h, hak_tiny_slab_t *s, unsigned cls, int
   s->is_current = 1;
   s->pending_next = NULL;
   __atomic_store_n(&s->owner, h, __ATOMIC_RELEASE);
+  __atomic_store_n(owner_slot(s), h, __ATOMIC_RELEASE);
 }
 
 /* ---- A heap's slab lists (owner only). ---- */
@@ -372,8 +387,9 @@ static uint32_t slab_take(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t want
   size_t stride = hak_tiny_class_size[s->cls];
   while (got < want && s->carved < s->capacity) {
     char *b = block_start(s) + (size_t)s->carved * stride;
-    HAK_CHECK(b + stride <= (char *)s + HAK_TINY_SLAB_SIZE, "carving past the slab end at", b,
-              "tiny");
+    HAK_CHECK(((uintptr_t)b & (HAK_TINY_SLAB_SIZE - 1)) + stride <= HAK_TINY_SLAB_SIZE &&
+                  (uintptr_t)b >= (uintptr_t)block_start(s),
+              "carving past the slab end at", b, "tiny");
     s->carved++;
     if (HAK_CHECKS) memset(b, FILL_FREE, stride);
     *(void **)b = c->head;
@@ -490,8 +506,9 @@ void *hak_tiny_malloc_slow(unsigned cls) {
   if (c->head == NULL) {
     if (__atomic_load_n(&h->pending, __ATOMIC_RELAXED)) process_pending(h);
     uint32_t max = cache_max(cls);
-    if (++c->misses >= 2 && c->cap < max) c->cap = c->cap * 2 > max ? max : c->cap * 2;
-    c->idle = 0;
+    hak_tiny_adapt_t *a = &h->adapt[cls];
+    if (++a->misses >= 2 && c->cap < max) c->cap = c->cap * 2 > max ? max : c->cap * 2;
+    a->idle = 0;
     h->refills++;
     HAK_TRACE_ROUTE(HAK_ROUTE_TINY_REFILL, 0, 0);
     if (fill(h, cls, c->cap / 2 > 0 ? c->cap / 2 : 1) == 0) {
@@ -508,12 +525,13 @@ void *hak_tiny_malloc_slow(unsigned cls) {
 
 void hak_tiny_overflow(hak_tiny_heap_t *h, unsigned cls) {
   hak_tiny_cache_t *c = &h->cache[cls];
+  hak_tiny_adapt_t *a = &h->adapt[cls];
   /* Overflows with no refill in between mean the thread frees more than it allocates. */
-  if (c->misses == 0 && ++c->idle >= 2 && c->cap > 16) {
+  if (a->misses == 0 && ++a->idle >= 2 && c->cap > 16) {
     c->cap = c->cap / 2 < 16 ? 16 : c->cap / 2;
-    c->idle = 0;
+    a->idle = 0;
   }
-  c->misses = 0;
+  a->misses = 0;
   h->overflows++;
   uint32_t keep = c->cap / 2;
   while (c->count > keep) {

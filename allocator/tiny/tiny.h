@@ -25,9 +25,12 @@ extern "C" {
 #define HAK_TINY_SS_SHIFT 21 /* 2 MiB SuperSlabs: the commit and decommit unit */
 #define HAK_TINY_SS_SIZE ((size_t)1 << HAK_TINY_SS_SHIFT)
 #define HAK_TINY_SLABS_PER_SS (HAK_TINY_SS_SIZE / HAK_TINY_SLAB_SIZE)
-/* Blocks start after the slab header; one stride (the class size) is used by carving,
- * refill and capacity alike. */
+/* The slab header sits at a "colour" offset of 0..15 x 128 bytes into its slab, and the
+ * blocks start right after it; one stride (the class size) is used by carving, refill and
+ * capacity alike. Without colours every header would be 64 KiB aligned, all in the same
+ * L1 cache set, and the owner check of free() would miss the cache every time. */
 #define HAK_TINY_SLAB_HEADER 128
+#define HAK_TINY_COLOURS 16
 #define HAK_TINY_PREWARM_BUDGET (32 * 1024) /* bytes of blocks per thread at start */
 
 extern const uint16_t hak_tiny_class_size[HAK_TINY_CLASSES];
@@ -35,19 +38,25 @@ extern const uint8_t hak_tiny_size_class[HAK_TINY_MAX / 16 + 1]; /* by (n + 15) 
 
 HAK_INLINE unsigned hak_tiny_class_of(size_t n) { return hak_tiny_size_class[(n + 15) >> 4]; }
 
-/* A thread's cache of one class: a singly linked list through the blocks' first word. */
+/* A thread's cache of one class: a singly linked list through the blocks' first word.
+ * 16 bytes, so the fast paths index it with one shift. */
 typedef struct {
   void *head;
   uint32_t count;
-  uint32_t cap;    /* adaptive, 16 .. HAKMEM_TINY_CACHE_MAX */
+  uint32_t cap; /* adaptive, 16 .. HAKMEM_TINY_CACHE_MAX */
+} hak_tiny_cache_t;
+
+/* What adapts a cache's capacity; touched on refills and overflows only. */
+typedef struct {
   uint32_t misses; /* refills since the last overflow: grows cap */
   uint32_t idle;   /* overflows without a refill in between: shrinks cap */
-} hak_tiny_cache_t;
+} hak_tiny_adapt_t;
 
 struct hak_tiny_slab;
 
 typedef struct hak_tiny_heap {
   hak_tiny_cache_t cache[HAK_TINY_CLASSES];
+  hak_tiny_adapt_t adapt[HAK_TINY_CLASSES];
   struct hak_tiny_slab *current[HAK_TINY_CLASSES];
   struct hak_tiny_slab *avail[HAK_TINY_CLASSES]; /* owned slabs with free blocks */
   struct hak_tiny_slab *pending;                 /* MPSC: slabs with remote frees */
@@ -84,8 +93,13 @@ HAK_STATIC_ASSERT(sizeof(hak_tiny_slab_t) == HAK_TINY_SLAB_HEADER, "slab header 
 typedef struct {
   uintptr_t base;       /* first byte of the Tiny region */
   uintptr_t size;       /* HAK_TINY_CLASS_SLOTS << class_shift */
+  uintptr_t class_mask; /* (1 << class_shift) - 1 */
   unsigned class_shift; /* log2 of one class region */
   uint8_t *registry;    /* page registry: class of each slab (HEADER_CLASSIDX=0 path) */
+  /* Owner heap of each slab, by slab number: the free fast path's one lookup. Dense, so
+   * no cache-set conflicts; mapped without reservation, so entries never written read
+   * NULL and send the free to the checked slow path. */
+  struct hak_tiny_heap **owners;
   uintptr_t top[HAK_TINY_CLASS_SLOTS]; /* bytes handed out per class region */
 } hak_tiny_geom_t;
 
@@ -101,7 +115,7 @@ int hak_tiny_init(uintptr_t base, size_t size);
 void *hak_tiny_malloc_slow(unsigned cls);
 void hak_tiny_overflow(hak_tiny_heap_t *h, unsigned cls);
 void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p);
-void hak_tiny_free_checked(void *p, uintptr_t off); /* debug-fail-fast free */
+void hak_tiny_free_checked(void *p, uintptr_t off); /* every free but the fast one */
 HAK_COLD void hak_tiny_bad_free(const void *p);
 
 /* Flushes the calling thread's caches and hands its heap to the next thread. */
@@ -120,8 +134,12 @@ void hak_tiny_stats(hak_tiny_stats_t *out);
 /* Frees of pointers in the Tiny region that are not live blocks (release builds). */
 uint64_t hak_tiny_foreign_frees(void);
 
+/* The header of the slab holding p: the slab start plus its colour, a hash of the slab
+ * number (three instructions, no load). */
 HAK_INLINE hak_tiny_slab_t *hak_tiny_slab_of(const void *p) {
-  return (hak_tiny_slab_t *)((uintptr_t)p & ~(uintptr_t)(HAK_TINY_SLAB_SIZE - 1));
+  uintptr_t base = (uintptr_t)p & ~(uintptr_t)(HAK_TINY_SLAB_SIZE - 1);
+  uint32_t colour = ((uint32_t)(base >> HAK_TINY_SLAB_SHIFT) * 0x9e3779b1u) >> 28;
+  return (hak_tiny_slab_t *)(base + colour * HAK_TINY_SLAB_HEADER);
 }
 
 /* Class of a block at offset `off` in the Tiny region. */
@@ -140,8 +158,8 @@ HAK_INLINE size_t hak_tiny_usable(uintptr_t off) {
  * be read). Unused slots and uncommitted tails fail. */
 HAK_INLINE int hak_tiny_owns(uintptr_t off) {
   unsigned slot = (unsigned)(off >> hak_tiny_geom.class_shift);
-  uintptr_t in_class = off & (((uintptr_t)1 << hak_tiny_geom.class_shift) - 1);
-  return in_class < __atomic_load_n(&hak_tiny_geom.top[slot], __ATOMIC_ACQUIRE);
+  return (off & hak_tiny_geom.class_mask) <
+         __atomic_load_n(&hak_tiny_geom.top[slot], __ATOMIC_ACQUIRE);
 }
 
 /* The fast path: a block of n (0 .. HAK_TINY_MAX) bytes from the thread cache, or NULL
@@ -165,18 +183,17 @@ HAK_INLINE void *hak_tiny_malloc(size_t n) {
   return HAK_LIKELY(p != NULL) ? p : hak_tiny_malloc_slow(hak_tiny_class_of(n));
 }
 
-/* p is a Tiny block at offset `off` in the region (checked by the caller). */
+/* p lies in the Tiny region at offset `off` (checked by the caller). A block of one of
+ * the calling thread's slabs goes onto its cache; anything else (another thread's block,
+ * a pointer into no live slab, every free in debug builds) takes the checked path. */
 HAK_INLINE void hak_tiny_free(void *p, uintptr_t off) {
-  if (HAK_CHECKS || HAK_UNLIKELY(!hak_tiny_owns(off))) {
+  hak_tiny_heap_t *h = hak_tiny_tls;
+  if (HAK_CHECKS || HAK_UNLIKELY(__atomic_load_n(&hak_tiny_geom.owners[off >> HAK_TINY_SLAB_SHIFT],
+                                                 __ATOMIC_RELAXED) != h)) {
     hak_tiny_free_checked(p, off);
     return;
   }
-  hak_tiny_slab_t *s = hak_tiny_slab_of(p);
-  hak_tiny_heap_t *h = hak_tiny_tls;
-  if (HAK_UNLIKELY(s->owner != h)) {
-    hak_tiny_free_remote(s, p);
-    return;
-  }
+  /* With HEADER_CLASSIDX the class is the region slot, arithmetic on the address. */
   unsigned cls = hak_tiny_class_at(off);
   hak_tiny_cache_t *c = &h->cache[cls];
   *(void **)p = c->head;

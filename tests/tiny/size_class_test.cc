@@ -34,16 +34,31 @@ TEST(TinySizeClassTest, ClassesAreSixteenByteMultiplesAndIncreasing) {
   EXPECT_EQ(hak_tiny_class_size[HAK_TINY_CLASSES - 1], HAK_TINY_MAX);
 }
 
-// Carving uses one stride, the class size: the last block of a slab ends inside it and
-// every block start is 16-byte aligned.
+// Carving uses one stride, the class size: with the header at the largest colour the
+// last block of a slab still ends inside it, and every block start is 128-byte aligned.
 TEST(TinySizeClassTest, CarvingStaysInsideTheSlab) {
+  size_t worst_start = HAK_TINY_COLOURS * HAK_TINY_SLAB_HEADER;
   for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) {
     size_t stride = hak_tiny_class_size[c];
-    size_t capacity = (HAK_TINY_SLAB_SIZE - HAK_TINY_SLAB_HEADER) / stride;
+    size_t capacity = (HAK_TINY_SLAB_SIZE - worst_start) / stride;
     EXPECT_GE(capacity, 60u) << c;
-    EXPECT_LE(HAK_TINY_SLAB_HEADER + capacity * stride, HAK_TINY_SLAB_SIZE) << c;
-    EXPECT_EQ(HAK_TINY_SLAB_HEADER % 16, 0);
+    EXPECT_LE(worst_start + capacity * stride, HAK_TINY_SLAB_SIZE) << c;
   }
+  EXPECT_EQ(HAK_TINY_SLAB_HEADER % 128, 0);
+}
+
+// Headers of slabs spread over every colour, and each lies in its own slab.
+TEST(TinySizeClassTest, SlabHeadersAreColouredWithinTheirSlab) {
+  int seen[HAK_TINY_COLOURS] = {0};
+  for (uintptr_t slab = 0; slab < 4096; slab++) {
+    uintptr_t base = (uintptr_t{1} << 40) + (slab << HAK_TINY_SLAB_SHIFT);
+    uintptr_t header = reinterpret_cast<uintptr_t>(hak_tiny_slab_of(reinterpret_cast<void *>(base + 5000)));
+    ASSERT_GE(header, base);
+    ASSERT_LT(header + HAK_TINY_SLAB_HEADER, base + HAK_TINY_COLOURS * HAK_TINY_SLAB_HEADER + 1);
+    ASSERT_EQ((header - base) % HAK_TINY_SLAB_HEADER, 0u);
+    seen[(header - base) / HAK_TINY_SLAB_HEADER]++;
+  }
+  for (int c = 0; c < HAK_TINY_COLOURS; c++) EXPECT_GT(seen[c], 4096 / HAK_TINY_COLOURS / 2) << c;
   EXPECT_EQ(HAK_TINY_SS_SIZE % HAK_TINY_SLAB_SIZE, 0u);
   EXPECT_LE(HAK_TINY_CLASSES, HAK_TINY_CLASS_SLOTS);
 }

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""hakmem side by side with the allocators a user would otherwise pick.
+
+Runs every workload driver under each allocator found on the machine (through
+LD_PRELOAD: hakmem's release libhakmem.so, the system allocator, mimalloc, jemalloc,
+tcmalloc), interleaved (A B C ... A B C ...) so that machine noise hits everyone alike,
+and prints one table of medians: ops/s, ratio to mimalloc and to the system allocator,
+peak RSS and memory system calls per million operations. Writes the table as Markdown
+and a bar chart to an output directory named on the last line.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+LIBDIR = "/usr/lib/x86_64-linux-gnu"
+PEERS = [
+    ("system", None),
+    ("mimalloc", LIBDIR + "/libmimalloc.so.2"),
+    ("jemalloc", LIBDIR + "/libjemalloc.so.2"),
+    ("tcmalloc", LIBDIR + "/libtcmalloc_minimal.so.4"),
+]
+
+# name, driver, full arguments, --quick arguments
+WORKLOADS = [
+    ("larson 1T", "larson", "2 8 1024 1000 10000 1 1", "1 8 1024 1000 10000 1 1"),
+    ("larson 2T", "larson", "2 8 1024 1000 10000 1 2", "1 8 1024 1000 10000 1 2"),
+    ("random_mixed", "random_mixed", "20000000 1024 1 1024", "3000000 1024 1 1024"),
+    ("mid_large_mt 1T", "mid_large_mt", "1 4000000 256 1", "1 500000 256 1"),
+    ("mid_large_mt 2T", "mid_large_mt", "2 4000000 256 1", "2 500000 256 1"),
+    ("pool_tls 2T", "pool_tls", "2 4000000 256 1", "2 500000 256 1"),
+    ("xthread", "xthread", "1 4000000 1", "1 500000 1"),
+    ("cache_thrash", "cache_thrash", "2 1000000 100 8", "2 100000 100 8"),
+    ("realloc_grow", "realloc_grow", "1000 1048576 1", "150 1048576 1"),
+]
+
+RESULT = re.compile(r"(\d+) ops in ([\d.]+) s = ([\d.]+) ops/s")
+SYSCALLS = re.compile(r"memory system calls .* total=(\d+)")
+MEMORY_SYSCALLS = {"mmap", "munmap", "mremap", "madvise", "mprotect", "brk"}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(
+        prog="compare", description="Run every driver on hakmem and each peer allocator.")
+    p.add_argument("--runs", type=int, default=5, help="runs per driver and allocator (median)")
+    p.add_argument("--quick", action="store_true", help="one run with short arguments (< 2 min)")
+    p.add_argument("--out", help="output directory (default: a new one under /tmp)")
+    p.add_argument("--syscalls", action="store_true",
+                   help="count the peers' memory system calls with strace -c (one extra run)")
+    p.add_argument("--only", help="comma-separated workload names to run (default: all)")
+    p.add_argument("--timeout", type=float, default=120, help="seconds before a run is killed")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        sys.exit(2 if e.code else 0)
+    if args.runs < 1:
+        p.print_usage(sys.stderr)
+        print("compare: --runs must be at least 1", file=sys.stderr)
+        sys.exit(2)
+    if args.quick:
+        args.runs = 1
+    return args
+
+
+def find_runfile(path):
+    """The file as Bazel laid it out for `bazel run`, or next to this script."""
+    for base in (os.environ.get("RUNFILES_DIR", ""), os.getcwd(),
+                 os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")):
+        for candidate in (os.path.join(base, "hakmem", path), os.path.join(base, path)):
+            if os.path.exists(candidate):
+                return os.path.abspath(candidate)
+    return None
+
+
+def allocators():
+    found, missing = [], []
+    hakmem = find_runfile("allocator/libhakmem_release.so")
+    if hakmem is None:
+        sys.exit("compare: libhakmem_release.so is missing from the runfiles")
+    found.append(("hakmem", hakmem))
+    for name, lib in PEERS:
+        if lib is None or os.path.exists(lib):
+            found.append((name, lib))
+        else:
+            missing.append((name, lib))
+    return found, missing
+
+
+def run_once(binary, args, lib, timeout, env_extra=None, wrapper=None):
+    """Runs one driver; returns (ops, ops/s, peak RSS KiB, stderr, error or None).
+
+    Peak RSS comes from GNU time, a small process that forks the driver: a child forked
+    from this Python process would report Python's own resident size as its peak. Only
+    the driver gets LD_PRELOAD (through env), not time itself."""
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    env.update(env_extra or {})
+    preload = ["env", "LD_PRELOAD=" + lib] if lib else []
+    rss_file = tempfile.NamedTemporaryFile(mode="r")
+    timer = ["/usr/bin/time", "-f", "%M", "-o", rss_file.name] if os.path.exists("/usr/bin/time") else []
+    cmd = timer + (wrapper or []) + preload + [binary] + args.split()
+    with rss_file, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        status, rusage = None, None
+        while status is None:
+            pid, st, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                status, rusage = st, ru
+            elif time.monotonic() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                os.wait4(proc.pid, 0)
+                return None, None, None, "", "timeout"
+            else:
+                time.sleep(0.01)
+        proc.returncode = 0  # reaped above
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode(errors="replace")
+        stderr = err.read().decode(errors="replace")
+        rss_text = rss_file.read().strip().splitlines()
+    peak = int(rss_text[-1]) if rss_text and rss_text[-1].isdigit() else rusage.ru_maxrss
+    if "Command terminated by signal" in stderr:
+        return None, None, None, stderr, "crash (" + stderr.split("signal")[-1].strip() + ")"
+    if os.WIFSIGNALED(status):
+        return None, None, None, stderr, "crash (%s)" % signal.Signals(os.WTERMSIG(status)).name
+    if os.WEXITSTATUS(status) != 0:
+        return None, None, None, stderr, "exit %d" % os.WEXITSTATUS(status)
+    m = RESULT.search(stdout)
+    if not m:
+        return None, None, None, stderr, "no result"
+    return int(m.group(1)), float(m.group(3)), peak, stderr, None
+
+
+def strace_syscalls(binary, args, lib, timeout):
+    """Memory system calls of one run of a peer, counted by strace -c."""
+    if not shutil.which("strace"):
+        return None
+    with tempfile.NamedTemporaryFile(mode="r") as report:
+        ops, _, _, _, error = run_once(binary, args, lib, timeout * 4,
+                                       wrapper=["strace", "-f", "-c", "-o", report.name, "--"])
+        if error or not ops:
+            return None
+        total = 0
+        for line in report.read().splitlines():
+            fields = line.split()
+            if len(fields) >= 5 and fields[-1] in MEMORY_SYSCALLS:
+                total += int(fields[3])
+        return total * 1e6 / ops
+
+
+def human(v):
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if v >= scale:
+            return "%.2f%s" % (v / scale, unit)
+    return "%.0f" % v
+
+
+def main(argv):
+    args = parse_args(argv)
+    allocs, missing = allocators()
+    for name, lib in missing:
+        print("compare: skipping %s: %s not found" % (name, lib), flush=True)
+    workloads = WORKLOADS
+    if args.only:
+        wanted = set(args.only.split(","))
+        workloads = [w for w in WORKLOADS if w[0] in wanted or w[1] in wanted]
+        if not workloads:
+            print("compare: --only matches no workload; names: " +
+                  ", ".join(w[0] for w in WORKLOADS), file=sys.stderr)
+            return 2
+    out_dir = args.out or tempfile.mkdtemp(prefix="hakmem-compare-")
+    if args.out and not os.path.isabs(out_dir):
+        out_dir = os.path.join(os.environ.get("BUILD_WORKING_DIRECTORY", os.getcwd()), out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+
+    results = {}  # (workload, allocator) -> dict
+    total_runs = len(workloads) * len(allocs) * args.runs
+    done, started = 0, time.monotonic()
+    for wname, driver, full, quick in workloads:
+        binary = find_runfile("benchmarks/" + driver)
+        dargs = quick if args.quick else full
+        for r in range(args.runs):
+            for aname, lib in allocs:  # interleaved: every allocator once per round
+                done += 1
+                elapsed = time.monotonic() - started
+                left = elapsed / (done - 1) * (total_runs - done + 1) if done > 1 else 0
+                print("[%3d/%d] %-16s on %-8s run %d/%d  (about %ds left)" %
+                      (done, total_runs, wname, aname, r + 1, args.runs, left), flush=True)
+                env = {"HAKMEM_STATS": "1"} if aname == "hakmem" else None
+                ops, rate, rss, stderr, error = run_once(binary, dargs, lib, args.timeout, env)
+                cell = results.setdefault((wname, aname), {"rates": [], "rss": [], "sys": []})
+                if error:
+                    cell["error"] = error
+                    print("         %s on %s: %s" % (wname, aname, error), flush=True)
+                    continue
+                cell["rates"].append(rate)
+                cell["rss"].append(rss)
+                m = SYSCALLS.search(stderr)
+                if m:
+                    cell["sys"].append(int(m.group(1)) * 1e6 / ops)
+        if args.syscalls:
+            for aname, lib in allocs:
+                if aname != "hakmem":
+                    print("         strace -c: %s on %s" % (wname, aname), flush=True)
+                    v = strace_syscalls(binary, dargs, lib, args.timeout)
+                    if v is not None:
+                        results[(wname, aname)]["sys"] = [v]
+
+    names = [a for a, _ in allocs]
+    lines = ["| workload | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    rows = {"ops/s (median)": [], "vs mimalloc": [], "vs system": [], "peak RSS": [],
+            "mem syscalls / M ops": []}
+    table = []
+    for wname, *_ in workloads:
+        med = {}
+        for a in names:
+            c = results.get((wname, a), {})
+            med[a] = statistics.median(c["rates"]) if c.get("rates") else None
+        cells = {k: [] for k in rows}
+        for a in names:
+            c = results.get((wname, a), {})
+            if med[a] is None:
+                for k in cells:
+                    cells[k].append(c.get("error", "n/a") if k == "ops/s (median)" else "-")
+                continue
+            cells["ops/s (median)"].append(human(med[a]))
+            for key, base in (("vs mimalloc", "mimalloc"), ("vs system", "system")):
+                cells[key].append("%.2fx" % (med[a] / med[base]) if med.get(base) else "-")
+            cells["peak RSS"].append("%.1f MB" % (statistics.median(c["rss"]) / 1024))
+            cells["mem syscalls / M ops"].append(
+                "%.0f" % statistics.median(c["sys"]) if c["sys"] else "-")
+        for k in rows:
+            label = wname if k == "ops/s (median)" else "  " + k
+            lines.append("| %s | %s |" % (label, " | ".join(cells[k])))
+        table.append((wname, med))
+
+    header = ("hakmem comparison, %s, %s, %d cores, %s, median of %d run(s)%s" %
+              (datetime.date.today().isoformat(), platform.machine(), os.cpu_count(),
+               platform.platform(terse=True), args.runs, ", quick" if args.quick else ""))
+    markdown = "\n".join(["# " + header, ""] + lines) + "\n"
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(markdown)
+    print()
+    print(markdown)
+    chart = write_chart(out_dir, table, names)
+    if chart:
+        print("chart: " + chart)
+    print("results written to " + out_dir)
+    return 0
+
+
+def write_chart(out_dir, table, names):
+    """Bars of throughput relative to mimalloc (or the first allocator) per workload."""
+    gnuplot = shutil.which("gnuplot")
+    if not gnuplot:
+        print("compare: gnuplot not found, no chart (tools/bootstrap.sh installs it)")
+        return None
+    base = "mimalloc" if "mimalloc" in names else names[0]
+    data = os.path.join(out_dir, "ratios.dat")
+    with open(data, "w") as f:
+        f.write("workload " + " ".join(names) + "\n")
+        for wname, med in table:
+            vals = ["%.3f" % (med[a] / med[base]) if med[a] and med.get(base) else "0"
+                    for a in names]
+            f.write('"%s" %s\n' % (wname, " ".join(vals)))
+    script = os.path.join(out_dir, "chart.gp")
+    png = os.path.join(out_dir, "chart.png")
+    with open(script, "w") as f:
+        f.write("""set terminal pngcairo size 1200,520 font ",10" noenhanced
+set output "%s"
+set title "Throughput relative to %s (higher is better)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.9 border -1
+set boxwidth 0.9
+set yrange [0:*]
+set grid ytics
+set key top left
+set xtics rotate by -25
+plot for [i=2:%d] "%s" using i:xtic(1) title columnheader(i)
+""" % (png, base, len(names) + 1, data))
+    r = subprocess.run([gnuplot, script], capture_output=True, text=True)
+    if r.returncode != 0:
+        print("compare: gnuplot failed: " + r.stderr.strip()[:200])
+        return None
+    return png
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
