@@ -90,6 +90,7 @@ static hak_tiny_heap_t **owner_slot(const hak_tiny_slab_t *s) {
 
 static void thread_exit_cb(void *arg);
 static void collect_dead(hak_tiny_heap_t *h);
+static void flush_dead(hak_tiny_heap_t *h);
 
 int hak_tiny_init(uintptr_t base, size_t size) {
   unsigned shift = 0;
@@ -163,7 +164,7 @@ static void flush_dead_heaps(uint64_t now, int force) {
   pthread_mutex_lock(&heaps_lock);
   for (hak_tiny_heap_t *h = heaps_dead; h; h = h->next_dead) {
     if (!h->flushed && (force || now - h->died_ms >= decay)) {
-      collect_dead(h);
+      flush_dead(h);
       h->flushed = 1;
     }
   }
@@ -332,8 +333,11 @@ static void process_pending(hak_tiny_heap_t *h) {
 
 static void heap_flush(hak_tiny_heap_t *h);
 
-/* Another thread holds a dead heap (BUSY): it gives everything back to the slabs. */
-static void drain_heap(void *h) { heap_flush(h); }
+/* Another thread holds a dead heap (BUSY). A remote free only drains the queues, so the
+ * heap keeps its warm caches for the thread that adopts it; the decay and malloc_trim
+ * also give the cached blocks back to the slabs. */
+static void drain_heap(void *h) { process_pending(h); }
+static void flush_heap(void *h) { heap_flush(h); }
 
 /* ---- Debug-fail-fast helpers (compiled in every variant, used when HAK_CHECKS). ---- */
 
@@ -546,6 +550,10 @@ void hak_tiny_overflow(hak_tiny_heap_t *h, unsigned cls) {
 
 static void collect_dead(hak_tiny_heap_t *h) {
   hak_heap_collect(h, &h->state, (void **)&h->pending, drain_heap);
+}
+
+static void flush_dead(hak_tiny_heap_t *h) {
+  hak_heap_collect(h, &h->state, (void **)&h->pending, flush_heap);
 }
 
 void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p) {
