@@ -33,6 +33,7 @@ enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2 };
 #define FILL_ALLOC 0xaa       /* debug: freshly allocated bytes */
 #define HOT_CLASSES 12        /* classes up to 256 B are pre-warmed */
 #define CACHE_BYTES (32 * 1024) /* per class and thread */
+#define REFILL_BYTES (4 * 1024) /* per refill */
 
 typedef struct {
   uint16_t free_slabs; /* slabs of this SuperSlab in the class free list */
@@ -378,8 +379,8 @@ static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
 
 /* ---- Refill and overflow. ---- */
 
-/* Moves up to `want` blocks of slab s into the cache: its free list first, then carving. */
-static uint32_t slab_take(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t want) {
+/* Moves up to `want` blocks of slab s's free list into the cache. */
+static uint32_t take_free(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t want) {
   uint32_t got = 0;
   while (got < want && s->free) {
     void *b = s->free;
@@ -388,6 +389,14 @@ static uint32_t slab_take(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t want
     c->head = b;
     got++;
   }
+  s->used += got;
+  c->count += got;
+  return got;
+}
+
+/* Carves up to `want` never-used blocks of slab s into the cache. */
+static uint32_t take_carve(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t want) {
+  uint32_t got = 0;
   size_t stride = hak_tiny_class_size[s->cls];
   while (got < want && s->carved < s->capacity) {
     char *b = block_start(s) + (size_t)s->carved * stride;
@@ -410,13 +419,26 @@ static int slab_exhausted(const hak_tiny_slab_t *s) {
 }
 
 /* Fills the cache of `cls` with up to `want` blocks. Returns how many it got. */
+/* Fills the cache of `cls` with up to `want` blocks: freed blocks first (the current
+ * slab's, then another slab's), never-used memory only when no freed block is left, so
+ * the heap does not touch new pages while it has holes. Returns how many it got. */
 static uint32_t fill(hak_tiny_heap_t *h, unsigned cls, uint32_t want) {
   hak_tiny_cache_t *c = &h->cache[cls];
   uint32_t got = 0;
   while (got < want) {
     hak_tiny_slab_t *s = h->current[cls];
     if (s) {
-      got += slab_take(s, c, want - got);
+      got += take_free(s, c, want - got);
+      hak_tiny_slab_t *a = h->avail[cls];
+      if (got < want && s->carved < s->capacity && a && a->free) {
+        avail_remove(h, a);
+        s->is_current = 0;
+        avail_push(h, s);
+        a->is_current = 1;
+        h->current[cls] = a;
+        continue;
+      }
+      got += take_carve(s, c, want - got);
       if (!slab_exhausted(s)) break;
       s->is_current = 0;
       h->current[cls] = NULL;
@@ -515,7 +537,12 @@ void *hak_tiny_malloc_slow(unsigned cls) {
     a->idle = 0;
     h->refills++;
     HAK_TRACE_ROUTE(HAK_ROUTE_TINY_REFILL, 0, 0);
-    if (fill(h, cls, c->cap / 2 > 0 ? c->cap / 2 : 1) == 0) {
+    /* Half a cache, but at most REFILL_BYTES: an allocation-only thread would otherwise
+     * pull megabytes out of its slabs ahead of need. */
+    uint32_t want = c->cap / 2;
+    uint32_t by_bytes = REFILL_BYTES / hak_tiny_class_size[cls];
+    if (want > by_bytes) want = by_bytes;
+    if (fill(h, cls, want > 0 ? want : 1) == 0) {
       errno = ENOMEM;
       return NULL;
     }
