@@ -57,7 +57,7 @@ typedef struct hak_stats {
   uint64_t pool_refills, pool_remote_frees, pool_pages_in_use;
   uint64_t large_live_blocks, large_live_bytes, large_cached_blocks, large_cached_bytes;
   uint64_t bigcache_hits, bigcache_misses;
-  uint64_t foreign_frees; /* frees of pointers hakmem does not own (release builds) */
+  uint64_t foreign_frees;  /* frees of pointers hakmem does not own (release builds) */
   uint64_t reserved_bytes; /* address space reserved for Tiny and Pool */
 } hak_stats_t;
 

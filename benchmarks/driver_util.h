@@ -15,7 +15,9 @@ typedef struct {
   uint64_t s;
 } drv_rng_t;
 
-static inline void drv_seed(drv_rng_t *r, uint64_t seed) { r->s = seed * 0x9e3779b97f4a7c15ULL + 1; }
+static inline void drv_seed(drv_rng_t *r, uint64_t seed) {
+  r->s = seed * 0x9e3779b97f4a7c15ULL + 1;
+}
 
 static inline uint64_t drv_next(drv_rng_t *r) {
   r->s ^= r->s >> 12;

@@ -69,7 +69,8 @@ int main(int argc, char **argv) {
   }
   for (;;) {
     uint64_t finished = 0;
-    for (uint64_t t = 0; t < threads; t++) finished += (uint64_t)__atomic_load_n(&lanes[t].done, __ATOMIC_ACQUIRE);
+    for (uint64_t t = 0; t < threads; t++)
+      finished += (uint64_t)__atomic_load_n(&lanes[t].done, __ATOMIC_ACQUIRE);
     if (finished == threads) break;
     struct timespec ts = {0, 1000000};
     nanosleep(&ts, NULL);

@@ -38,11 +38,11 @@ HAK_COLD void hak_warn(const char *text);
 
 /* Fail-fast checks are compiled in every variant (so they type-check) and cost nothing
  * when BUILD_RELEASE=1. */
-#define HAK_CHECK(cond, what, ptr, where)                  \
-  do {                                                     \
-    if (HAK_CHECKS && HAK_UNLIKELY(!(cond))) {             \
-      hak_fatal((what), (const void *)(ptr), (where));     \
-    }                                                      \
+#define HAK_CHECK(cond, what, ptr, where)              \
+  do {                                                 \
+    if (HAK_CHECKS && HAK_UNLIKELY(!(cond))) {         \
+      hak_fatal((what), (const void *)(ptr), (where)); \
+    }                                                  \
   } while (0)
 
 #ifdef __cplusplus

@@ -12,17 +12,17 @@ extern "C" {
 #endif
 
 typedef enum {
-  HAK_ROUTE_TINY_FAST,    /* malloc/free served by the thread cache */
-  HAK_ROUTE_TINY_REFILL,  /* thread cache refilled from slabs */
-  HAK_ROUTE_TINY_REMOTE,  /* free of another thread's tiny block */
-  HAK_ROUTE_POOL_FAST,    /* pool TLS free list hit */
-  HAK_ROUTE_POOL_REFILL,  /* pool TLS list refilled */
-  HAK_ROUTE_POOL_REMOTE,  /* free of another thread's pool block */
-  HAK_ROUTE_POOL_SHARED,  /* shared sharded pool (POOL_TLS_PHASE1=0) */
-  HAK_ROUTE_REGISTRY,     /* class found through the page registry */
-  HAK_ROUTE_LARGE_MAP,    /* large block mapped */
-  HAK_ROUTE_BIGCACHE,     /* large block served by or returned to the BigCache */
-  HAK_ROUTE_FOREIGN,      /* free of a pointer hakmem does not own */
+  HAK_ROUTE_TINY_FAST,   /* malloc/free served by the thread cache */
+  HAK_ROUTE_TINY_REFILL, /* thread cache refilled from slabs */
+  HAK_ROUTE_TINY_REMOTE, /* free of another thread's tiny block */
+  HAK_ROUTE_POOL_FAST,   /* pool TLS free list hit */
+  HAK_ROUTE_POOL_REFILL, /* pool TLS list refilled */
+  HAK_ROUTE_POOL_REMOTE, /* free of another thread's pool block */
+  HAK_ROUTE_POOL_SHARED, /* shared sharded pool (POOL_TLS_PHASE1=0) */
+  HAK_ROUTE_REGISTRY,    /* class found through the page registry */
+  HAK_ROUTE_LARGE_MAP,   /* large block mapped */
+  HAK_ROUTE_BIGCACHE,    /* large block served by or returned to the BigCache */
+  HAK_ROUTE_FOREIGN,     /* free of a pointer hakmem does not own */
   HAK_ROUTE_COUNT
 } hak_route_t;
 

@@ -305,7 +305,7 @@ void hak_large_fork_child(void) { pthread_mutex_init(&large_lock, NULL); }
 
 void hak_large_stats(hak_large_stats_t *out) {
   pthread_mutex_lock(&large_lock);
-  *out = (hak_large_stats_t){live_blocks, live_bytes, cached_blocks,
+  *out = (hak_large_stats_t){live_blocks,  live_bytes, cached_blocks,
                              cached_bytes, cache_hits, cache_misses};
   pthread_mutex_unlock(&large_lock);
 }

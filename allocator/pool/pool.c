@@ -53,12 +53,14 @@ static uint64_t now_ms(void) {
 }
 
 static unsigned span_pages(unsigned cls) {
-  size_t pages = (4 * (size_t)hak_pool_class_size[cls] + HAK_POOL_PAGE_SIZE - 1) >> HAK_POOL_PAGE_SHIFT;
+  size_t pages =
+      (4 * (size_t)hak_pool_class_size[cls] + HAK_POOL_PAGE_SIZE - 1) >> HAK_POOL_PAGE_SHIFT;
   return (unsigned)pages;
 }
 
 static char *span_base(const pool_span_t *s) {
-  return (char *)(hak_pool_geom.base + ((uintptr_t)(s - hak_pool_geom.registry) << HAK_POOL_PAGE_SHIFT));
+  return (char *)(hak_pool_geom.base +
+                  ((uintptr_t)(s - hak_pool_geom.registry) << HAK_POOL_PAGE_SHIFT));
 }
 
 /* off must be below hak_pool_geom.top (entries past it are not committed). */
@@ -110,10 +112,12 @@ static int arena_grow(pool_heap_t *h, size_t need) {
   pthread_mutex_lock(&arena_lock);
   int ok = hak_pool_geom.top + size <= hak_pool_geom.size;
   size_t page = hak_os_page_size();
-  size_t reg_need = (((hak_pool_geom.top + size) >> HAK_POOL_PAGE_SHIFT) * sizeof(pool_span_t) + page - 1) &
-                    ~(page - 1);
+  size_t reg_need =
+      (((hak_pool_geom.top + size) >> HAK_POOL_PAGE_SHIFT) * sizeof(pool_span_t) + page - 1) &
+      ~(page - 1);
   if (ok && reg_need > registry_committed) {
-    ok = hak_os_commit((char *)hak_pool_geom.registry + registry_committed, reg_need - registry_committed) == 0;
+    ok = hak_os_commit((char *)hak_pool_geom.registry + registry_committed,
+                       reg_need - registry_committed) == 0;
     if (ok) registry_committed = reg_need;
   }
   if (ok) {
@@ -225,8 +229,10 @@ static void avail_push(pool_heap_t *h, pool_span_t *s) {
 }
 
 static void avail_remove(pool_heap_t *h, pool_span_t *s) {
-  if (s->avail_prev) s->avail_prev->avail_next = s->avail_next;
-  else h->avail[s->cls] = s->avail_next;
+  if (s->avail_prev)
+    s->avail_prev->avail_next = s->avail_next;
+  else
+    h->avail[s->cls] = s->avail_next;
   if (s->avail_next) s->avail_next->avail_prev = s->avail_prev;
   s->in_avail = 0;
 }
@@ -356,7 +362,8 @@ static pool_span_t *checked_span(void *p, uintptr_t off) {
                 class_where(where, sizeof where, cls));
     }
     uintptr_t link = *(uintptr_t *)p & ~HAK_REMOTE_FLAG;
-    if (filled(p, sizeof(void *), checked_len(cls)) && (link == 0 || link - hak_pool_geom.base < hak_pool_geom.size)) {
+    if (filled(p, sizeof(void *), checked_len(cls)) &&
+        (link == 0 || link - hak_pool_geom.base < hak_pool_geom.size)) {
       hak_fatal("double free of", p, class_where(where, sizeof where, cls));
     }
     memset(p, FILL_FREE, checked_len(cls));
@@ -454,8 +461,10 @@ static void remote_free(pool_span_t *s, void *p) {
   pool_heap_t *owner = __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE);
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_REMOTE, p, 1);
   int must_queue = hak_remote_push(&s->remote, p);
-  if (hak_pool_tls != &hak_pool_empty_heap) hak_pool_tls->remote_frees++;
-  else __atomic_fetch_add(&orphan_remote_frees, 1, __ATOMIC_RELAXED);
+  if (hak_pool_tls != &hak_pool_empty_heap)
+    hak_pool_tls->remote_frees++;
+  else
+    __atomic_fetch_add(&orphan_remote_frees, 1, __ATOMIC_RELAXED);
   if (!must_queue) return;
   hak_pending_push((void **)&owner->pending, s, (void **)&s->pending_next);
   if (__atomic_load_n(&owner->state, __ATOMIC_SEQ_CST) == HAK_HEAP_DEAD) {

@@ -18,7 +18,7 @@
 extern "C" {
 #endif
 
-#define HAK_POOL_MIN 1024 /* sizes above this ... */
+#define HAK_POOL_MIN 1024        /* sizes above this ... */
 #define HAK_POOL_MAX (64 * 1024) /* ... up to this one are Pool's */
 #define HAK_POOL_CLASSES 24
 #define HAK_POOL_PAGE_SHIFT 16 /* the registry's unit: 64 KiB pages */
@@ -76,9 +76,9 @@ typedef struct hak_pool_heap {
 } hak_pool_heap_t;
 
 typedef struct {
-  uintptr_t base, size;       /* the Pool region */
-  uintptr_t top;              /* bytes of it handed to arenas; registry valid below */
-  hak_pool_span_t *registry;  /* indexed by page number in the region */
+  uintptr_t base, size;      /* the Pool region */
+  uintptr_t top;             /* bytes of it handed to arenas; registry valid below */
+  hak_pool_span_t *registry; /* indexed by page number in the region */
 } hak_pool_geom_t;
 
 extern hak_pool_geom_t hak_pool_geom;

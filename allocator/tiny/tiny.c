@@ -28,17 +28,17 @@ HAK_TLS hak_tiny_heap_t *hak_tiny_tls = &hak_tiny_empty_heap;
 
 enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2 };
 #define SS_NONE UINT32_MAX
-#define MAX_SS_PER_CLASS 2048 /* class regions are at most 4 GiB */
-#define FILL_FREE 0xdf        /* debug: freed and never-allocated bytes */
-#define FILL_ALLOC 0xaa       /* debug: freshly allocated bytes */
-#define HOT_CLASSES 12        /* classes up to 256 B are pre-warmed */
+#define MAX_SS_PER_CLASS 2048   /* class regions are at most 4 GiB */
+#define FILL_FREE 0xdf          /* debug: freed and never-allocated bytes */
+#define FILL_ALLOC 0xaa         /* debug: freshly allocated bytes */
+#define HOT_CLASSES 12          /* classes up to 256 B are pre-warmed */
 #define CACHE_BYTES (32 * 1024) /* per class and thread */
 #define REFILL_BYTES (4 * 1024) /* per refill */
 
 typedef struct {
   uint16_t free_slabs; /* slabs of this SuperSlab in the class free list */
   uint8_t state;
-  uint32_t next_empty; /* class stack of empty SuperSlabs, index + 1 */
+  uint32_t next_empty;         /* class stack of empty SuperSlabs, index + 1 */
   uint32_t lru_prev, lru_next; /* global LRU of committed empty ones, id + 1 */
   uint64_t emptied_ms;
 } ss_meta_t;
@@ -125,10 +125,14 @@ static ss_meta_t *meta_of_id(uint32_t id) {
 
 static void lru_remove(uint32_t id) {
   ss_meta_t *m = meta_of_id(id);
-  if (m->lru_prev) meta_of_id(m->lru_prev - 1)->lru_next = m->lru_next;
-  else lru_head = m->lru_next;
-  if (m->lru_next) meta_of_id(m->lru_next - 1)->lru_prev = m->lru_prev;
-  else lru_tail = m->lru_prev;
+  if (m->lru_prev)
+    meta_of_id(m->lru_prev - 1)->lru_next = m->lru_next;
+  else
+    lru_head = m->lru_next;
+  if (m->lru_next)
+    meta_of_id(m->lru_next - 1)->lru_prev = m->lru_prev;
+  else
+    lru_tail = m->lru_prev;
   m->lru_prev = m->lru_next = 0;
   lru_count--;
 }
@@ -137,8 +141,10 @@ static void lru_push_tail(uint32_t id) {
   ss_meta_t *m = meta_of_id(id);
   m->lru_prev = lru_tail;
   m->lru_next = 0;
-  if (lru_tail) meta_of_id(lru_tail - 1)->lru_next = id + 1;
-  else lru_head = id + 1;
+  if (lru_tail)
+    meta_of_id(lru_tail - 1)->lru_next = id + 1;
+  else
+    lru_head = id + 1;
   lru_tail = id + 1;
   lru_count++;
 }
@@ -175,8 +181,8 @@ static void flush_dead_heaps(uint64_t now, int force) {
 void hak_tiny_maintain(int force) {
   uint64_t now = now_ms();
   if (__atomic_load_n(&heaps_dead, __ATOMIC_RELAXED)) flush_dead_heaps(now, force);
-  if (!force && __atomic_load_n(&lru_count, __ATOMIC_RELAXED) <=
-                    (uint64_t)hak_opt(HAK_OPT_SS_LRU_SIZE)) {
+  if (!force &&
+      __atomic_load_n(&lru_count, __ATOMIC_RELAXED) <= (uint64_t)hak_opt(HAK_OPT_SS_LRU_SIZE)) {
     return;
   }
   pthread_mutex_lock(&tiny_lock);
@@ -187,8 +193,10 @@ void hak_tiny_maintain(int force) {
 /* ---- Slabs and SuperSlabs (tiny_lock held). ---- */
 
 static void free_slabs_unlink(class_state_t *cs, hak_tiny_slab_t *s) {
-  if (s->avail_prev) s->avail_prev->avail_next = s->avail_next;
-  else cs->free_slabs = s->avail_next;
+  if (s->avail_prev)
+    s->avail_prev->avail_next = s->avail_next;
+  else
+    cs->free_slabs = s->avail_next;
   if (s->avail_next) s->avail_next->avail_prev = s->avail_prev;
 }
 
@@ -275,7 +283,8 @@ static void slab_adopt(hak_tiny_heap_t *h, hak_tiny_slab_t *s, unsigned cls, int
     s->cls = (uint16_t)cls;
     __atomic_store_n(&s->remote, 0, __ATOMIC_RELAXED);
     if (!HAK_HEADER_CLASSIDX) {
-      hak_tiny_geom.registry[((uintptr_t)s - hak_tiny_geom.base) >> HAK_TINY_SLAB_SHIFT] = (uint8_t)cls;
+      hak_tiny_geom.registry[((uintptr_t)s - hak_tiny_geom.base) >> HAK_TINY_SLAB_SHIFT] =
+          (uint8_t)cls;
     }
   }
   s->used = 0;
@@ -298,8 +307,10 @@ static void avail_push(hak_tiny_heap_t *h, hak_tiny_slab_t *s) {
 }
 
 static void avail_remove(hak_tiny_heap_t *h, hak_tiny_slab_t *s) {
-  if (s->avail_prev) s->avail_prev->avail_next = s->avail_next;
-  else h->avail[s->cls] = s->avail_next;
+  if (s->avail_prev)
+    s->avail_prev->avail_next = s->avail_next;
+  else
+    h->avail[s->cls] = s->avail_next;
   if (s->avail_next) s->avail_next->avail_prev = s->avail_prev;
   s->in_avail = 0;
 }
@@ -592,8 +603,10 @@ void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p) {
   HAK_TRACE_ROUTE(HAK_ROUTE_TINY_REMOTE, p, 1);
   int must_queue = hak_remote_push(&s->remote, p);
   hak_tiny_heap_t *self = hak_tiny_tls;
-  if (self != &hak_tiny_empty_heap) self->remote_frees++;
-  else __atomic_fetch_add(&orphan_remote_frees, 1, __ATOMIC_RELAXED);
+  if (self != &hak_tiny_empty_heap)
+    self->remote_frees++;
+  else
+    __atomic_fetch_add(&orphan_remote_frees, 1, __ATOMIC_RELAXED);
   if (!must_queue) return; /* the slab is already queued at its owner */
   hak_pending_push((void **)&owner->pending, s, (void **)&s->pending_next);
   if (__atomic_load_n(&owner->state, __ATOMIC_SEQ_CST) == HAK_HEAP_DEAD) collect_dead(owner);

@@ -73,8 +73,7 @@ TEST(PoolTest, BadArenaOptionsKeepTheDefaultsWithOneWarningEach) {
   std::string warnings = LoadWithEnv("zero", "100000", "-3");
   EXPECT_NE(warnings.find("HAKMEM_POOL_TLS_ARENA_MB_INIT=zero"), std::string::npos) << warnings;
   EXPECT_NE(warnings.find("HAKMEM_POOL_TLS_ARENA_MB_MAX=100000"), std::string::npos) << warnings;
-  EXPECT_NE(warnings.find("HAKMEM_POOL_TLS_ARENA_GROWTH_LEVELS=-3"), std::string::npos)
-      << warnings;
+  EXPECT_NE(warnings.find("HAKMEM_POOL_TLS_ARENA_GROWTH_LEVELS=-3"), std::string::npos) << warnings;
   EXPECT_EQ(Steps(), (std::vector<size_t>{1 * kMiB, 2 * kMiB, 4 * kMiB, 8 * kMiB}));
   LoadWithEnv(nullptr, nullptr, nullptr);
 }

@@ -174,8 +174,8 @@ TEST(SystemApiTest, VallocAndPvallocArePageAligned) {
 
 // Contents survive realloc across every tier boundary, growing and shrinking.
 TEST(SystemApiTest, ReallocKeepsContentsAcrossEveryTierBoundary) {
-  const size_t steps[] = {1,    16,    17,    1000,    1024,    1025,   4096,    65536,
-                          65537, 200000, 1 << 20, 3 << 20, 100000, 65536, 2000, 500, 8, 1};
+  const size_t steps[] = {1,      16,      17,      1000,   1024,  1025, 4096, 65536, 65537,
+                          200000, 1 << 20, 3 << 20, 100000, 65536, 2000, 500,  8,     1};
   void *p = nullptr;
   size_t have = 0;
   uint64_t seed = 7;

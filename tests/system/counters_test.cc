@@ -57,8 +57,7 @@ TEST(SystemCountersTest, SmallAndMidSteadyStateMakesNoSystemCall) {
   hak_stats_t before = Stats();
   run(400000);
   hak_stats_t after = Stats();
-  EXPECT_EQ(after.os_calls_total, before.os_calls_total)
-      << "memory system calls in steady state";
+  EXPECT_EQ(after.os_calls_total, before.os_calls_total) << "memory system calls in steady state";
   for (void *p : ring) free(p);
 }
 

@@ -67,8 +67,10 @@ TEST(SystemFailFastDeathTest, StackPointer) {
 
 TEST(SystemFailFastDeathTest, WriteAfterFreeIsCaughtOnReuse) {
   if (HAK_RELEASE) GTEST_SKIP() << "release builds do not check";
-  EXPECT_DEATH(WriteAfterFree(96), "hakmem: write after free to block 0x[0-9a-f]+ \\(tiny class 5\\)");
-  EXPECT_DEATH(WriteAfterFree(3000), "hakmem: write after free to block 0x[0-9a-f]+ \\(pool class 5\\)");
+  EXPECT_DEATH(WriteAfterFree(96),
+               "hakmem: write after free to block 0x[0-9a-f]+ \\(tiny class 5\\)");
+  EXPECT_DEATH(WriteAfterFree(3000),
+               "hakmem: write after free to block 0x[0-9a-f]+ \\(pool class 5\\)");
 }
 
 TEST(SystemFailFastDeathTest, ReallocOfAForeignPointer) {

@@ -180,8 +180,10 @@ TEST(SystemThreadsTest, ThreadChurnKeepsMemoryBounded) {
     for (int i = 0; i < 2000; i++) local.push_back(malloc(DrawSize(gen)));
     std::lock_guard<std::mutex> lock(mu);
     for (size_t i = 0; i < local.size(); i++) {
-      if (i % 2) leftovers.push_back(local[i]);
-      else free(local[i]);
+      if (i % 2)
+        leftovers.push_back(local[i]);
+      else
+        free(local[i]);
     }
   };
   for (int i = 0; i < 20; i++) std::thread(churn, i).join();

@@ -52,7 +52,8 @@ TEST(TinySizeClassTest, SlabHeadersAreColouredWithinTheirSlab) {
   int seen[HAK_TINY_COLOURS] = {0};
   for (uintptr_t slab = 0; slab < 4096; slab++) {
     uintptr_t base = (uintptr_t{1} << 40) + (slab << HAK_TINY_SLAB_SHIFT);
-    uintptr_t header = reinterpret_cast<uintptr_t>(hak_tiny_slab_of(reinterpret_cast<void *>(base + 5000)));
+    uintptr_t header =
+        reinterpret_cast<uintptr_t>(hak_tiny_slab_of(reinterpret_cast<void *>(base + 5000)));
     ASSERT_GE(header, base);
     ASSERT_LT(header + HAK_TINY_SLAB_HEADER, base + HAK_TINY_COLOURS * HAK_TINY_SLAB_HEADER + 1);
     ASSERT_EQ((header - base) % HAK_TINY_SLAB_HEADER, 0u);
