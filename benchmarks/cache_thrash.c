@@ -6,7 +6,7 @@
 
 #include "benchmarks/driver_util.h"
 
-#define USAGE "THREADS ITERS WRITES SIZE   (defaults: 2 200000 100 8)"
+#define USAGE "THREADS ITERS WRITES SIZE   (defaults: 2 2500000 100 8)"
 
 typedef struct {
   uint64_t iters, writes, size;
@@ -30,7 +30,7 @@ static void *work(void *arg) {
 int main(int argc, char **argv) {
   drv_check_argc(argc, argv, 4, USAGE);
   uint64_t threads = drv_arg(argc, argv, 1, 2, 1, 1024, USAGE);
-  uint64_t iters = drv_arg(argc, argv, 2, 200000, 1, 1ull << 40, USAGE);
+  uint64_t iters = drv_arg(argc, argv, 2, 2500000, 1, 1ull << 40, USAGE);
   uint64_t writes = drv_arg(argc, argv, 3, 100, 1, 1 << 20, USAGE);
   uint64_t size = drv_arg(argc, argv, 4, 8, 1, 1 << 20, USAGE);
   worker_t *w = calloc(threads, sizeof *w);

@@ -4,5 +4,5 @@
 
 int main(int argc, char **argv) {
   return ring_main(argc, argv, "pool_tls", 1025, 64 * 1024,
-                   "THREADS ITERS WORKSET SEED   (defaults: 2 1000000 256 1)");
+                   "THREADS ITERS WORKSET SEED   (defaults: 2 12000000 256 1)");
 }

@@ -3,11 +3,11 @@
  * usage: random_mixed ITERS MAX_SIZE SEED [WORKSET] */
 #include "benchmarks/driver_util.h"
 
-#define USAGE "ITERS MAX_SIZE SEED [WORKSET]   (defaults: 5000000 1024 1 1024)"
+#define USAGE "ITERS MAX_SIZE SEED [WORKSET]   (defaults: 80000000 1024 1 1024)"
 
 int main(int argc, char **argv) {
   drv_check_argc(argc, argv, 4, USAGE);
-  uint64_t iters = drv_arg(argc, argv, 1, 5000000, 1, 1ull << 40, USAGE);
+  uint64_t iters = drv_arg(argc, argv, 1, 80000000, 1, 1ull << 40, USAGE);
   uint64_t max = drv_arg(argc, argv, 2, 1024, 1, 1 << 30, USAGE);
   uint64_t seed = drv_arg(argc, argv, 3, 1, 0, UINT64_MAX, USAGE);
   uint64_t workset = drv_arg(argc, argv, 4, 1024, 1, 1 << 26, USAGE);

@@ -5,7 +5,7 @@
  * usage: realloc_grow ROUNDS MAX SEED */
 #include "benchmarks/driver_util.h"
 
-#define USAGE "ROUNDS MAX SEED   (defaults: 1000 1048576 1)"
+#define USAGE "ROUNDS MAX SEED   (defaults: 2000 1048576 1)"
 #define BUFFERS 16
 
 typedef struct {
@@ -15,7 +15,7 @@ typedef struct {
 
 int main(int argc, char **argv) {
   drv_check_argc(argc, argv, 3, USAGE);
-  uint64_t rounds = drv_arg(argc, argv, 1, 1000, 1, 1ull << 32, USAGE);
+  uint64_t rounds = drv_arg(argc, argv, 1, 2000, 1, 1ull << 32, USAGE);
   uint64_t max = drv_arg(argc, argv, 2, 1 << 20, 32, 1ull << 34, USAGE);
   uint64_t seed = drv_arg(argc, argv, 3, 1, 0, UINT64_MAX, USAGE);
   unsigned max_bits = 63u - (unsigned)__builtin_clzll(max);

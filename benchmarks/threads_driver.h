@@ -35,7 +35,7 @@ static int ring_main(int argc, char **argv, const char *name, uint64_t min, uint
                      const char *usage) {
   drv_check_argc(argc, argv, 4, usage);
   uint64_t threads = drv_arg(argc, argv, 1, 2, 1, 1024, usage);
-  uint64_t iters = drv_arg(argc, argv, 2, 1000000, 1, 1ull << 40, usage);
+  uint64_t iters = drv_arg(argc, argv, 2, 12000000, 1, 1ull << 40, usage);
   uint64_t workset = drv_arg(argc, argv, 3, 256, 1, 1 << 24, usage);
   uint64_t seed = drv_arg(argc, argv, 4, 1, 0, UINT64_MAX, usage);
   ring_args_t *args = calloc(threads, sizeof *args);

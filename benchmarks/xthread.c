@@ -8,7 +8,7 @@
 
 #include "benchmarks/driver_util.h"
 
-#define USAGE "PAIRS ITEMS SEED   (defaults: 1 2000000 1)"
+#define USAGE "PAIRS ITEMS SEED   (defaults: 1 5000000 1)"
 #define RING 1024
 
 typedef struct {
@@ -52,7 +52,7 @@ static void *consumer(void *arg) {
 int main(int argc, char **argv) {
   drv_check_argc(argc, argv, 3, USAGE);
   uint64_t pairs = drv_arg(argc, argv, 1, 1, 1, 512, USAGE);
-  uint64_t items = drv_arg(argc, argv, 2, 2000000, 1, 1ull << 40, USAGE);
+  uint64_t items = drv_arg(argc, argv, 2, 5000000, 1, 1ull << 40, USAGE);
   uint64_t seed = drv_arg(argc, argv, 3, 1, 0, UINT64_MAX, USAGE);
   pair_t *p = calloc(pairs, sizeof *p);
   pthread_t *th = calloc(pairs * 2, sizeof *th);

@@ -11,9 +11,9 @@ PACKAGES=(
   # Peer allocators for the comparison suite.
   libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4
   # Real programs the preload tests run.
-  python3 libpython3.11-testsuite sqlite3 perl git coreutils gcc make
+  python3 libpython3.11-testsuite sqlite3 perl git coreutils make
   # Measurement tools.
-  strace valgrind binutils gnuplot-nox procps time
+  strace valgrind binutils gnuplot-nox procps time bc
 )
 
 missing=()

@@ -138,13 +138,14 @@ def hak_sh_test(name, srcs, data_per_variant = [], args_per_variant = [], ablati
     """One sh_test per variant; `{v}` in data and args is replaced by the variant name."""
     tags = kwargs.pop("tags", [])
     data = kwargs.pop("data", [])
+    args = kwargs.pop("args", [])
     tests = []
     for v in PRODUCT_VARIANTS + (ABLATIONS if ablations else []):
         native.sh_test(
             name = name + "_" + v,
             srcs = srcs,
             data = data + [d.format(v = v) for d in data_per_variant],
-            args = [a.format(v = v) for a in args_per_variant],
+            args = [a.format(v = v) for a in args_per_variant] + args,
             tags = tags + ["variant_" + v],
             **kwargs
         )

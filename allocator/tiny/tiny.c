@@ -33,7 +33,7 @@ enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2 };
 #define FILL_ALLOC 0xaa         /* debug: freshly allocated bytes */
 #define HOT_CLASSES 12          /* classes up to 256 B are pre-warmed */
 #define CACHE_BYTES (32 * 1024) /* per class and thread */
-#define REFILL_BYTES (4 * 1024) /* per refill */
+#define CARVE_BYTES (4 * 1024) /* of never-used memory per refill */
 
 typedef struct {
   uint16_t free_slabs; /* slabs of this SuperSlab in the class free list */
@@ -431,11 +431,14 @@ static int slab_exhausted(const hak_tiny_slab_t *s) {
 
 /* Fills the cache of `cls` with up to `want` blocks. Returns how many it got. */
 /* Fills the cache of `cls` with up to `want` blocks: freed blocks first (the current
- * slab's, then another slab's), never-used memory only when no freed block is left, so
- * the heap does not touch new pages while it has holes. Returns how many it got. */
+ * slab's, then another slab's), never-used memory only when no freed block is left, and
+ * then at most CARVE_BYTES of it per refill, so the heap touches no page ahead of need.
+ * Returns how many blocks it got. */
 static uint32_t fill(hak_tiny_heap_t *h, unsigned cls, uint32_t want) {
   hak_tiny_cache_t *c = &h->cache[cls];
   uint32_t got = 0;
+  uint32_t carve_left = CARVE_BYTES / hak_tiny_class_size[cls];
+  if (carve_left == 0) carve_left = 1;
   while (got < want) {
     hak_tiny_slab_t *s = h->current[cls];
     if (s) {
@@ -449,7 +452,11 @@ static uint32_t fill(hak_tiny_heap_t *h, unsigned cls, uint32_t want) {
         h->current[cls] = a;
         continue;
       }
-      got += take_carve(s, c, want - got);
+      uint32_t carve = want - got < carve_left ? want - got : carve_left;
+      uint32_t carved = take_carve(s, c, carve);
+      got += carved;
+      carve_left -= carved;
+      if (got > 0 && carve_left == 0) break;
       if (!slab_exhausted(s)) break;
       s->is_current = 0;
       h->current[cls] = NULL;
@@ -548,12 +555,7 @@ void *hak_tiny_malloc_slow(unsigned cls) {
     a->idle = 0;
     h->refills++;
     HAK_TRACE_ROUTE(HAK_ROUTE_TINY_REFILL, 0, 0);
-    /* Half a cache, but at most REFILL_BYTES: an allocation-only thread would otherwise
-     * pull megabytes out of its slabs ahead of need. */
-    uint32_t want = c->cap / 2;
-    uint32_t by_bytes = REFILL_BYTES / hak_tiny_class_size[cls];
-    if (want > by_bytes) want = by_bytes;
-    if (fill(h, cls, want > 0 ? want : 1) == 0) {
+    if (fill(h, cls, c->cap / 2 > 0 ? c->cap / 2 : 1) == 0) {
       errno = ENOMEM;
       return NULL;
     }

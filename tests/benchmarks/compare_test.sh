@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The comparison tool end to end on one short workload: a table with a hakmem column and
+# ratios, results.md and the last line naming the output directory; bad usage exits 2.
+set -uo pipefail
+compare="$1"
+out="${TEST_TMPDIR:-$(mktemp -d)}/compare"
+failures=0
+log=$("$compare" --quick --only xthread --out "$out" 2>&1)
+rc=$?
+[ $rc -eq 0 ] || { echo "FAIL compare exited $rc: $log"; failures=$((failures + 1)); }
+echo "$log" | grep -q "^| xthread | " || { echo "FAIL no xthread row: $log"; failures=$((failures + 1)); }
+echo "$log" | grep -q "^| workload | hakmem | system" || { echo "FAIL no hakmem column"; failures=$((failures + 1)); }
+echo "$log" | grep -Eq "^\|   vs system \| [0-9.]+x" || { echo "FAIL no ratios"; failures=$((failures + 1)); }
+[ -s "$out/results.md" ] || { echo "FAIL no results.md"; failures=$((failures + 1)); }
+[ "$(echo "$log" | tail -1)" = "results written to $out" ] || { echo "FAIL last line"; failures=$((failures + 1)); }
+"$compare" --runs 0 >/dev/null 2>&1
+[ $? -eq 2 ] || { echo "FAIL --runs 0 did not exit 2"; failures=$((failures + 1)); }
+"$compare" --no-such-flag >/dev/null 2>&1
+[ $? -eq 2 ] || { echo "FAIL a bad flag did not exit 2"; failures=$((failures + 1)); }
+"$compare" --only nothing >/dev/null 2>&1
+[ $? -eq 2 ] || { echo "FAIL --only matching nothing did not exit 2"; failures=$((failures + 1)); }
+echo "$((8 - failures)) passed, $failures failed"
+[ "$failures" -eq 0 ]
