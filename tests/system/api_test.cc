@@ -129,7 +129,9 @@ TEST(SystemApiTest, PosixMemalignRejectsBadAlignmentsWithEinval) {
 // Every function of the family honours alignments up to 64 MiB, for small and large sizes.
 TEST(SystemApiTest, AlignmentsUpTo64MiBAreHonouredByEveryFunction) {
   for (size_t a = 8; a <= (size_t{64} << 20); a *= 2) {
-    for (size_t n : {size_t{0}, size_t{1}, size_t{24}, size_t{700}, size_t{5000}, size_t{70000}}) {
+    // Sizes whose natural class is not a multiple of the alignment (80, 200, 300) too.
+    for (size_t n : {size_t{0}, size_t{1}, size_t{24}, size_t{80}, size_t{200}, size_t{300},
+                     size_t{700}, size_t{5000}, size_t{70000}}) {
       void *p = nullptr;
       ASSERT_EQ(posix_memalign(&p, a, n), 0) << a << " " << n;
       EXPECT_TRUE(Aligned(p, a)) << absl::StrFormat("posix_memalign(%d, %d) = %p", a, n, p);
