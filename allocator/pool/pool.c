@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "allocator/internal/list.h"
 #include "allocator/internal/log.h"
 #include "allocator/internal/options.h"
 #include "allocator/internal/remote.h"
@@ -155,18 +156,12 @@ static pool_span_t *span_from_arena(pool_heap_t *h, unsigned pages) {
 static pool_span_t *span_from_free(unsigned pages) {
   pthread_mutex_lock(&arena_lock);
   pool_span_t *s = free_spans[pages];
-  if (s) {
-    free_spans[pages] = s->avail_next;
-    if (s->avail_next) s->avail_next->avail_prev = NULL;
-  }
+  if (s) HAK_LIST_REMOVE(&free_spans[pages], s);
   pthread_mutex_unlock(&arena_lock);
   if (s && !s->committed) {
     if (hak_os_commit(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT) != 0) {
       pthread_mutex_lock(&arena_lock); /* put it back untouched */
-      s->avail_prev = NULL;
-      s->avail_next = free_spans[pages];
-      if (s->avail_next) s->avail_next->avail_prev = s;
-      free_spans[pages] = s;
+      HAK_LIST_PUSH(&free_spans[pages], s);
       pthread_mutex_unlock(&arena_lock);
       return NULL;
     }
@@ -179,10 +174,7 @@ static void span_to_free(pool_span_t *s) {
   s->owner = NULL;
   s->emptied_ms = now_ms();
   pthread_mutex_lock(&arena_lock);
-  s->avail_prev = NULL;
-  s->avail_next = free_spans[s->pages];
-  if (s->avail_next) s->avail_next->avail_prev = s;
-  free_spans[s->pages] = s;
+  HAK_LIST_PUSH(&free_spans[s->pages], s);
   pthread_mutex_unlock(&arena_lock);
 }
 
@@ -221,19 +213,12 @@ static void span_release(pool_heap_t *h, pool_span_t *s) {
 /* ---- A heap's lists (owner, or shard lock held). ---- */
 
 static void avail_push(pool_heap_t *h, pool_span_t *s) {
-  s->avail_prev = NULL;
-  s->avail_next = h->avail[s->cls];
-  if (s->avail_next) s->avail_next->avail_prev = s;
-  h->avail[s->cls] = s;
+  HAK_LIST_PUSH(&h->avail[s->cls], s);
   s->in_avail = 1;
 }
 
 static void avail_remove(pool_heap_t *h, pool_span_t *s) {
-  if (s->avail_prev)
-    s->avail_prev->avail_next = s->avail_next;
-  else
-    h->avail[s->cls] = s->avail_next;
-  if (s->avail_next) s->avail_next->avail_prev = s->avail_prev;
+  HAK_LIST_REMOVE(&h->avail[s->cls], s);
   s->in_avail = 0;
 }
 

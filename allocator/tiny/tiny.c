@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "allocator/internal/list.h"
 #include "allocator/internal/options.h"
 #include "allocator/internal/remote.h"
 #include "allocator/os_boundary/os.h"
@@ -33,7 +34,7 @@ enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2 };
 #define FILL_ALLOC 0xaa         /* debug: freshly allocated bytes */
 #define HOT_CLASSES 12          /* classes up to 256 B are pre-warmed */
 #define CACHE_BYTES (32 * 1024) /* per class and thread */
-#define CARVE_BYTES (4 * 1024) /* of never-used memory per refill */
+#define CARVE_BYTES (4 * 1024)  /* of never-used memory per refill */
 
 typedef struct {
   uint16_t free_slabs; /* slabs of this SuperSlab in the class free list */
@@ -193,11 +194,7 @@ void hak_tiny_maintain(int force) {
 /* ---- Slabs and SuperSlabs (tiny_lock held). ---- */
 
 static void free_slabs_unlink(class_state_t *cs, hak_tiny_slab_t *s) {
-  if (s->avail_prev)
-    s->avail_prev->avail_next = s->avail_next;
-  else
-    cs->free_slabs = s->avail_next;
-  if (s->avail_next) s->avail_next->avail_prev = s->avail_prev;
+  HAK_LIST_REMOVE(&cs->free_slabs, s);
 }
 
 /* Makes a SuperSlab the class's carving source: an empty one if any, else a new one. */
@@ -256,10 +253,7 @@ static void slab_release(hak_tiny_slab_t *s) {
   ss_meta_t *m = &ss_meta[cls][ss];
   __atomic_store_n(&s->owner, NULL, __ATOMIC_RELAXED);
   __atomic_store_n(owner_slot(s), NULL, __ATOMIC_RELAXED);
-  s->avail_prev = NULL;
-  s->avail_next = cs->free_slabs;
-  if (cs->free_slabs) cs->free_slabs->avail_prev = s;
-  cs->free_slabs = s;
+  HAK_LIST_PUSH(&cs->free_slabs, s);
   uint32_t handed_out = ss == cs->carve_ss ? cs->carve_next : HAK_TINY_SLABS_PER_SS;
   if (++m->free_slabs == handed_out) {
     for (uint32_t i = 0; i < handed_out; i++) free_slabs_unlink(cs, slab_at(cls, ss, i));
@@ -298,20 +292,12 @@ static void slab_adopt(hak_tiny_heap_t *h, hak_tiny_slab_t *s, unsigned cls, int
 /* ---- A heap's slab lists (owner only). ---- */
 
 static void avail_push(hak_tiny_heap_t *h, hak_tiny_slab_t *s) {
-  hak_tiny_slab_t **head = &h->avail[s->cls];
-  s->avail_prev = NULL;
-  s->avail_next = *head;
-  if (*head) (*head)->avail_prev = s;
-  *head = s;
+  HAK_LIST_PUSH(&h->avail[s->cls], s);
   s->in_avail = 1;
 }
 
 static void avail_remove(hak_tiny_heap_t *h, hak_tiny_slab_t *s) {
-  if (s->avail_prev)
-    s->avail_prev->avail_next = s->avail_next;
-  else
-    h->avail[s->cls] = s->avail_next;
-  if (s->avail_next) s->avail_next->avail_prev = s->avail_prev;
+  HAK_LIST_REMOVE(&h->avail[s->cls], s);
   s->in_avail = 0;
 }
 
