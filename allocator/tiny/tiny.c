@@ -319,10 +319,20 @@ static void process_pending(hak_tiny_heap_t *h) {
   hak_tiny_slab_t *s = hak_pending_take((void **)&h->pending);
   while (s) {
     hak_tiny_slab_t *next = s->pending_next;
+    hak_tiny_cache_t *c = &h->cache[s->cls];
     void *b = hak_remote_take(&s->remote);
     while (b) {
       void *nb = *(void **)b;
-      return_block(h, s, b);
+      /* Straight into the thread cache while it has room: the walk has just brought the
+       * block into this core's cache, and a block in a thread cache still counts as used,
+       * so nothing is counted twice. */
+      if (c->count < c->cap) {
+        *(void **)b = c->head;
+        c->head = b;
+        c->count++;
+      } else {
+        return_block(h, s, b);
+      }
       b = nb;
     }
     s = next;
