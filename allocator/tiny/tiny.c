@@ -87,7 +87,7 @@ static uint32_t ss_of(const hak_tiny_slab_t *s) {
 static char *block_start(hak_tiny_slab_t *s) { return (char *)s + HAK_TINY_SLAB_HEADER; }
 
 static hak_tiny_heap_t **owner_slot(const hak_tiny_slab_t *s) {
-  return &hak_tiny_geom.owners[((uintptr_t)s - hak_tiny_geom.base) >> HAK_TINY_SLAB_SHIFT];
+  return &hak_tiny_geom.owners[hak_tiny_owner_index((uintptr_t)s - hak_tiny_geom.base)];
 }
 
 static void thread_exit_cb(void *arg);
@@ -104,7 +104,8 @@ int hak_tiny_init(uintptr_t base, size_t size) {
   hak_tiny_geom.class_mask = ((uintptr_t)1 << shift) - 1;
   hak_tiny_geom.size = (uintptr_t)HAK_TINY_CLASS_SLOTS << shift;
   void *owners;
-  int err = hak_os_map((hak_tiny_geom.size >> HAK_TINY_SLAB_SHIFT) * sizeof(void *), 0, &owners);
+  size_t entries = (hak_tiny_geom.size >> HAK_TINY_SLAB_SHIFT) + 8 * HAK_TINY_CLASS_SLOTS;
+  int err = hak_os_map(entries * sizeof(void *), 0, &owners);
   if (err) return err;
   hak_tiny_geom.owners = owners;
   if (!HAK_HEADER_CLASSIDX) {

@@ -96,9 +96,9 @@ typedef struct {
   uintptr_t class_mask; /* (1 << class_shift) - 1 */
   unsigned class_shift; /* log2 of one class region */
   uint8_t *registry;    /* page registry: class of each slab (HEADER_CLASSIDX=0 path) */
-  /* Owner heap of each slab, by slab number: the free fast path's one lookup. Dense, so
-   * no cache-set conflicts; mapped without reservation, so entries never written read
-   * NULL and send the free to the checked slow path. */
+  /* Owner heap of each slab: the free fast path's one lookup, at hak_tiny_owner_index.
+   * Mapped without reservation, so entries never written read NULL and send the free to
+   * the checked slow path. */
   struct hak_tiny_heap **owners;
   uintptr_t top[HAK_TINY_CLASS_SLOTS]; /* bytes handed out per class region */
 } hak_tiny_geom_t;
@@ -154,6 +154,13 @@ HAK_INLINE size_t hak_tiny_usable(uintptr_t off) {
   return hak_tiny_class_size[hak_tiny_class_at(off)];
 }
 
+/* Index into the owner table of the slab at offset `off`: the slab number plus 8 entries
+ * (one cache line) per class slot. Class regions are a power of two apart, so without the
+ * stagger the hot entries of every class would fall into the same L1 cache set. */
+HAK_INLINE uintptr_t hak_tiny_owner_index(uintptr_t off) {
+  return (off >> HAK_TINY_SLAB_SHIFT) + ((off >> hak_tiny_geom.class_shift) << 3);
+}
+
 /* Whether `off` lies in memory the class region has handed out (so its slab header may
  * be read). Unused slots and uncommitted tails fail. */
 HAK_INLINE int hak_tiny_owns(uintptr_t off) {
@@ -188,7 +195,7 @@ HAK_INLINE void *hak_tiny_malloc(size_t n) {
  * a pointer into no live slab, every free in debug builds) takes the checked path. */
 HAK_INLINE void hak_tiny_free(void *p, uintptr_t off) {
   hak_tiny_heap_t *h = hak_tiny_tls;
-  if (HAK_CHECKS || HAK_UNLIKELY(__atomic_load_n(&hak_tiny_geom.owners[off >> HAK_TINY_SLAB_SHIFT],
+  if (HAK_CHECKS || HAK_UNLIKELY(__atomic_load_n(&hak_tiny_geom.owners[hak_tiny_owner_index(off)],
                                                  __ATOMIC_RELAXED) != h)) {
     hak_tiny_free_checked(p, off);
     return;
