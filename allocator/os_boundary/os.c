@@ -4,6 +4,7 @@
 #include "allocator/os_boundary/os.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -131,6 +132,34 @@ int hak_os_protect(void *p, size_t size, int prot) {
   if (err) return os_fail(HAK_OS_PROTECT, err);
   if (mprotect(p, size, prot) != 0) return os_fail(HAK_OS_PROTECT, errno);
   return 0;
+}
+
+#define META_CHUNK (64 * 1024)
+
+static pthread_mutex_t meta_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *meta_next;
+static size_t meta_left;
+
+int hak_os_meta_alloc(size_t size, void **out) {
+  size = (size + 63) & ~(size_t)63;
+  if (size > META_CHUNK) return ENOMEM;
+  int err = 0;
+  pthread_mutex_lock(&meta_lock);
+  if (meta_left < size) {
+    void *chunk;
+    err = hak_os_map(META_CHUNK, 0, &chunk);
+    if (err == 0) {
+      meta_next = chunk;
+      meta_left = META_CHUNK;
+    }
+  }
+  if (err == 0) {
+    *out = meta_next;
+    meta_next += size;
+    meta_left -= size;
+  }
+  pthread_mutex_unlock(&meta_lock);
+  return err;
 }
 
 void hak_os_counters(hak_os_counters_t *out) {

@@ -61,6 +61,12 @@ int hak_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest);
 /* Changes the access rights of [p, p+size) to `prot` (PROT_* bits). */
 int hak_os_protect(void *p, size_t size, int prot);
 
+/* `size` bytes of zeroed memory for the allocator's own long-lived metadata (thread
+ * heaps), 64-byte aligned, carved from 64 KiB mappings and never given back. Returns 0
+ * or ENOMEM. Thread-safe; its callers hold a lock that their fork handlers take, so no
+ * fork can happen while it runs. */
+int hak_os_meta_alloc(size_t size, void **out);
+
 /* Snapshot of the counters (relaxed reads; exact once other threads are quiet). */
 void hak_os_counters(hak_os_counters_t *out);
 

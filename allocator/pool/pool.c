@@ -39,8 +39,6 @@ static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
 static size_t registry_committed; /* bytes of the registry made usable, page multiple */
 static pool_span_t *free_spans[HAK_POOL_MAX_SPAN_PAGES + 1];
 static pool_heap_t *heaps_all, *heaps_dead;
-static char *heap_chunk;
-static size_t heap_chunk_left;
 static pthread_key_t pool_key;
 static pool_heap_t shards[SHARDS];
 static HAK_TLS unsigned shard_of_thread;
@@ -388,18 +386,9 @@ static pool_heap_t *heap_attach(void) {
   }
   int created = 0;
   if (!h) {
-    size_t need = (sizeof(pool_heap_t) + 63) & ~(size_t)63;
-    if (heap_chunk_left < need) {
-      void *chunk;
-      if (hak_os_map(64 * 1024, 0, &chunk) == 0) {
-        heap_chunk = chunk;
-        heap_chunk_left = 64 * 1024;
-      }
-    }
-    if (heap_chunk_left >= need) {
-      h = (pool_heap_t *)heap_chunk;
-      heap_chunk += need;
-      heap_chunk_left -= need;
+    void *fresh;
+    if (hak_os_meta_alloc(sizeof(pool_heap_t), &fresh) == 0) {
+      h = fresh;
       for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) h->list[c].cap = list_cap(c);
       h->state = HAK_HEAP_LIVE;
       h->next_all = heaps_all;

@@ -57,8 +57,6 @@ static class_state_t classes[HAK_TINY_CLASSES];
 static ss_meta_t ss_meta[HAK_TINY_CLASSES][MAX_SS_PER_CLASS];
 static uint32_t lru_head, lru_tail, lru_count;
 static hak_tiny_heap_t *heaps_all, *heaps_dead;
-static char *heap_chunk;
-static size_t heap_chunk_left;
 static pthread_key_t tiny_key;
 static uint64_t foreign_frees, orphan_remote_frees;
 
@@ -506,18 +504,9 @@ static hak_tiny_heap_t *heap_attach(void) {
   }
   int created = 0;
   if (!h) {
-    size_t need = (sizeof(hak_tiny_heap_t) + 63) & ~(size_t)63;
-    if (heap_chunk_left < need) {
-      void *chunk;
-      if (hak_os_map(64 * 1024, 0, &chunk) == 0) {
-        heap_chunk = chunk;
-        heap_chunk_left = 64 * 1024;
-      }
-    }
-    if (heap_chunk_left >= need) {
-      h = (hak_tiny_heap_t *)heap_chunk;
-      heap_chunk += need;
-      heap_chunk_left -= need;
+    void *fresh;
+    if (hak_os_meta_alloc(sizeof(hak_tiny_heap_t), &fresh) == 0) {
+      h = fresh;
       for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) h->cache[c].cap = 32;
       h->state = HAK_HEAP_LIVE;
       h->next_all = heaps_all;
