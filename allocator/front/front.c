@@ -79,9 +79,9 @@ static void front_init(void) {
   if (size) {
     uintptr_t b = (uintptr_t)base;
     hak_front.base = b;
-    /* Pool's offsets are taken from the half, so Tiny must use exactly that half (it
-     * does for every power of two up to the HAKMEM_RESERVE_GB limit). */
-    if (hak_tiny_init(b, size / 2) == 0 && hak_tiny_geom.size == size / 2) {
+    /* Pool's offsets are taken from the half, so Tiny must use exactly that half;
+     * hak_tiny_init refuses any other geometry and then leaves its region empty. */
+    if (hak_tiny_init(b, size / 2) == 0) {
       hak_front.tiny_size = size / 2;
     }
     if (hak_front.tiny_size && hak_pool_init(b + size / 2, size / 2) == 0) {

@@ -53,9 +53,11 @@ HAK_INLINE void *hak_front_malloc(size_t n) {
   return HAK_LIKELY(p != NULL) ? p : hak_front_malloc_slow(n);
 }
 
+/* Pool exists only beside Tiny, on the same base, so the one offset serves both range
+ * checks; without Tiny its size is 0, and without Pool total is 0. */
 HAK_INLINE void hak_front_free(void *p) {
-  uintptr_t off = (uintptr_t)p - hak_front.base;
-  if (HAK_LIKELY(off < hak_front.tiny_size)) {
+  uintptr_t off = (uintptr_t)p - hak_tiny_geom.base;
+  if (HAK_LIKELY(off < hak_tiny_geom.size)) {
     hak_tiny_free(p, off);
     return;
   }

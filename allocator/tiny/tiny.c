@@ -29,7 +29,7 @@ HAK_TLS hak_tiny_heap_t *hak_tiny_tls = &hak_tiny_empty_heap;
 
 enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2 };
 #define SS_NONE UINT32_MAX
-#define MAX_SS_PER_CLASS 2048   /* class regions are at most 4 GiB */
+#define MAX_SS_PER_CLASS HAK_TINY_MAX_ROWS
 #define FILL_FREE 0xdf          /* debug: freed and never-allocated bytes */
 #define FILL_ALLOC 0xaa         /* debug: freshly allocated bytes */
 #define HOT_CLASSES 12          /* classes up to 256 B are pre-warmed */
@@ -66,26 +66,24 @@ static uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static size_t class_span(void) { return (size_t)1 << hak_tiny_geom.class_shift; }
-
-static uintptr_t class_base(unsigned cls) { return hak_tiny_geom.base + cls * class_span(); }
-
 static char *ss_base(unsigned cls, uint32_t ss) {
-  return (char *)(class_base(cls) + ((uintptr_t)ss << HAK_TINY_SS_SHIFT));
+  uintptr_t cell = (uintptr_t)ss * HAK_TINY_CLASS_SLOTS + cls;
+  return (char *)(hak_tiny_geom.base + (cell << HAK_TINY_SS_SHIFT));
 }
 
 static hak_tiny_slab_t *slab_at(unsigned cls, uint32_t ss, uint32_t idx) {
   return hak_tiny_slab_of(ss_base(cls, ss) + ((uintptr_t)idx << HAK_TINY_SLAB_SHIFT));
 }
 
+/* The SuperSlab's number within its class: its grid row. */
 static uint32_t ss_of(const hak_tiny_slab_t *s) {
-  return (uint32_t)(((uintptr_t)s - class_base(s->cls)) >> HAK_TINY_SS_SHIFT);
+  return (uint32_t)(((uintptr_t)s - hak_tiny_geom.base) >> HAK_TINY_ROW_SHIFT);
 }
 
 static char *block_start(hak_tiny_slab_t *s) { return (char *)s + HAK_TINY_SLAB_HEADER; }
 
 static hak_tiny_heap_t **owner_slot(const hak_tiny_slab_t *s) {
-  return &hak_tiny_geom.owners[hak_tiny_owner_index((uintptr_t)s - hak_tiny_geom.base)];
+  return hak_tiny_owner_of((uintptr_t)s - hak_tiny_geom.base);
 }
 
 static void thread_exit_cb(void *arg);
@@ -93,25 +91,28 @@ static void collect_dead(hak_tiny_heap_t *h);
 static void flush_dead(hak_tiny_heap_t *h);
 
 int hak_tiny_init(uintptr_t base, size_t size) {
-  unsigned shift = 0;
-  while (((size_t)HAK_TINY_CLASS_SLOTS << (shift + 1)) <= size) shift++;
-  if (shift < HAK_TINY_SS_SHIFT + 1) return ENOMEM;
-  if (shift > HAK_TINY_SS_SHIFT + 11) shift = HAK_TINY_SS_SHIFT + 11; /* MAX_SS_PER_CLASS */
-  hak_tiny_geom.base = base;
-  hak_tiny_geom.class_shift = shift;
-  hak_tiny_geom.class_mask = ((uintptr_t)1 << shift) - 1;
-  hak_tiny_geom.size = (uintptr_t)HAK_TINY_CLASS_SLOTS << shift;
+  size_t rows = size >> HAK_TINY_ROW_SHIFT;
+  if ((size & (size - 1)) != 0 || rows < 2 || rows > HAK_TINY_MAX_ROWS ||
+      (base & (HAK_TINY_SS_SIZE - 1)) != 0) {
+    return EINVAL;
+  }
   void *owners;
-  size_t entries = (hak_tiny_geom.size >> HAK_TINY_SLAB_SHIFT) + 8 * HAK_TINY_CLASS_SLOTS;
-  int err = hak_os_map(entries * sizeof(void *), 0, &owners);
+  int err = hak_os_map((size >> HAK_TINY_SLAB_SHIFT) * sizeof(void *), 0, &owners);
   if (err) return err;
-  hak_tiny_geom.owners = owners;
   if (!HAK_HEADER_CLASSIDX) {
     void *reg;
-    err = hak_os_map(hak_tiny_geom.size >> HAK_TINY_SLAB_SHIFT, 0, &reg);
-    if (err) return err;
+    err = hak_os_map(size >> HAK_TINY_SLAB_SHIFT, 0, &reg);
+    if (err) {
+      hak_os_release(owners, (size >> HAK_TINY_SLAB_SHIFT) * sizeof(void *));
+      return err;
+    }
     hak_tiny_geom.registry = reg;
   }
+  hak_tiny_geom.owners = owners;
+  hak_tiny_geom.base = base;
+  /* The size last: from then on free() takes pointers in the region as Tiny's (there are
+   * none before the first malloc returns). */
+  hak_tiny_geom.size = size;
   for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) classes[c].carve_ss = SS_NONE;
   if (pthread_key_create(&tiny_key, thread_exit_cb) != 0) return ENOMEM;
   return 0;
@@ -210,13 +211,12 @@ static int ss_take(unsigned cls) {
     }
     cs->empty_head = m->next_empty;
   } else {
-    if (((uintptr_t)(cs->top_ss + 1) << HAK_TINY_SS_SHIFT) > class_span()) return 0;
+    if (((uintptr_t)(cs->top_ss + 1) << HAK_TINY_ROW_SHIFT) > hak_tiny_geom.size) return 0;
     ss = cs->top_ss;
     if (hak_os_commit(ss_base(cls, ss), HAK_TINY_SS_SIZE) != 0) return 0;
     cs->top_ss++;
     /* Publish before any block of it is handed out: free() reads it to accept pointers. */
-    __atomic_store_n(&hak_tiny_geom.top[cls], (uintptr_t)cs->top_ss << HAK_TINY_SS_SHIFT,
-                     __ATOMIC_RELEASE);
+    __atomic_store_n(&hak_tiny_geom.rows[cls], (uintptr_t)cs->top_ss, __ATOMIC_RELEASE);
   }
   ss_meta[cls][ss].state = SS_ACTIVE;
   ss_meta[cls][ss].free_slabs = 0;
@@ -325,10 +325,10 @@ static void process_pending(hak_tiny_heap_t *h) {
       /* Straight into the thread cache while it has room: the walk has just brought the
        * block into this core's cache, and a block in a thread cache still counts as used,
        * so nothing is counted twice. */
-      if (c->count < c->cap) {
+      if (c->room > 0) {
         *(void **)b = c->head;
         c->head = b;
-        c->count++;
+        c->room--;
       } else {
         return_block(h, s, b);
       }
@@ -378,7 +378,7 @@ static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
     hak_fatal("write after free to block", p, class_where(where, sizeof where, cls));
   }
   c->head = next;
-  c->count--;
+  c->room++;
   memset(p, FILL_ALLOC, size);
   return p;
 }
@@ -396,7 +396,7 @@ static uint32_t take_free(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t want
     got++;
   }
   s->used += got;
-  c->count += got;
+  c->room -= (int32_t)got;
   return got;
 }
 
@@ -416,7 +416,7 @@ static uint32_t take_carve(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t wan
     got++;
   }
   s->used += got;
-  c->count += got;
+  c->room -= (int32_t)got;
   return got;
 }
 
@@ -481,11 +481,18 @@ static uint32_t cache_max(unsigned cls) {
   return by_bytes < max ? by_bytes : max;
 }
 
+/* Changes a cache's capacity; its room moves with it (it may go negative: the next
+ * overflow trims the list). */
+static void cache_set_cap(hak_tiny_cache_t *c, uint32_t cap) {
+  c->room += (int32_t)cap - (int32_t)c->cap;
+  c->cap = cap;
+}
+
 static void heap_prewarm(hak_tiny_heap_t *h) {
   for (unsigned cls = 0; cls < HOT_CLASSES; cls++) {
     uint32_t n = HAK_TINY_PREWARM_BUDGET / HOT_CLASSES / hak_tiny_class_size[cls];
     if (n > 64) n = 64;
-    if (h->cache[cls].cap < n) h->cache[cls].cap = n;
+    if (h->cache[cls].cap < n) cache_set_cap(&h->cache[cls], n);
     fill(h, cls, n);
   }
 }
@@ -507,7 +514,7 @@ static hak_tiny_heap_t *heap_attach(void) {
     void *fresh;
     if (hak_os_meta_alloc(sizeof(hak_tiny_heap_t), &fresh) == 0) {
       h = fresh;
-      for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) h->cache[c].cap = 32;
+      for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) cache_set_cap(&h->cache[c], 32);
       h->state = HAK_HEAP_LIVE;
       h->next_all = heaps_all;
       heaps_all = h;
@@ -537,7 +544,7 @@ void *hak_tiny_malloc_slow(unsigned cls) {
     if (__atomic_load_n(&h->pending, __ATOMIC_RELAXED)) process_pending(h);
     uint32_t max = cache_max(cls);
     hak_tiny_adapt_t *a = &h->adapt[cls];
-    if (++a->misses >= 2 && c->cap < max) c->cap = c->cap * 2 > max ? max : c->cap * 2;
+    if (++a->misses >= 2 && c->cap < max) cache_set_cap(c, c->cap * 2 > max ? max : c->cap * 2);
     a->idle = 0;
     h->refills++;
     HAK_TRACE_ROUTE(HAK_ROUTE_TINY_REFILL, 0, 0);
@@ -549,25 +556,25 @@ void *hak_tiny_malloc_slow(unsigned cls) {
   if (HAK_CHECKS) return cache_pop_checked(c, cls);
   void *p = c->head;
   c->head = *(void **)p;
-  c->count--;
+  c->room++;
   return p;
 }
 
-void hak_tiny_overflow(hak_tiny_heap_t *h, unsigned cls) {
-  hak_tiny_cache_t *c = &h->cache[cls];
-  hak_tiny_adapt_t *a = &h->adapt[cls];
+void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
+  hak_tiny_adapt_t *a = &h->adapt[c - h->cache];
   /* Overflows with no refill in between mean the thread frees more than it allocates. */
   if (a->misses == 0 && ++a->idle >= 2 && c->cap > 16) {
-    c->cap = c->cap / 2 < 16 ? 16 : c->cap / 2;
+    cache_set_cap(c, c->cap / 2 < 16 ? 16 : c->cap / 2);
     a->idle = 0;
   }
   a->misses = 0;
   h->overflows++;
-  uint32_t keep = c->cap / 2;
-  while (c->count > keep) {
+  /* Down to half the capacity: room = cap - count reaches cap - cap / 2. */
+  int32_t room = (int32_t)(c->cap - c->cap / 2);
+  while (c->room < room) {
     void *b = c->head;
     c->head = *(void **)b;
-    c->count--;
+    c->room++;
     return_block(h, hak_tiny_slab_of(b), b);
   }
 }
@@ -640,7 +647,7 @@ void hak_tiny_free_checked(void *p, uintptr_t off) {
   hak_tiny_cache_t *c = &h->cache[cls];
   *(void **)p = c->head;
   c->head = p;
-  if (++c->count > c->cap) hak_tiny_overflow(h, cls);
+  if (--c->room < 0) hak_tiny_overflow(h, c);
 }
 
 /* ---- Thread exit, fork, stats. ---- */
@@ -654,7 +661,7 @@ static void heap_flush(hak_tiny_heap_t *h) {
       c->head = *(void **)b;
       return_block(h, hak_tiny_slab_of(b), b);
     }
-    c->count = 0;
+    c->room = (int32_t)c->cap;
   }
 }
 

@@ -1,6 +1,6 @@
 /* The Tiny tier (1 B .. 1 KiB): the only header other layers may include.
  * Size classes, SuperSlab geometry, the per-thread heap with its class caches, and the
- * inline fast paths. Blocks live in per-class regions of the reserved range, so the
+ * inline fast paths. The Tiny region is a grid of SuperSlabs, one column per class, so the
  * class of a pointer is arithmetic on its address (HEADER_CLASSIDX=1) or one load from
  * the page registry (HEADER_CLASSIDX=0). */
 #ifndef HAK_ALLOCATOR_TINY_TINY_H
@@ -19,12 +19,20 @@ extern "C" {
 
 #define HAK_TINY_MAX 1024
 #define HAK_TINY_CLASSES 20
-#define HAK_TINY_CLASS_SLOTS 32 /* class regions; a power of two >= HAK_TINY_CLASSES */
+#define HAK_TINY_CLASS_SLOTS 32 /* grid columns; a power of two >= HAK_TINY_CLASSES */
 #define HAK_TINY_SLAB_SHIFT 16  /* 64 KiB slabs */
 #define HAK_TINY_SLAB_SIZE ((size_t)1 << HAK_TINY_SLAB_SHIFT)
 #define HAK_TINY_SS_SHIFT 21 /* 2 MiB SuperSlabs: the commit and decommit unit */
 #define HAK_TINY_SS_SIZE ((size_t)1 << HAK_TINY_SS_SHIFT)
 #define HAK_TINY_SLABS_PER_SS (HAK_TINY_SS_SIZE / HAK_TINY_SLAB_SIZE)
+/* The grid: row k holds the k-th SuperSlab of every class slot, side by side, so class c's
+ * k-th SuperSlab starts at offset (k * HAK_TINY_CLASS_SLOTS + c) << HAK_TINY_SS_SHIFT.
+ * The memory a thread uses most, the first SuperSlabs of every class, thus lies within
+ * 64 MiB. Regions per class (1 GiB apart by default) were measured 1.5x slower on a
+ * TLB-bound driver: page walks across many gigabytes cost more than the same number of
+ * pages close together. */
+#define HAK_TINY_ROW_SHIFT (HAK_TINY_SS_SHIFT + 5)
+#define HAK_TINY_MAX_ROWS 2048 /* so at most 128 GiB of address space */
 /* The slab header sits at a "colour" offset of 0..15 x 128 bytes into its slab, and the
  * blocks start right after it; one stride (the class size) is used by carving, refill and
  * capacity alike. Without colours every header would be 64 KiB aligned, all in the same
@@ -39,10 +47,11 @@ extern const uint8_t hak_tiny_size_class[HAK_TINY_MAX / 16 + 1]; /* by (n + 15) 
 HAK_INLINE unsigned hak_tiny_class_of(size_t n) { return hak_tiny_size_class[(n + 15) >> 4]; }
 
 /* A thread's cache of one class: a singly linked list through the blocks' first word.
- * 16 bytes, so the fast paths index it with one shift. */
+ * 16 bytes, so the fast paths index it with one shift. The list holds cap - room blocks;
+ * counting the room down lets free() test for overflow with the flags of its decrement. */
 typedef struct {
   void *head;
-  uint32_t count;
+  int32_t room; /* blocks that still fit; negative once the list holds more than cap */
   uint32_t cap; /* adaptive, 16 .. HAKMEM_TINY_CACHE_MAX */
 } hak_tiny_cache_t;
 
@@ -90,30 +99,31 @@ typedef struct hak_tiny_slab {
 
 HAK_STATIC_ASSERT(sizeof(hak_tiny_slab_t) == HAK_TINY_SLAB_HEADER, "slab header size");
 
+/* The geometry of the Tiny region [base, base + size): zero (an empty region) until
+ * hak_tiny_init succeeds, so the front end needs no "initialised" test. */
 typedef struct {
-  uintptr_t base;       /* first byte of the Tiny region */
-  uintptr_t size;       /* HAK_TINY_CLASS_SLOTS << class_shift */
-  uintptr_t class_mask; /* (1 << class_shift) - 1 */
-  unsigned class_shift; /* log2 of one class region */
-  uint8_t *registry;    /* page registry: class of each slab (HEADER_CLASSIDX=0 path) */
-  /* Owner heap of each slab: the free fast path's one lookup, at hak_tiny_owner_index.
-   * Mapped without reservation, so entries never written read NULL and send the free to
-   * the checked slow path. */
+  uintptr_t base; /* first byte of the Tiny region */
+  uintptr_t size; /* rows << HAK_TINY_ROW_SHIFT */
+  /* Owner heap of each slab, by slab number (offset >> HAK_TINY_SLAB_SHIFT): the free fast
+   * path's one lookup. Mapped without reservation, so entries never written read NULL
+   * and send the free to the checked slow path. */
   struct hak_tiny_heap **owners;
-  uintptr_t top[HAK_TINY_CLASS_SLOTS]; /* bytes handed out per class region */
+  uint8_t *registry; /* page registry: class of each slab (HEADER_CLASSIDX=0 path) */
+  uintptr_t rows[HAK_TINY_CLASS_SLOTS]; /* SuperSlabs (grid rows) handed out per slot */
 } hak_tiny_geom_t;
 
 extern hak_tiny_geom_t hak_tiny_geom;
 extern hak_tiny_heap_t hak_tiny_empty_heap;
 extern HAK_TLS hak_tiny_heap_t *hak_tiny_tls;
 
-/* Takes [base, base+size) of the reserved range (size a power of two >= 32 SuperSlabs,
- * base aligned to it). Returns 0 or ENOMEM. Called once, before any other function. */
+/* Takes [base, base+size) of the reserved range (size a power of two of 2 .. 2048 grid
+ * rows, base aligned to a SuperSlab). Returns 0, EINVAL for a size out of those bounds or ENOMEM;
+ * on failure the region stays empty. Called once, before any other function. */
 int hak_tiny_init(uintptr_t base, size_t size);
 
 /* Slow paths, out of line. */
 void *hak_tiny_malloc_slow(unsigned cls);
-void hak_tiny_overflow(hak_tiny_heap_t *h, unsigned cls);
+void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c); /* c: one of h's caches */
 void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p);
 void hak_tiny_free_checked(void *p, uintptr_t off); /* every free but the fast one */
 HAK_COLD void hak_tiny_bad_free(const void *p);
@@ -142,9 +152,14 @@ HAK_INLINE hak_tiny_slab_t *hak_tiny_slab_of(const void *p) {
   return (hak_tiny_slab_t *)(base + colour * HAK_TINY_SLAB_HEADER);
 }
 
+/* The grid column of offset `off` in the Tiny region: the class slot of its SuperSlab. */
+HAK_INLINE unsigned hak_tiny_slot_at(uintptr_t off) {
+  return (unsigned)(off >> HAK_TINY_SS_SHIFT) & (HAK_TINY_CLASS_SLOTS - 1);
+}
+
 /* Class of a block at offset `off` in the Tiny region. */
 HAK_INLINE unsigned hak_tiny_class_at(uintptr_t off) {
-  if (HAK_HEADER_CLASSIDX) return (unsigned)(off >> hak_tiny_geom.class_shift);
+  if (HAK_HEADER_CLASSIDX) return hak_tiny_slot_at(off);
   HAK_TRACE_ROUTE(HAK_ROUTE_REGISTRY, 0, 0);
   return hak_tiny_geom.registry[off >> HAK_TINY_SLAB_SHIFT];
 }
@@ -154,19 +169,28 @@ HAK_INLINE size_t hak_tiny_usable(uintptr_t off) {
   return hak_tiny_class_size[hak_tiny_class_at(off)];
 }
 
-/* Index into the owner table of the slab at offset `off`: the slab number plus 8 entries
- * (one cache line) per class slot. Class regions are a power of two apart, so without the
- * stagger the hot entries of every class would fall into the same L1 cache set. */
-HAK_INLINE uintptr_t hak_tiny_owner_index(uintptr_t off) {
-  return (off >> HAK_TINY_SLAB_SHIFT) + ((off >> hak_tiny_geom.class_shift) << 3);
+/* The cache of heap h for the block at offset `off`. With HEADER_CLASSIDX the grid column
+ * scaled to the cache size is one shift and one mask of the offset. */
+HAK_INLINE hak_tiny_cache_t *hak_tiny_cache_at(hak_tiny_heap_t *h, uintptr_t off) {
+  HAK_STATIC_ASSERT(sizeof(hak_tiny_cache_t) == 16, "cache index is a shift by 4");
+  if (HAK_HEADER_CLASSIDX) {
+    uintptr_t col = (off >> (HAK_TINY_SS_SHIFT - 4)) & ((HAK_TINY_CLASS_SLOTS - 1) << 4);
+    return (hak_tiny_cache_t *)((char *)h->cache + col);
+  }
+  return &h->cache[hak_tiny_class_at(off)];
 }
 
-/* Whether `off` lies in memory the class region has handed out (so its slab header may
- * be read). Unused slots and uncommitted tails fail. */
+/* The owner table entry of the slab at offset `off`. With the grid, the entries of the
+ * first slabs of every class share two pages of the table. */
+HAK_INLINE struct hak_tiny_heap **hak_tiny_owner_of(uintptr_t off) {
+  return &hak_tiny_geom.owners[off >> HAK_TINY_SLAB_SHIFT];
+}
+
+/* Whether `off` (< size) lies in a SuperSlab its class slot has handed out (so its slab
+ * header may be read). Unused slots and rows not yet committed fail. */
 HAK_INLINE int hak_tiny_owns(uintptr_t off) {
-  unsigned slot = (unsigned)(off >> hak_tiny_geom.class_shift);
-  return (off & hak_tiny_geom.class_mask) <
-         __atomic_load_n(&hak_tiny_geom.top[slot], __ATOMIC_ACQUIRE);
+  return (off >> HAK_TINY_ROW_SHIFT) <
+         __atomic_load_n(&hak_tiny_geom.rows[hak_tiny_slot_at(off)], __ATOMIC_ACQUIRE);
 }
 
 /* The fast path: a block of n (0 .. HAK_TINY_MAX) bytes from the thread cache, or NULL
@@ -177,7 +201,7 @@ HAK_INLINE void *hak_tiny_pop(size_t n) {
   void *p = c->head;
   if (HAK_LIKELY(p != NULL) && !HAK_CHECKS) {
     c->head = *(void **)p;
-    c->count--;
+    c->room++;
     HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 0);
     return p;
   }
@@ -190,23 +214,20 @@ HAK_INLINE void *hak_tiny_malloc(size_t n) {
   return HAK_LIKELY(p != NULL) ? p : hak_tiny_malloc_slow(hak_tiny_class_of(n));
 }
 
-/* p lies in the Tiny region at offset `off` (checked by the caller). A block of one of
- * the calling thread's slabs goes onto its cache; anything else (another thread's block,
- * a pointer into no live slab, every free in debug builds) takes the checked path. */
+/* p lies in the Tiny region at offset `off` (checked by the caller). A block of one of the
+ * calling thread's slabs goes onto its cache; anything else (another thread's block, a
+ * pointer into no live slab, every free in debug builds) takes the checked path. */
 HAK_INLINE void hak_tiny_free(void *p, uintptr_t off) {
   hak_tiny_heap_t *h = hak_tiny_tls;
-  if (HAK_CHECKS || HAK_UNLIKELY(__atomic_load_n(&hak_tiny_geom.owners[hak_tiny_owner_index(off)],
-                                                 __ATOMIC_RELAXED) != h)) {
+  if (HAK_CHECKS || HAK_UNLIKELY(__atomic_load_n(hak_tiny_owner_of(off), __ATOMIC_RELAXED) != h)) {
     hak_tiny_free_checked(p, off);
     return;
   }
-  /* With HEADER_CLASSIDX the class is the region slot, arithmetic on the address. */
-  unsigned cls = hak_tiny_class_at(off);
-  hak_tiny_cache_t *c = &h->cache[cls];
+  hak_tiny_cache_t *c = hak_tiny_cache_at(h, off);
   *(void **)p = c->head;
   c->head = p;
   HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 1);
-  if (HAK_UNLIKELY(++c->count > c->cap)) hak_tiny_overflow(h, cls);
+  if (HAK_UNLIKELY(--c->room < 0)) hak_tiny_overflow(h, c);
 }
 
 #ifdef __cplusplus
