@@ -3,10 +3,13 @@
 
 Runs every workload driver under each allocator found on the machine (through
 LD_PRELOAD: hakmem's release libhakmem.so, the system allocator, mimalloc, jemalloc,
-tcmalloc), interleaved (A B C ... A B C ...) so that machine noise hits everyone alike,
-and prints one table of medians: ops/s, ratio to mimalloc and to the system allocator,
-peak RSS and memory system calls per million operations. Writes the table as Markdown
-and a bar chart to an output directory named on the last line.
+tcmalloc), interleaved in rounds (every allocator once per round, the order rotating from
+round to round) so that machine noise hits everyone alike, and prints one table of
+medians: ops/s, ratio to mimalloc and to the system allocator, peak RSS and memory system
+calls per million operations. A ratio is the median of the ratios within each round: on
+a shared machine whose speed changes for seconds at a time, the runs of one round see the
+same machine, while the medians of all runs can come from different ones. Writes the
+table as Markdown and a bar chart to an output directory named on the last line.
 """
 
 import argparse
@@ -158,6 +161,13 @@ def strace_syscalls(binary, args, lib, timeout):
         return total * 1e6 / ops
 
 
+def paired_ratio(rates, base_rates):
+    """Median over the rounds both allocators completed of rates[r] / base_rates[r];
+    rates are dicts round -> ops/s. None when no round has both."""
+    ratios = [rates[r] / base_rates[r] for r in rates if r in base_rates and base_rates[r] > 0]
+    return statistics.median(ratios) if ratios else None
+
+
 def human(v):
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if v >= scale:
@@ -190,7 +200,8 @@ def main(argv):
         binary = find_runfile("benchmarks/" + driver)
         dargs = quick if args.quick else full
         for r in range(args.runs):
-            for aname, lib in allocs:  # interleaved: every allocator once per round
+            # Interleaved: every allocator once per round, starting one further each round.
+            for aname, lib in allocs[r % len(allocs):] + allocs[:r % len(allocs)]:
                 done += 1
                 elapsed = time.monotonic() - started
                 left = elapsed / (done - 1) * (total_runs - done + 1) if done > 1 else 0
@@ -198,12 +209,12 @@ def main(argv):
                       (done, total_runs, wname, aname, r + 1, args.runs, left), flush=True)
                 env = {"HAKMEM_STATS": "1"} if aname == "hakmem" else None
                 ops, rate, rss, stderr, error = run_once(binary, dargs, lib, args.timeout, env)
-                cell = results.setdefault((wname, aname), {"rates": [], "rss": [], "sys": []})
+                cell = results.setdefault((wname, aname), {"rates": {}, "rss": [], "sys": []})
                 if error:
                     cell["error"] = error
                     print("         %s on %s: %s" % (wname, aname, error), flush=True)
                     continue
-                cell["rates"].append(rate)
+                cell["rates"][r] = rate
                 cell["rss"].append(rss)
                 m = SYSCALLS.search(stderr)
                 if m:
@@ -223,10 +234,10 @@ def main(argv):
             "mem syscalls / M ops": []}
     table = []
     for wname, *_ in workloads:
-        med = {}
+        med, vs_mimalloc = {}, {}
         for a in names:
             c = results.get((wname, a), {})
-            med[a] = statistics.median(c["rates"]) if c.get("rates") else None
+            med[a] = statistics.median(c["rates"].values()) if c.get("rates") else None
         cells = {k: [] for k in rows}
         for a in names:
             c = results.get((wname, a), {})
@@ -236,16 +247,21 @@ def main(argv):
                 continue
             cells["ops/s (median)"].append(human(med[a]))
             for key, base in (("vs mimalloc", "mimalloc"), ("vs system", "system")):
-                cells[key].append("%.2fx" % (med[a] / med[base]) if med.get(base) else "-")
+                other = results.get((wname, base), {}).get("rates")
+                ratio = paired_ratio(c["rates"], other) if other else None
+                cells[key].append("%.2fx" % ratio if ratio is not None else "-")
+                if base == "mimalloc":
+                    vs_mimalloc[a] = ratio
             cells["peak RSS"].append("%.1f MB" % (statistics.median(c["rss"]) / 1024))
             cells["mem syscalls / M ops"].append(
                 "%.0f" % statistics.median(c["sys"]) if c["sys"] else "-")
         for k in rows:
             label = wname if k == "ops/s (median)" else "  " + k
             lines.append("| %s | %s |" % (label, " | ".join(cells[k])))
-        table.append((wname, med))
+        table.append((wname, vs_mimalloc))
 
-    header = ("hakmem comparison, %s, %s, %d cores, %s, median of %d run(s)%s" %
+    header = ("hakmem comparison, %s, %s, %d cores, %s, median of %d run(s), "
+              "ratios within each round%s" %
               (datetime.date.today().isoformat(), platform.machine(), os.cpu_count(),
                platform.platform(terse=True), args.runs, ", quick" if args.quick else ""))
     markdown = "\n".join(["# " + header, ""] + lines) + "\n"
@@ -261,18 +277,20 @@ def main(argv):
 
 
 def write_chart(out_dir, table, names):
-    """Bars of throughput relative to mimalloc (or the first allocator) per workload."""
+    """Bars of throughput relative to mimalloc per workload (the table's ratios)."""
     gnuplot = shutil.which("gnuplot")
     if not gnuplot:
         print("compare: gnuplot not found, no chart (tools/bootstrap.sh installs it)")
         return None
-    base = "mimalloc" if "mimalloc" in names else names[0]
+    base = "mimalloc"
+    if base not in names:
+        print("compare: mimalloc not found, no chart (tools/bootstrap.sh installs it)")
+        return None
     data = os.path.join(out_dir, "ratios.dat")
     with open(data, "w") as f:
         f.write("workload " + " ".join(names) + "\n")
-        for wname, med in table:
-            vals = ["%.3f" % (med[a] / med[base]) if med[a] and med.get(base) else "0"
-                    for a in names]
+        for wname, ratios in table:
+            vals = ["%.3f" % ratios[a] if ratios.get(a) else "0" for a in names]
             f.write('"%s" %s\n' % (wname, " ".join(vals)))
     script = os.path.join(out_dir, "chart.gp")
     png = os.path.join(out_dir, "chart.png")
