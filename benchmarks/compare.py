@@ -9,7 +9,8 @@ medians: ops/s, ratio to mimalloc and to the system allocator, peak RSS and memo
 calls per million operations. A ratio is the median of the ratios within each round: on
 a shared machine whose speed changes for seconds at a time, the runs of one round see the
 same machine, while the medians of all runs can come from different ones. Writes the
-table as Markdown and a bar chart to an output directory named on the last line.
+table as Markdown, a bar chart and every run (runs.csv) to an output directory named on
+the last line.
 """
 
 import argparse
@@ -194,6 +195,8 @@ def main(argv):
     os.makedirs(out_dir, exist_ok=True)
 
     results = {}  # (workload, allocator) -> dict
+    raw = open(os.path.join(out_dir, "runs.csv"), "w")  # every run, for a second look
+    raw.write("workload,allocator,round,ops_per_s,peak_rss_kib\n")
     total_runs = len(workloads) * len(allocs) * args.runs
     done, started = 0, time.monotonic()
     for wname, driver, full, quick in workloads:
@@ -215,6 +218,8 @@ def main(argv):
                     print("         %s on %s: %s" % (wname, aname, error), flush=True)
                     continue
                 cell["rates"][r] = rate
+                raw.write("%s,%s,%d,%.0f,%d\n" % (wname, aname, r, rate, rss))
+                raw.flush()
                 cell["rss"].append(rss)
                 m = SYSCALLS.search(stderr)
                 if m:
@@ -227,6 +232,7 @@ def main(argv):
                     if v is not None:
                         results[(wname, aname)]["sys"] = [v]
 
+    raw.close()
     names = [a for a, _ in allocs]
     lines = ["| workload | " + " | ".join(names) + " |",
              "|---|" + "---|" * len(names)]
