@@ -1,0 +1,106 @@
+// Tiny thread caches: capacity grows when a class keeps missing, the list never holds more
+// than its capacity after a free, and a thread that only frees shrinks its cache back to
+// the minimum. Runs through the hak_* API and reads the calling thread's cache.
+#include <stdint.h>
+
+#include <thread>
+#include <vector>
+
+#include "allocator/hakmem.h"
+#include "allocator/tiny/tiny.h"
+#include "gtest/gtest.h"
+
+namespace {
+
+constexpr size_t kSize = 64;
+
+const hak_tiny_cache_t &CacheOf(size_t n) { return hak_tiny_tls->cache[hak_tiny_class_of(n)]; }
+
+uint32_t Listed(const hak_tiny_cache_t &c) {
+  uint32_t n = 0;
+  for (void *p = c.head; p != nullptr; p = *static_cast<void **>(p)) n++;
+  return n;
+}
+
+uint64_t Refills() {
+  hak_stats_t s;
+  hak_stats_get(&s);
+  return s.tiny_refills;
+}
+
+// The room counter agrees with the list: cap - room blocks are linked.
+void ExpectConsistent(const hak_tiny_cache_t &c) {
+  EXPECT_GE(c.room, 0);
+  EXPECT_LE(uint32_t(c.room), c.cap);
+  EXPECT_EQ(Listed(c), c.cap - uint32_t(c.room));
+}
+
+TEST(TinyCacheTest, CapacityGrowsWhileAClassKeepsMissing) {
+  // A fresh thread, so that the counters and caches are its own.
+  std::thread([] {
+    std::vector<void *> blocks(4000);
+    uint64_t first = 0, last = 0;
+    uint32_t start_cap = 0, grown = 0;
+    for (int round = 0; round < 6; round++) {
+      uint64_t before = Refills();
+      if (round == 0) {
+        hak_free(hak_malloc(kSize));  // attach the heap: its caches start small
+        start_cap = CacheOf(kSize).cap;
+      }
+      for (void *&p : blocks) p = hak_malloc(kSize);
+      uint64_t used = Refills() - before;
+      if (round == 0) first = used;
+      last = used;
+      if (CacheOf(kSize).cap > grown) grown = CacheOf(kSize).cap;
+      ExpectConsistent(CacheOf(kSize));
+      for (void *p : blocks) hak_free(p);
+      ExpectConsistent(CacheOf(kSize));
+    }
+    EXPECT_LE(start_cap, 64u);
+    EXPECT_GT(grown, start_cap) << "misses should have doubled the capacity";
+    EXPECT_LE(grown * kSize, 32u * 1024) << "a cache holds at most 32 KiB of blocks";
+    EXPECT_GT(first, 0u);
+    EXPECT_LT(last, first) << "refills per round should fall as the capacity grows";
+  }).join();
+}
+
+TEST(TinyCacheTest, AThreadThatOnlyFreesShrinksItsCache) {
+  std::vector<void *> blocks(20000);
+  for (void *&p : blocks) p = hak_malloc(kSize);
+  std::thread([&] {
+    // The blocks belong to the main thread: these frees are remote and do not touch
+    // this thread's cache. Allocate and free its own to give it a large cache first.
+    std::vector<void *> own(20000);
+    for (void *&p : own) p = hak_malloc(kSize);
+    uint32_t grown = CacheOf(kSize).cap;
+    for (void *p : own) hak_free(p);  // only frees: overflow after overflow, no refill
+    const hak_tiny_cache_t &c = CacheOf(kSize);
+    ExpectConsistent(c);
+    EXPECT_EQ(c.cap, 16u) << "grown to " << grown << " while allocating";
+    EXPECT_GT(grown, 16u);
+    for (void *p : blocks) hak_free(p);
+  }).join();
+}
+
+TEST(TinyCacheTest, RoomStaysConsistentAcrossMixedTraffic) {
+  std::vector<void *> live;
+  uint64_t x = 88172645463325252ull;
+  for (int i = 0; i < 200000; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    if (live.empty() || (x & 3) != 0) {
+      live.push_back(hak_malloc(kSize));
+    } else {
+      size_t k = size_t(x >> 8) % live.size();
+      hak_free(live[k]);
+      live[k] = live.back();
+      live.pop_back();
+    }
+    if (i % 20000 == 0) ExpectConsistent(CacheOf(kSize));
+  }
+  for (void *p : live) hak_free(p);
+  ExpectConsistent(CacheOf(kSize));
+}
+
+}  // namespace
