@@ -540,8 +540,10 @@ void *hak_tiny_malloc_slow(unsigned cls) {
     }
   }
   hak_tiny_cache_t *c = &h->cache[cls];
+  /* Blocks other threads freed come first: the drain puts them into the caches (up to
+   * each cache's room), and a refill on top of them would overfill this one. */
+  if (c->head == NULL && __atomic_load_n(&h->pending, __ATOMIC_RELAXED)) process_pending(h);
   if (c->head == NULL) {
-    if (__atomic_load_n(&h->pending, __ATOMIC_RELAXED)) process_pending(h);
     uint32_t max = cache_max(cls);
     hak_tiny_adapt_t *a = &h->adapt[cls];
     if (++a->misses >= 2 && c->cap < max) cache_set_cap(c, c->cap * 2 > max ? max : c->cap * 2);

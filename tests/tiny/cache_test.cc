@@ -82,6 +82,23 @@ TEST(TinyCacheTest, AThreadThatOnlyFreesShrinksItsCache) {
   }).join();
 }
 
+// Regression: a miss drained the remote frees into the cache (up to its room) and then
+// refilled half a capacity on top, leaving more blocks listed than the capacity.
+TEST(TinyCacheTest, RemoteFreesDoNotOverfillTheCache) {
+  std::vector<void *> mine(3000);
+  for (void *&p : mine) p = hak_malloc(kSize);
+  std::thread([&] {
+    for (void *p : mine) hak_free(p);  // remote: queued for this thread
+  }).join();
+  std::vector<void *> taken;
+  while (CacheOf(kSize).head != nullptr) taken.push_back(hak_malloc(kSize));
+  taken.push_back(hak_malloc(kSize));  // the miss: the drain refills the cache
+  ExpectConsistent(CacheOf(kSize));
+  EXPECT_GT(CacheOf(kSize).cap - uint32_t(CacheOf(kSize).room), 0u) << "the drain refilled nothing";
+  for (void *p : taken) hak_free(p);
+  ExpectConsistent(CacheOf(kSize));
+}
+
 TEST(TinyCacheTest, RoomStaysConsistentAcrossMixedTraffic) {
   std::vector<void *> live;
   uint64_t x = 88172645463325252ull;
