@@ -110,7 +110,8 @@ def run_once(binary, args, lib, timeout, env_extra=None, wrapper=None):
     env.update(env_extra or {})
     preload = ["env", "LD_PRELOAD=" + lib] if lib else []
     rss_file = tempfile.NamedTemporaryFile(mode="r")
-    timer = ["/usr/bin/time", "-f", "%M", "-o", rss_file.name] if os.path.exists("/usr/bin/time") else []
+    timer = (["/usr/bin/time", "-f", "%M", "-o", rss_file.name]
+             if os.path.exists("/usr/bin/time") else [])
     cmd = timer + (wrapper or []) + preload + [binary] + args.split()
     with rss_file, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
