@@ -82,16 +82,11 @@ static void front_init(void) {
     /* Pool's offsets are taken from the half, so Tiny must use exactly that half;
      * hak_tiny_init refuses any other geometry and then leaves its region empty. */
     if (hak_tiny_init(b, size / 2) == 0) {
-      hak_front.tiny_size = size / 2;
-    }
-    if (hak_front.tiny_size && hak_pool_init(b + size / 2, size / 2) == 0) {
-      hak_front.total = size;
-    } else {
-      hak_front.total = hak_front.tiny_size;
+      hak_front.total = hak_pool_init(b + size / 2, size / 2) == 0 ? size : size / 2;
     }
   }
   pthread_atfork(fork_prepare, fork_parent, fork_child);
-  __atomic_store_n(&hak_front.ready, hak_front.tiny_size != 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&hak_front.ready, hak_tiny_geom.size != 0, __ATOMIC_RELEASE);
   __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
   in_init = 0;
   if (hak_opt(HAK_OPT_HELP)) hak_options_print(2);
@@ -102,7 +97,7 @@ static void front_init(void) {
   }
 }
 
-static int pool_ready(void) { return hak_front.total > hak_front.tiny_size; }
+static int pool_ready(void) { return hak_front.total > hak_tiny_geom.size; }
 
 static uint64_t maintain_due_ms;
 
@@ -153,7 +148,7 @@ void hak_front_free_slow(void *p) {
   if (p == NULL) return;
   uintptr_t off = (uintptr_t)p - hak_front.base;
   if (off < hak_front.total) {
-    hak_pool_free(p, off - hak_front.tiny_size);
+    hak_pool_free(p, off - hak_tiny_geom.size);
     return;
   }
   if (!hak_large_free(p)) {
@@ -166,8 +161,8 @@ void hak_front_free_slow(void *p) {
 size_t hak_front_usable(const void *p) {
   if (p == NULL) return 0;
   uintptr_t off = (uintptr_t)p - hak_front.base;
-  if (off < hak_front.tiny_size) return hak_tiny_owns(off) ? hak_tiny_usable(off) : 0;
-  if (off < hak_front.total) return hak_pool_usable(off - hak_front.tiny_size);
+  if (off < hak_tiny_geom.size) return hak_tiny_owns(off) ? hak_tiny_usable(off) : 0;
+  if (off < hak_front.total) return hak_pool_usable(off - hak_tiny_geom.size);
   return hak_large_usable(p);
 }
 

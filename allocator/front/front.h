@@ -15,11 +15,12 @@
 extern "C" {
 #endif
 
+/* The reserved range [base, base + total): Tiny's region (hak_tiny_geom) is its first
+ * hak_tiny_geom.size bytes, Pool's the rest. */
 typedef struct {
-  uintptr_t base;      /* reserved range */
-  uintptr_t tiny_size; /* [base, base + tiny_size) is Tiny's */
-  uintptr_t total;     /* [base + tiny_size, base + total) is Pool's */
-  int ready;
+  uintptr_t base;
+  uintptr_t total; /* hak_tiny_geom.size without Pool, 0 without Tiny */
+  int ready;       /* Tiny is in use */
 } hak_front_t;
 
 extern hak_front_t hak_front;
@@ -54,14 +55,14 @@ HAK_INLINE void *hak_front_malloc(size_t n) {
 }
 
 /* Pool exists only beside Tiny, on the same base, so the one offset serves both range
- * checks; without Tiny its size is 0, and without Pool total is 0. */
+ * checks; without Tiny its size and total are 0, and without Pool total is Tiny's size. */
 HAK_INLINE void hak_front_free(void *p) {
   uintptr_t off = (uintptr_t)p - hak_tiny_geom.base;
   if (HAK_LIKELY(off < hak_tiny_geom.size)) {
     hak_tiny_free(p, off);
     return;
   }
-  if (off < hak_front.total && hak_pool_push(p, off - hak_front.tiny_size)) return;
+  if (off < hak_front.total && hak_pool_push(p, off - hak_tiny_geom.size)) return;
   hak_front_free_slow(p);
 }
 

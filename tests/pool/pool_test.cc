@@ -83,8 +83,8 @@ TEST(PoolTest, BadArenaOptionsKeepTheDefaultsWithOneWarningEach) {
 TEST(PoolTest, RegistryAnswersForEveryPageOfTheArena) {
   std::vector<void *> blocks;
   hak_free(hak_malloc(2000));  // initialises hakmem
-  uintptr_t pool_base = hak_front.base + hak_front.tiny_size;
-  ASSERT_GT(hak_front.total, hak_front.tiny_size);
+  uintptr_t pool_base = hak_front.base + hak_tiny_geom.size;
+  ASSERT_GT(hak_front.total, hak_tiny_geom.size);
   size_t pages = 0;
   for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) {
     for (int i = 0; i < 40; i++) {
@@ -92,7 +92,7 @@ TEST(PoolTest, RegistryAnswersForEveryPageOfTheArena) {
       ASSERT_NE(p, nullptr);
       EXPECT_EQ(hak_malloc_usable_size(p), hak_pool_class_size[c]);
       uintptr_t off = reinterpret_cast<uintptr_t>(p) - pool_base;
-      ASSERT_LT(off, hak_front.total - hak_front.tiny_size) << "a Pool block";
+      ASSERT_LT(off, hak_front.total - hak_tiny_geom.size) << "a Pool block";
       for (uintptr_t page = off & ~(HAK_POOL_PAGE_SIZE - 1); page < off + hak_pool_class_size[c];
            page += HAK_POOL_PAGE_SIZE) {
         ASSERT_EQ(hak_pool_registry_class(page), static_cast<int>(c)) << "page " << page;
@@ -102,7 +102,7 @@ TEST(PoolTest, RegistryAnswersForEveryPageOfTheArena) {
     }
   }
   EXPECT_GT(pages, 900u);
-  EXPECT_EQ(hak_pool_registry_class(hak_front.total - hak_front.tiny_size - 1), -1);
+  EXPECT_EQ(hak_pool_registry_class(hak_front.total - hak_tiny_geom.size - 1), -1);
   for (void *p : blocks) hak_free(p);
 }
 
