@@ -31,19 +31,10 @@ static int stats_fd = 2; /* HAKMEM_STATS output: a copy of the stderr the proces
 
 static const char *env_get(const char *name) { return getenv(name); }
 
-static void fork_prepare(void) {
-  hak_tiny_fork_prepare();
-  hak_pool_fork_prepare();
-  hak_large_fork_prepare();
-}
-
-static void fork_parent(void) {
-  hak_large_fork_parent();
-  hak_pool_fork_parent();
-  hak_tiny_fork_parent();
-}
-
+/* fork takes no lock in the parent (internal/fork.h says why); the child repairs what
+ * it inherited, tier by tier. */
 static void fork_child(void) {
+  hak_os_fork_child();
   hak_large_fork_child();
   hak_pool_fork_child();
   hak_tiny_fork_child();
@@ -85,7 +76,7 @@ static void front_init(void) {
       hak_front.total = hak_pool_init(b + size / 2, size / 2) == 0 ? size : size / 2;
     }
   }
-  pthread_atfork(fork_prepare, fork_parent, fork_child);
+  pthread_atfork(NULL, NULL, fork_child);
   __atomic_store_n(&hak_front.ready, hak_tiny_geom.size != 0, __ATOMIC_RELEASE);
   __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
   in_init = 0;

@@ -47,8 +47,10 @@ HAK_INLINE void *hak_pending_take(void **head) {
 }
 
 /* Heap life cycle: LIVE (a thread uses it), DEAD (its thread exited; adoptable and
- * collectable), BUSY (another thread is draining its pending list). */
-enum { HAK_HEAP_LIVE = 1, HAK_HEAP_DEAD = 2, HAK_HEAP_BUSY = 3 };
+ * collectable), BUSY (another thread is draining its pending list), ORPHAN (a fork child
+ * inherited it from a thread that does not exist there, possibly half-way through a
+ * change: never adopted, never collected; frees into its slabs stay queued). */
+enum { HAK_HEAP_LIVE = 1, HAK_HEAP_DEAD = 2, HAK_HEAP_BUSY = 3, HAK_HEAP_ORPHAN = 4 };
 
 HAK_INLINE int hak_heap_transition(int *state, int from, int to) {
   return __atomic_compare_exchange_n(state, &from, to, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);

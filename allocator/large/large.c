@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "allocator/internal/fork.h"
 #include "allocator/internal/options.h"
 #include "allocator/internal/trace.h"
 #include "allocator/os_boundary/os.h"
@@ -299,9 +300,15 @@ void *hak_large_realloc(void *p, size_t n) {
   return result;
 }
 
-void hak_large_fork_prepare(void) { pthread_mutex_lock(&large_lock); }
-void hak_large_fork_parent(void) { pthread_mutex_unlock(&large_lock); }
-void hak_large_fork_child(void) { pthread_mutex_init(&large_lock, NULL); }
+/* A thread was changing the BigCache at the fork: its entries are dropped (their mappings
+ * stay, unused). Page-map slots are single stores, consistent at any instant. */
+void hak_large_fork_child(void) {
+  if (hak_fork_child_reset_lock(&large_lock)) {
+    memset(cache_count, 0, sizeof cache_count);
+    cached_bytes = 0;
+    cached_blocks = 0;
+  }
+}
 
 void hak_large_stats(hak_large_stats_t *out) {
   pthread_mutex_lock(&large_lock);

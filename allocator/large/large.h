@@ -37,8 +37,7 @@ void *hak_large_realloc(void *p, size_t n);
 /* Releases cached mappings idle for HAKMEM_DECAY_MS (all of them with force). */
 void hak_large_maintain(int force);
 
-void hak_large_fork_prepare(void);
-void hak_large_fork_parent(void);
+/* In a fork child: unlocks the tier, dropping the BigCache if a thread was changing it. */
 void hak_large_fork_child(void);
 
 typedef struct {

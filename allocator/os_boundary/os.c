@@ -8,6 +8,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "allocator/internal/fork.h"
+
 static uint64_t os_calls[HAK_OS_KIND_COUNT];
 static uint64_t os_bytes[HAK_OS_KIND_COUNT];
 static uint64_t os_failures[HAK_OS_KIND_COUNT];
@@ -160,6 +162,10 @@ int hak_os_meta_alloc(size_t size, void **out) {
   }
   pthread_mutex_unlock(&meta_lock);
   return err;
+}
+
+void hak_os_fork_child(void) {
+  if (hak_fork_child_reset_lock(&meta_lock)) meta_left = 0; /* start a fresh chunk */
 }
 
 void hak_os_counters(hak_os_counters_t *out) {

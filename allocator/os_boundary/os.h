@@ -67,6 +67,10 @@ int hak_os_protect(void *p, size_t size, int prot);
  * fork can happen while it runs. */
 int hak_os_meta_alloc(size_t size, void **out);
 
+/* In a fork child: unlocks the metadata allocator; if a thread was inside it at the fork,
+ * the rest of its current chunk is abandoned. */
+void hak_os_fork_child(void);
+
 /* Snapshot of the counters (relaxed reads; exact once other threads are quiet). */
 void hak_os_counters(hak_os_counters_t *out);
 

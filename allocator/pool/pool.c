@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "allocator/internal/fork.h"
 #include "allocator/internal/list.h"
 #include "allocator/internal/log.h"
 #include "allocator/internal/options.h"
@@ -392,7 +393,8 @@ static pool_heap_t *heap_attach(void) {
       for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) h->list[c].cap = list_cap(c);
       h->state = HAK_HEAP_LIVE;
       h->next_all = heaps_all;
-      heaps_all = h;
+      /* Released after the link: a fork child walks this list whatever the lock says. */
+      __atomic_store_n(&heaps_all, h, __ATOMIC_RELEASE);
       created = 1;
     }
   }
@@ -400,14 +402,15 @@ static pool_heap_t *heap_attach(void) {
   if (!h) return NULL;
   hak_pool_tls = h;
   pthread_setspecific(pool_key, h);
+  hak_heap_enter(&h->busy);
   process_pending(h);
   if (created && HAK_PREWARM) heap_prewarm(h);
+  hak_heap_leave(&h->busy);
   return h;
 }
 
-static void *tls_malloc_slow(unsigned cls) {
-  pool_heap_t *h = hak_pool_tls;
-  if (h == &hak_pool_empty_heap && !(h = heap_attach())) return NULL;
+/* The miss path of class `cls` on the calling thread's heap h (marked busy). */
+static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
   pool_list_t *l = &h->list[cls];
   if (!l->head) {
     if (__atomic_load_n(&h->pending, __ATOMIC_RELAXED)) process_pending(h);
@@ -421,14 +424,25 @@ static void *tls_malloc_slow(unsigned cls) {
   return HAK_CHECKS ? checked_alloc(p, cls) : p;
 }
 
+static void *tls_malloc_slow(unsigned cls) {
+  pool_heap_t *h = hak_pool_tls;
+  if (h == &hak_pool_empty_heap && !(h = heap_attach())) return NULL;
+  hak_heap_enter(&h->busy);
+  void *p = refill_and_pop(h, cls);
+  hak_heap_leave(&h->busy);
+  return p;
+}
+
 void hak_pool_overflow(pool_list_t *l) {
   pool_heap_t *h = hak_pool_tls;
+  hak_heap_enter(&h->busy);
   while (l->count > l->cap / 2) {
     void *b = l->head;
     l->head = *(void **)b;
     l->count--;
     return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
   }
+  hak_heap_leave(&h->busy);
 }
 
 static void remote_free(pool_span_t *s, void *p) {
@@ -469,6 +483,7 @@ static void *shared_malloc(unsigned cls) {
 static void shared_free(pool_span_t *s, void *p) {
   pool_heap_t *h = s->owner;
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_SHARED, p, 1);
+  if (h->state == HAK_HEAP_ORPHAN) return; /* a fork child's distrusted shard: left alone */
   pthread_mutex_lock(&h->lock);
   return_block(h, s, p);
   pthread_mutex_unlock(&h->lock);
@@ -534,6 +549,7 @@ int hak_pool_registry_class(uintptr_t off) {
 /* ---- Thread exit, maintenance, fork, stats. ---- */
 
 static void heap_die(pool_heap_t *h) {
+  hak_heap_enter(&h->busy);
   for (unsigned cls = 0; cls < HAK_POOL_CLASSES; cls++) {
     pool_list_t *l = &h->list[cls];
     while (l->head) {
@@ -544,6 +560,7 @@ static void heap_die(pool_heap_t *h) {
     l->count = 0;
   }
   process_pending(h);
+  hak_heap_leave(&h->busy);
   hak_pool_tls = &hak_pool_empty_heap;
   /* Spares go before the heap is marked dead: from then on a collector may run. */
   for (unsigned pages = 0; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) {
@@ -587,27 +604,44 @@ void hak_pool_maintain(int force) {
   pthread_mutex_unlock(&arena_lock);
 }
 
-void hak_pool_fork_prepare(void) {
-  pthread_mutex_lock(&heaps_lock);
-  for (unsigned i = 0; i < SHARDS; i++) pthread_mutex_lock(&shards[i].lock);
-  pthread_mutex_lock(&arena_lock);
+/* Stands in, in a fork child, for a shard that a thread was changing at the fork: its
+ * spans are handed to this heap, which never serves or takes blocks. */
+static pool_heap_t orphan_shard = {.state = HAK_HEAP_ORPHAN};
+
+/* A shard whose lock was held at the fork: its spans become the orphan's (their blocks
+ * stay where they are), and the shard starts empty. */
+static void replace_shard(pool_heap_t *shard) {
+  uintptr_t pages = hak_pool_geom.top >> HAK_POOL_PAGE_SHIFT;
+  for (uintptr_t page = 0; page < pages; page++) {
+    pool_span_t *s = &hak_pool_geom.registry[page];
+    if (s->kind == HAK_POOL_HEAD && s->owner == shard) s->owner = &orphan_shard;
+  }
+  pthread_mutex_t lock = shard->lock;
+  memset(shard, 0, sizeof *shard);
+  shard->lock = lock;
+  shard->state = HAK_HEAP_LIVE;
 }
 
-void hak_pool_fork_parent(void) {
-  pthread_mutex_unlock(&arena_lock);
-  for (unsigned i = 0; i < SHARDS; i++) pthread_mutex_unlock(&shards[i].lock);
-  pthread_mutex_unlock(&heaps_lock);
-}
-
+/* The child's repair (see hak_tiny_fork_child). Free spans a thread was moving are
+ * dropped with their list: they stay committed and unused. */
 void hak_pool_fork_child(void) {
-  pthread_mutex_init(&arena_lock, NULL);
-  for (unsigned i = 0; i < SHARDS; i++) pthread_mutex_init(&shards[i].lock, NULL);
-  pthread_mutex_init(&heaps_lock, NULL);
+  if (hak_fork_child_reset_lock(&arena_lock)) {
+    for (unsigned pages = 0; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) free_spans[pages] = NULL;
+  }
+  for (unsigned i = 0; i < SHARDS; i++) {
+    if (hak_fork_child_reset_lock(&shards[i].lock)) replace_shard(&shards[i]);
+  }
+  hak_fork_child_reset_lock(&heaps_lock);
+  pool_heap_t *self = hak_pool_tls;
+  if (self != &hak_pool_empty_heap && self->busy) hak_pool_tls = &hak_pool_empty_heap;
+  heaps_dead = NULL;
   for (pool_heap_t *h = heaps_all; h; h = h->next_all) {
-    if (h != hak_pool_tls && h->state != HAK_HEAP_DEAD) {
-      h->state = HAK_HEAP_DEAD;
+    if (h == hak_pool_tls) continue;
+    if (h->state == HAK_HEAP_DEAD) {
       h->next_dead = heaps_dead;
       heaps_dead = h;
+    } else {
+      h->state = HAK_HEAP_ORPHAN;
     }
   }
 }

@@ -73,6 +73,7 @@ typedef struct hak_pool_heap {
   uint64_t refills, remote_frees;
   pthread_mutex_t lock; /* shards only (POOL_TLS_PHASE1=0) */
   struct hak_pool_heap *next_all, *next_dead;
+  int busy; /* owner inside a slow-path change (internal/fork.h) */
 } hak_pool_heap_t;
 
 typedef struct {
@@ -135,8 +136,8 @@ size_t hak_pool_usable(uintptr_t off);
 void hak_pool_thread_exit(void);
 /* Returns empty spans idle for HAKMEM_DECAY_MS to the OS (all of them with force). */
 void hak_pool_maintain(int force);
-void hak_pool_fork_prepare(void);
-void hak_pool_fork_parent(void);
+/* In a fork child: the same repair as hak_tiny_fork_child, for heaps, shards and the
+ * free-span lists (internal/fork.h). */
 void hak_pool_fork_child(void);
 
 /* The arena chunk sizes (bytes) a thread's arena grows through, as the options give:

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "allocator/internal/fork.h"
 #include "allocator/internal/list.h"
 #include "allocator/internal/options.h"
 #include "allocator/internal/remote.h"
@@ -27,7 +28,9 @@ hak_tiny_geom_t hak_tiny_geom;
 hak_tiny_heap_t hak_tiny_empty_heap;
 HAK_TLS hak_tiny_heap_t *hak_tiny_tls = &hak_tiny_empty_heap;
 
-enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2 };
+/* SS_FROZEN: inherited by a fork child from a parent in which another thread was changing
+ * the SuperSlab lists; its slabs are used up by their owners and then left alone. */
+enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2, SS_FROZEN = 3 };
 #define SS_NONE UINT32_MAX
 #define MAX_SS_PER_CLASS HAK_TINY_MAX_ROWS
 #define FILL_FREE 0xdf          /* debug: freed and never-allocated bytes */
@@ -252,6 +255,10 @@ static void slab_release(hak_tiny_slab_t *s) {
   ss_meta_t *m = &ss_meta[cls][ss];
   __atomic_store_n(&s->owner, NULL, __ATOMIC_RELAXED);
   __atomic_store_n(owner_slot(s), NULL, __ATOMIC_RELAXED);
+  if (m->state == SS_FROZEN) { /* a fork child's distrusted SuperSlab: never reused */
+    pthread_mutex_unlock(&tiny_lock);
+    return;
+  }
   HAK_LIST_PUSH(&cs->free_slabs, s);
   uint32_t handed_out = ss == cs->carve_ss ? cs->carve_next : HAK_TINY_SLABS_PER_SS;
   if (++m->free_slabs == handed_out) {
@@ -517,7 +524,8 @@ static hak_tiny_heap_t *heap_attach(void) {
       for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) cache_set_cap(&h->cache[c], 32);
       h->state = HAK_HEAP_LIVE;
       h->next_all = heaps_all;
-      heaps_all = h;
+      /* Released after the link: a fork child walks this list whatever the lock says. */
+      __atomic_store_n(&heaps_all, h, __ATOMIC_RELEASE);
       created = 1;
     }
   }
@@ -525,20 +533,15 @@ static hak_tiny_heap_t *heap_attach(void) {
   if (!h) return NULL;
   hak_tiny_tls = h;
   pthread_setspecific(tiny_key, h);
+  hak_heap_enter(&h->busy);
   process_pending(h);
   if (created && HAK_PREWARM) heap_prewarm(h);
+  hak_heap_leave(&h->busy);
   return h;
 }
 
-void *hak_tiny_malloc_slow(unsigned cls) {
-  hak_tiny_heap_t *h = hak_tiny_tls;
-  if (h == &hak_tiny_empty_heap) {
-    h = heap_attach();
-    if (!h) {
-      errno = ENOMEM;
-      return NULL;
-    }
-  }
+/* The miss path of class `cls` on the calling thread's heap h (marked busy). */
+static void *refill_and_pop(hak_tiny_heap_t *h, unsigned cls) {
   hak_tiny_cache_t *c = &h->cache[cls];
   /* Blocks other threads freed come first: the drain puts them into the caches (up to
    * each cache's room), and a refill on top of them would overfill this one. */
@@ -562,7 +565,23 @@ void *hak_tiny_malloc_slow(unsigned cls) {
   return p;
 }
 
+void *hak_tiny_malloc_slow(unsigned cls) {
+  hak_tiny_heap_t *h = hak_tiny_tls;
+  if (h == &hak_tiny_empty_heap) {
+    h = heap_attach();
+    if (!h) {
+      errno = ENOMEM;
+      return NULL;
+    }
+  }
+  hak_heap_enter(&h->busy);
+  void *p = refill_and_pop(h, cls);
+  hak_heap_leave(&h->busy);
+  return p;
+}
+
 void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
+  hak_heap_enter(&h->busy);
   hak_tiny_adapt_t *a = &h->adapt[c - h->cache];
   /* Overflows with no refill in between mean the thread frees more than it allocates. */
   if (a->misses == 0 && ++a->idle >= 2 && c->cap > 16) {
@@ -579,6 +598,7 @@ void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
     c->room++;
     return_block(h, hak_tiny_slab_of(b), b);
   }
+  hak_heap_leave(&h->busy);
 }
 
 /* ---- Frees of blocks owned by other threads. ---- */
@@ -672,7 +692,9 @@ static void heap_flush(hak_tiny_heap_t *h) {
  * of heaps that stay dead are flushed after the decay (hak_tiny_maintain) or when other
  * threads' frees collect the heap. */
 static void heap_die(hak_tiny_heap_t *h) {
+  hak_heap_enter(&h->busy);
   process_pending(h);
+  hak_heap_leave(&h->busy);
   hak_tiny_tls = &hak_tiny_empty_heap;
   pthread_mutex_lock(&heaps_lock);
   h->died_ms = now_ms();
@@ -697,28 +719,43 @@ void hak_tiny_thread_exit(void) {
   }
 }
 
-void hak_tiny_fork_prepare(void) {
-  pthread_mutex_lock(&heaps_lock);
-  pthread_mutex_lock(&tiny_lock);
+/* A thread was changing the SuperSlab lists when the parent forked: none of them can be
+ * trusted. Every SuperSlab handed out so far is frozen (its slabs serve their owners
+ * until used up, then are left alone), and the class starts afresh on new rows. */
+static void freeze_superslabs(void) {
+  for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
+    class_state_t *cs = &classes[cls];
+    for (uint32_t ss = 0; ss < cs->top_ss && ss < MAX_SS_PER_CLASS; ss++) {
+      ss_meta[cls][ss].state = SS_FROZEN;
+    }
+    cs->free_slabs = NULL;
+    cs->empty_head = 0;
+    cs->carve_ss = SS_NONE;
+  }
+  lru_head = lru_tail = lru_count = 0;
 }
 
-void hak_tiny_fork_parent(void) {
-  pthread_mutex_unlock(&tiny_lock);
-  pthread_mutex_unlock(&heaps_lock);
-}
-
-/* In the child only the forking thread exists: every other live heap becomes dead, ready
- * for adoption with its caches and slabs intact. */
+/* In the child only the forking thread exists. Its heap is kept unless the fork came from
+ * a signal handler that interrupted a change of it. Dead heaps were left consistent by
+ * their threads and stay adoptable: the dead list is rebuilt from them (the parent's may
+ * have been mid-change). Every other heap (live, or being collected) may be half-changed
+ * and becomes an orphan. */
 void hak_tiny_fork_child(void) {
-  pthread_mutex_init(&tiny_lock, NULL);
-  pthread_mutex_init(&heaps_lock, NULL);
+  int lists_torn = hak_fork_child_reset_lock(&tiny_lock);
+  hak_fork_child_reset_lock(&heaps_lock);
+  hak_tiny_heap_t *self = hak_tiny_tls;
+  if (self != &hak_tiny_empty_heap && self->busy) hak_tiny_tls = &hak_tiny_empty_heap;
+  heaps_dead = NULL;
   for (hak_tiny_heap_t *h = heaps_all; h; h = h->next_all) {
-    if (h != hak_tiny_tls && h->state != HAK_HEAP_DEAD) {
-      h->state = HAK_HEAP_DEAD;
+    if (h == hak_tiny_tls) continue;
+    if (h->state == HAK_HEAP_DEAD) {
       h->next_dead = heaps_dead;
       heaps_dead = h;
+    } else {
+      h->state = HAK_HEAP_ORPHAN;
     }
   }
+  if (lists_torn) freeze_superslabs();
 }
 
 void hak_tiny_stats(hak_tiny_stats_t *out) {

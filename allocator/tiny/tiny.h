@@ -75,6 +75,7 @@ typedef struct hak_tiny_heap {
   uint64_t refills, overflows, remote_frees;
   uint64_t died_ms; /* when its thread exited (dead heaps; heaps_lock) */
   int flushed;      /* dead and flushed since (heaps_lock) */
+  int busy;         /* owner inside a slow-path change (internal/fork.h) */
 } hak_tiny_heap_t;
 
 /* Slab header, at the start of every 64 KiB slab. The first line is the owner's; the
@@ -132,9 +133,9 @@ HAK_COLD void hak_tiny_bad_free(const void *p);
 void hak_tiny_thread_exit(void);
 /* Returns empty SuperSlabs past the LRU to the OS; `force` ignores the decay time. */
 void hak_tiny_maintain(int force);
-/* fork: lock everything / unlock in the parent / re-initialise in the child. */
-void hak_tiny_fork_prepare(void);
-void hak_tiny_fork_parent(void);
+/* In a fork child: keeps the forking thread's heap (unless the fork interrupted a change
+ * of it), makes every other thread's heap an orphan, rebuilds the dead-heap list, and
+ * stops reusing the SuperSlab lists if a thread was changing them (internal/fork.h). */
 void hak_tiny_fork_child(void);
 
 typedef struct {
