@@ -54,9 +54,13 @@ typedef struct hak_stats {
   int64_t committed_bytes;
   uint64_t tiny_refills, tiny_overflows, tiny_remote_frees, tiny_slabs_in_use;
   uint64_t tiny_superslabs, tiny_empty_superslabs;
+  uint64_t tiny_decommitted_superslabs; /* empty ones whose pages went back to the OS */
   uint64_t pool_refills, pool_remote_frees, pool_pages_in_use;
   uint64_t large_live_blocks, large_live_bytes, large_cached_blocks, large_cached_bytes;
   uint64_t bigcache_hits, bigcache_misses;
+  /* Freed Large mappings the kernel refused to unmap: decommitted, kept, retried by the
+   * decay and malloc_trim. */
+  uint64_t large_unreleased_bytes;
   uint64_t foreign_frees;  /* frees of pointers hakmem does not own (release builds) */
   uint64_t reserved_bytes; /* address space reserved for Tiny and Pool */
 } hak_stats_t;

@@ -208,8 +208,22 @@ void *hak_front_realloc(void *p, size_t n) {
   return q;
 }
 
+/* A Pool block of at least n bytes aligned to `align` (<= HAK_POOL_PAGE_SIZE): spans start
+ * on 64 KiB boundaries, so every block of a class whose size is a multiple of `align` is
+ * aligned to it (the powers of two up to 64 KiB are classes). A page-aligned 16-byte
+ * block thus costs a 4 KiB block, not a mapping of its own. */
+static void *pool_aligned(size_t align, size_t n) {
+  size_t want = n > align ? n : align;
+  if (want <= HAK_POOL_MIN) want = HAK_POOL_MIN + 1;
+  for (unsigned cls = hak_pool_class_of(want); cls < HAK_POOL_CLASSES; cls++) {
+    if (hak_pool_class_size[cls] % align == 0) return hak_pool_malloc(hak_pool_class_size[cls]);
+  }
+  return NULL;
+}
+
 /* Tiny blocks of a class whose size is a multiple of `align` (<= 128) are aligned to it:
- * slabs are 64 KiB aligned and blocks start 128 bytes in. Pool blocks are 256-aligned. */
+ * slabs are 64 KiB aligned and blocks start 128 bytes in. Pool serves alignments up to
+ * 64 KiB (pool_aligned); Large the rest. A zero-size request gets a block like any other. */
 void *hak_front_aligned(size_t align, size_t n, int zero) {
   if (align <= 16) return zero ? hak_front_calloc(1, n) : hak_front_malloc(n);
   if (HAK_UNLIKELY(__atomic_load_n(&init_state, __ATOMIC_ACQUIRE) != 2)) front_init();
@@ -218,8 +232,8 @@ void *hak_front_aligned(size_t align, size_t n, int zero) {
     unsigned cls = hak_tiny_class_of(n > align ? n : align);
     while (hak_tiny_class_size[cls] % align) cls++;
     p = hak_tiny_malloc(hak_tiny_class_size[cls]);
-  } else if (align <= 256 && n <= HAK_POOL_MAX && pool_ready()) {
-    p = hak_pool_malloc(n > HAK_POOL_MIN ? n : HAK_POOL_MIN + 1);
+  } else if (align <= HAK_POOL_PAGE_SIZE && n <= HAK_POOL_MAX && pool_ready()) {
+    p = pool_aligned(align, n);
   }
   if (!p) return large_malloc(n, align, zero);
   if (zero) memset(p, 0, n);
@@ -228,12 +242,17 @@ void *hak_front_aligned(size_t align, size_t n, int zero) {
 
 static int power_of_two(size_t a) { return a != 0 && (a & (a - 1)) == 0; }
 
+/* Returns the error code and, on failure, also leaves it in errno, as glibc does (programs
+ * check either). A success leaves errno as it was. */
 int hak_front_posix_memalign(void **out, size_t align, size_t n) {
   if (!power_of_two(align) || align < sizeof(void *)) return EINVAL;
   int saved = errno;
   void *p = hak_front_aligned(align, n, 0);
+  if (!p) {
+    errno = ENOMEM;
+    return ENOMEM;
+  }
   errno = saved;
-  if (!p) return ENOMEM;
   *out = p;
   return 0;
 }
@@ -246,8 +265,10 @@ void *hak_front_aligned_alloc(size_t align, size_t n) {
   return hak_front_aligned(align, n, 0);
 }
 
+/* glibc: an alignment above SIZE_MAX / 2 + 1 is EINVAL (no power of two is); up to it, a
+ * request that cannot be served is ENOMEM. */
 void *hak_front_memalign(size_t align, size_t n) {
-  if (align > ((size_t)1 << 62)) {
+  if (align > SIZE_MAX / 2 + 1) {
     errno = EINVAL;
     return NULL;
   }
@@ -329,6 +350,7 @@ void hak_stats_get(hak_stats_t *out) {
     out->tiny_slabs_in_use = t.slabs_in_use;
     out->tiny_superslabs = t.superslabs;
     out->tiny_empty_superslabs = t.empty_superslabs;
+    out->tiny_decommitted_superslabs = t.decommitted_superslabs;
     out->foreign_frees += hak_tiny_foreign_frees();
   }
   if (pool_ready()) {
@@ -347,6 +369,7 @@ void hak_stats_get(hak_stats_t *out) {
   out->large_cached_bytes = l.cached_bytes;
   out->bigcache_hits = l.cache_hits;
   out->bigcache_misses = l.cache_misses;
+  out->large_unreleased_bytes = l.unreleased_bytes;
   out->foreign_frees += __atomic_load_n(&front_foreign_frees, __ATOMIC_RELAXED);
   out->reserved_bytes = hak_front.total;
 }
@@ -379,6 +402,7 @@ void hak_stats_print(int fd) {
   line_u64(&b, "bigcache hits", s.bigcache_hits);
   line_u64(&b, "bigcache misses", s.bigcache_misses);
   line_u64(&b, "bigcache cached bytes", s.large_cached_bytes);
+  line_u64(&b, "large unreleased bytes", s.large_unreleased_bytes);
   line_u64(&b, "foreign frees", s.foreign_frees);
   line_u64(&b, "committed bytes", (uint64_t)(s.committed_bytes > 0 ? s.committed_bytes : 0));
   hak_buf_str(&b, "  memory system calls");

@@ -87,6 +87,43 @@ static large_header_t *lookup(const void *p) {
   return h;
 }
 
+/* ---- Unmapping (large_lock held). ---- */
+
+/* A mapping the kernel refused to unmap (munmap fails with ENOMEM when splitting a merged
+ * area would pass vm.max_map_count): its pages are given back at once, and the range is
+ * kept on this list, threaded through its own first bytes, until a retry succeeds. */
+typedef struct unreleased {
+  struct unreleased *next;
+  size_t size;
+} unreleased_t;
+
+static unreleased_t *unreleased;
+static uint64_t unreleased_bytes;
+
+static void release_mapping(char *base, size_t size) {
+  if (hak_os_release(base, size) == 0) return;
+  hak_os_decommit(base, size); /* if this fails too, the pages stay: still accounted */
+  unreleased_t *u = (unreleased_t *)base;
+  u->next = unreleased;
+  u->size = size;
+  unreleased = u;
+  __atomic_store_n(&unreleased_bytes, unreleased_bytes + size, __ATOMIC_RELAXED);
+}
+
+static void retry_unreleased(void) {
+  for (unreleased_t **pp = &unreleased; *pp;) {
+    unreleased_t *u = *pp;
+    unreleased_t *next = u->next;
+    size_t size = u->size;
+    if (hak_os_release(u, size) == 0) {
+      *pp = next;
+      __atomic_store_n(&unreleased_bytes, unreleased_bytes - size, __ATOMIC_RELAXED);
+    } else {
+      pp = &u->next;
+    }
+  }
+}
+
 /* ---- The BigCache (large_lock held). ---- */
 
 static void cache_evict(unsigned cls, unsigned slot) {
@@ -94,7 +131,7 @@ static void cache_evict(unsigned cls, unsigned slot) {
   cache[cls][slot] = cache[cls][--cache_count[cls]];
   cached_bytes -= e.size;
   __atomic_store_n(&cached_blocks, cached_blocks - 1, __ATOMIC_RELAXED);
-  hak_os_release(e.base, e.size);
+  release_mapping(e.base, e.size);
 }
 
 static int cache_put(char *base, size_t size) {
@@ -135,6 +172,7 @@ static char *cache_take(unsigned cls, size_t *size) {
 }
 
 static void maintain_locked(int force) {
+  if (unreleased) retry_unreleased();
   uint64_t now = now_ms();
   uint64_t decay = (uint64_t)hak_opt(HAK_OPT_DECAY_MS);
   for (unsigned c = 0; c < CACHE_CLASSES; c++) {
@@ -145,7 +183,10 @@ static void maintain_locked(int force) {
 }
 
 void hak_large_maintain(int force) {
-  if (!force && __atomic_load_n(&cached_blocks, __ATOMIC_RELAXED) == 0) return;
+  if (!force && __atomic_load_n(&cached_blocks, __ATOMIC_RELAXED) == 0 &&
+      __atomic_load_n(&unreleased_bytes, __ATOMIC_RELAXED) == 0) {
+    return;
+  }
   pthread_mutex_lock(&large_lock);
   maintain_locked(force);
   pthread_mutex_unlock(&large_lock);
@@ -168,10 +209,18 @@ static void *place(char *base, size_t map_size, size_t align) {
   return (void *)user;
 }
 
+/* A block at least this big, or aligned beyond this, cannot be mapped in a 47-bit user
+ * address space with its slack; refusing it first keeps every sum below from wrapping. */
+#define LARGE_LIMIT ((size_t)1 << 46)
+
 void *hak_large_malloc(size_t n, size_t align, int zero) {
   if (align < 16) align = 16;
+  /* The block starts at the first multiple of `align` at least a header into a page-aligned
+   * mapping: at most max(align, header) bytes in. A zero-size block still needs a byte
+   * inside its mapping, or its address would be the next page's. */
   size_t slack = align > HAK_LARGE_HEADER ? align : HAK_LARGE_HEADER;
-  if (n > ((size_t)1 << 47) - slack) {
+  if (n == 0) n = 1;
+  if (align > LARGE_LIMIT || n > LARGE_LIMIT) {
     errno = ENOMEM;
     return NULL;
   }
@@ -196,7 +245,7 @@ void *hak_large_malloc(size_t n, size_t align, int zero) {
     pthread_mutex_lock(&large_lock);
   }
   void *p = place(base, size, align);
-  if (!p && !cache_put(base, size)) hak_os_release(base, size);
+  if (!p && !cache_put(base, size)) release_mapping(base, size);
   pthread_mutex_unlock(&large_lock);
   if (!p) {
     errno = ENOMEM;
@@ -225,7 +274,7 @@ int hak_large_free(void *p) {
   size_t size = h->map_size;
   unregister(h);
   HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, p, 1);
-  if (!cache_put(base, size)) hak_os_release(base, size);
+  if (!cache_put(base, size)) release_mapping(base, size);
   pthread_mutex_unlock(&large_lock);
   return 1;
 }
@@ -249,12 +298,12 @@ static void *move_grow(large_header_t *h, size_t n) {
   char *cached = cache_take(cls, &size);
   if (cached) {
     if (!map_slot(cached + HAK_LARGE_HEADER, 1)) {
-      if (!cache_put(cached, size)) hak_os_release(cached, size);
+      if (!cache_put(cached, size)) release_mapping(cached, size);
       return NULL;
     }
     memcpy(cached + HAK_LARGE_HEADER, old_user, old_size - HAK_LARGE_HEADER);
     unregister(h);
-    if (!cache_put(old_base, old_size)) hak_os_release(old_base, old_size);
+    if (!cache_put(old_base, old_size)) release_mapping(old_base, old_size);
     return place(cached, size, 16);
   }
   /* In place if the address space after the block is free: one call, nothing moves. */
@@ -267,7 +316,7 @@ static void *move_grow(large_header_t *h, size_t n) {
   if (hak_os_map(size, 0, &dest) != 0) return NULL;
   if (!map_slot((char *)dest + HAK_LARGE_HEADER, 1) ||
       hak_os_remap_to(old_base, old_size, size, dest) != 0) {
-    hak_os_release(dest, size);
+    release_mapping(dest, size);
     return NULL;
   }
   /* h is unmapped now (its bytes moved to dest): drop the old entry by address. */
@@ -281,7 +330,7 @@ void *hak_large_realloc(void *p, size_t n) {
   pthread_mutex_lock(&large_lock);
   large_header_t *h = lookup(p);
   void *result = NULL;
-  if (h && (char *)p == h->map_base + HAK_LARGE_HEADER && n <= ((size_t)1 << 46)) {
+  if (h && (char *)p == h->map_base + HAK_LARGE_HEADER && n <= LARGE_LIMIT) {
     unsigned cls;
     size_t size = class_round(n + HAK_LARGE_HEADER, &cls);
     void *same;
@@ -312,7 +361,7 @@ void hak_large_fork_child(void) {
 
 void hak_large_stats(hak_large_stats_t *out) {
   pthread_mutex_lock(&large_lock);
-  *out = (hak_large_stats_t){live_blocks,  live_bytes, cached_blocks,
-                             cached_bytes, cache_hits, cache_misses};
+  *out = (hak_large_stats_t){live_blocks, live_bytes,   cached_blocks,   cached_bytes,
+                             cache_hits,  cache_misses, unreleased_bytes};
   pthread_mutex_unlock(&large_lock);
 }

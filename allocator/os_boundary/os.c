@@ -69,14 +69,16 @@ static int os_mmap_aligned(hak_os_kind_t kind, size_t size, size_t align, int pr
   char *aligned = (char *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
   size_t head = (size_t)(aligned - raw);
   size_t tail = align - head;
-  /* The trims are part of this mapping's cost: count them as releases. */
+  /* The trims are part of this mapping's cost: count them as releases. A trim the kernel
+   * refuses leaves that slack mapped but never touched (address space, not memory): it is
+   * counted as a failure, and the aligned mapping is good either way. */
   if (head) {
     os_enter(HAK_OS_RELEASE, head);
-    munmap(raw, head);
+    if (munmap(raw, head) != 0) os_fail(HAK_OS_RELEASE, errno);
   }
   if (tail) {
     os_enter(HAK_OS_RELEASE, tail);
-    munmap(aligned + size, tail);
+    if (munmap(aligned + size, tail) != 0) os_fail(HAK_OS_RELEASE, errno);
   }
   *out = aligned;
   return 0;

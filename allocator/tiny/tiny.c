@@ -162,11 +162,12 @@ static void maintain_locked(uint64_t now, int force) {
     uint32_t id = lru_head - 1;
     ss_meta_t *m = meta_of_id(id);
     if (!force && now - m->emptied_ms < decay) break;
-    lru_remove(id);
     unsigned cls = id / MAX_SS_PER_CLASS;
-    if (hak_os_decommit(ss_base(cls, id % MAX_SS_PER_CLASS), HAK_TINY_SS_SIZE) == 0) {
-      m->state = SS_DECOMMITTED;
-    }
+    /* Off the LRU only once decommitted: an empty SuperSlab that is still committed must
+     * stay on it, since reusing one takes it off the LRU. A refusal is retried later. */
+    if (hak_os_decommit(ss_base(cls, id % MAX_SS_PER_CLASS), HAK_TINY_SS_SIZE) != 0) break;
+    lru_remove(id);
+    m->state = SS_DECOMMITTED;
   }
 }
 
@@ -776,6 +777,7 @@ void hak_tiny_stats(hak_tiny_stats_t *out) {
       const ss_meta_t *m = &ss_meta[cls][ss];
       if (m->state != SS_ACTIVE) {
         out->empty_superslabs++;
+        out->decommitted_superslabs += m->state == SS_DECOMMITTED;
         continue;
       }
       uint32_t handed = ss == cs->carve_ss ? cs->carve_next : HAK_TINY_SLABS_PER_SS;
