@@ -51,7 +51,10 @@ typedef struct hak_pool_span {
   uint64_t emptied_ms;
   uintptr_t remote; /* see internal/remote.h */
   struct hak_pool_span *pending_next;
-  char pad2[128 - 80];
+  /* Debug builds: one bit per block, set while it is allocated (a span holds at most 51
+   * blocks, checked at span creation). */
+  uint64_t live_bits;
+  char pad2[128 - 88];
 } hak_pool_span_t;
 
 HAK_STATIC_ASSERT(sizeof(hak_pool_span_t) == 128, "registry entry size");

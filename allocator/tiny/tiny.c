@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "allocator/internal/bits.h"
 #include "allocator/internal/fork.h"
 #include "allocator/internal/list.h"
 #include "allocator/internal/options.h"
@@ -275,10 +276,20 @@ static void slab_release(hak_tiny_slab_t *s) {
   pthread_mutex_unlock(&tiny_lock);
 }
 
+/* Debug: a fresh slab's allocated-block bitmap, all clear (one bit per possible block). */
+static void live_bits_init(hak_tiny_slab_t *s) {
+  enum { BYTES = HAK_TINY_SLAB_SIZE / 16 / 8 };
+  void *bits = s->live_bits;
+  if (bits == NULL && hak_os_meta_alloc(BYTES, &bits) != 0) bits = NULL;
+  if (bits) memset(bits, 0, BYTES);
+  s->live_bits = bits; /* NULL only when out of memory: the slab then goes unchecked */
+}
+
 static void slab_adopt(hak_tiny_heap_t *h, hak_tiny_slab_t *s, unsigned cls, int fresh) {
   if (fresh) {
     s->free = NULL;
-    s->carved = 0;
+    __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
+    if (HAK_CHECKS) live_bits_init(s);
     uintptr_t end = ((uintptr_t)s & ~(uintptr_t)(HAK_TINY_SLAB_SIZE - 1)) + HAK_TINY_SLAB_SIZE;
     s->capacity = (uint32_t)((end - (uintptr_t)block_start(s)) / hak_tiny_class_size[cls]);
     s->cls = (uint16_t)cls;
@@ -387,8 +398,22 @@ static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
   }
   c->head = next;
   c->room++;
+  hak_tiny_slab_t *s = hak_tiny_slab_of(p);
+  if (s->live_bits) hak_bit_set(s->live_bits, (uint32_t)(((char *)p - block_start(s)) / size));
   memset(p, FILL_ALLOC, size);
   return p;
+}
+
+/* How a pointer into an owned slab relates to its blocks. */
+typedef enum { BLOCK_OK, BLOCK_INTERIOR, BLOCK_NEVER_HANDED_OUT } block_kind_t;
+
+/* Is p the start of a block the slab has carved? One modulo: slow paths only. The carved
+ * count only grows, and a thread freeing a block it was handed has seen it grow. */
+static block_kind_t block_kind(hak_tiny_slab_t *s, const void *p, size_t size, uint32_t *index) {
+  uintptr_t rel = (uintptr_t)p - (uintptr_t)block_start(s); /* wraps when p is before */
+  if (rel % size != 0 || rel / size >= s->capacity) return BLOCK_INTERIOR;
+  *index = (uint32_t)(rel / size);
+  return *index < __atomic_load_n(&s->carved, __ATOMIC_RELAXED) ? BLOCK_OK : BLOCK_NEVER_HANDED_OUT;
 }
 
 /* ---- Refill and overflow. ---- */
@@ -417,7 +442,7 @@ static uint32_t take_carve(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t wan
     HAK_CHECK(((uintptr_t)b & (HAK_TINY_SLAB_SIZE - 1)) + stride <= HAK_TINY_SLAB_SIZE &&
                   (uintptr_t)b >= (uintptr_t)block_start(s),
               "carving past the slab end at", b, "tiny");
-    s->carved++;
+    __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
     if (HAK_CHECKS) memset(b, FILL_FREE, stride);
     *(void **)b = c->head;
     c->head = b;
@@ -643,24 +668,30 @@ void hak_tiny_free_checked(void *p, uintptr_t off) {
   }
   hak_tiny_slab_t *s = hak_tiny_slab_of(p);
   unsigned cls = hak_tiny_class_at(off);
+  size_t size = hak_tiny_class_size[cls];
+  uint32_t index = 0;
+  block_kind_t kind = block_kind(s, p, size, &index);
   if (HAK_CHECKS) {
     char where[32];
-    size_t size = hak_tiny_class_size[cls];
-    uintptr_t first = (uintptr_t)block_start(s);
     if (__atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) == NULL) {
       hak_fatal("free of memory that is not allocated:", p, class_where(where, sizeof where, cls));
     }
-    if ((uintptr_t)p < first || ((uintptr_t)p - first) % size != 0 ||
-        (uintptr_t)p >= first + (uintptr_t)s->capacity * size) {
+    if (kind == BLOCK_INTERIOR) {
       hak_fatal("free of a pointer that is not a block start:", p,
                 class_where(where, sizeof where, cls));
     }
-    uintptr_t link = *(uintptr_t *)p & ~HAK_REMOTE_FLAG;
-    if (bytes_are(p, sizeof(void *), size, FILL_FREE) &&
-        (link == 0 || link - hak_tiny_geom.base < hak_tiny_geom.size)) {
+    if (kind == BLOCK_NEVER_HANDED_OUT) {
+      hak_fatal("free of a block that was never allocated:", p,
+                class_where(where, sizeof where, cls));
+    }
+    /* Decided by the allocator's record, not by the block's contents. */
+    if (s->live_bits && !hak_bit_clear(s->live_bits, index)) {
       hak_fatal("double free of", p, class_where(where, sizeof where, cls));
     }
     memset(p, FILL_FREE, size);
+  } else if (kind != BLOCK_OK) { /* release: refused, never put on a list */
+    hak_tiny_bad_free(p);
+    return;
   }
   hak_tiny_heap_t *h = hak_tiny_tls;
   if (s->owner != h) {

@@ -84,13 +84,17 @@ typedef struct hak_tiny_slab {
   hak_tiny_heap_t *owner; /* NULL while the slab is free */
   void *free;             /* owner-only free list */
   uint32_t used;          /* blocks not in `free` and not uncarved */
-  uint32_t carved;
+  uint32_t carved;        /* blocks ever handed out of the slab; written by the owner only,
+                             read by other threads' frees (relaxed atomics) */
   uint32_t capacity;
   uint16_t cls;
   uint8_t in_avail;
   uint8_t is_current;
   struct hak_tiny_slab *avail_prev, *avail_next; /* heap avail list or global free list */
-  char pad1[64 - 48];
+  /* Debug builds: one bit per block, set while the block is allocated, so a double free
+   * is decided from the allocator's state, never from the block's contents. */
+  uint64_t *live_bits;
+  char pad1[64 - 56];
   /* Remote frees: chain head with bit 0 set while the slab sits in its owner's pending
    * list, so that flag and chain change together in one atomic operation. */
   uintptr_t remote;

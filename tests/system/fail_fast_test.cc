@@ -5,6 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <set>
+#include <thread>
+#include <vector>
+
 #include "allocator/hakmem.h"
 #include "allocator/internal/config.h"
 #include "gtest/gtest.h"
@@ -78,6 +82,67 @@ TEST(SystemFailFastDeathTest, ReallocOfAForeignPointer) {
   static char not_ours[64];
   g_sink = not_ours;
   EXPECT_DEATH(g_sink = realloc(g_sink, 10), "hakmem: realloc of a pointer hakmem does not own");
+}
+
+// A block of class 1280 from a new thread's heap: its span is fresh, and only the four
+// pre-warmed blocks of it are carved, so 40 blocks further on lies a block never handed out.
+char *FreshPoolBlock() {
+  char *p = nullptr;
+  std::thread([&] { p = static_cast<char *>(malloc(1280)); }).join();
+  return p;
+}
+
+// A block start inside a slab that was never handed out is not a block to free: accepted,
+// it would later be handed out twice.
+TEST(SystemFailFastDeathTest, FreeOfABlockNeverHandedOut) {
+  if (HAK_RELEASE) GTEST_SKIP() << "release builds check it on their slow paths (below)";
+  EXPECT_DEATH(
+      {
+        char *p = static_cast<char *>(malloc(16));
+        free(p + 16 * 1500);
+      },
+      "^hakmem: free of a block that was never allocated: 0x[0-9a-f]+ \\(tiny class 0\\)\n$");
+  EXPECT_DEATH(
+      {
+        char *p = FreshPoolBlock();
+        free(p + 1280 * 40);
+      },
+      "hakmem: free of a block that was never allocated: 0x[0-9a-f]+ \\(pool class 0\\)");
+}
+
+// Release: a free that reaches the checked path (another thread's block) is refused when
+// the pointer is not a block the slab handed out, and nothing is handed out twice.
+TEST(SystemFailFastTest, ReleaseRefusesBlocksNeverHandedOut) {
+  if (!HAK_RELEASE) GTEST_SKIP() << "debug builds abort instead";
+  for (size_t n : {size_t{16}, size_t{1280}}) {
+    char *p = n == 16 ? static_cast<char *>(malloc(n)) : FreshPoolBlock();
+    uint64_t before = Stats().foreign_frees;
+    std::thread([&] { free(p + (n == 16 ? 16 * 1500 : 1280 * 40)); }).join();
+    EXPECT_EQ(Stats().foreign_frees - before, 1u) << n;
+    std::set<void *> seen;
+    std::vector<void *> blocks;
+    for (int i = 0; i < 4000; i++) {
+      void *q = malloc(n);
+      ASSERT_TRUE(seen.insert(q).second) << "handed out twice: " << q;
+      blocks.push_back(q);
+    }
+    for (void *q : blocks) free(q);
+    free(p);
+  }
+}
+
+// User data that happens to look like a freed block (zero link, free-fill bytes) is
+// never taken for a double free: that is decided from the allocator's state.
+TEST(SystemFailFastTest, DataThatLooksFreedIsNotADoubleFree) {
+  for (size_t n : {size_t{64}, size_t{3000}}) {
+    for (int i = 0; i < 100; i++) {
+      char *p = static_cast<char *>(malloc(n));
+      ASSERT_NE(p, nullptr);
+      memset(p, 0xdf, n);
+      memset(p, 0, 8);
+      free(p);
+    }
+  }
 }
 
 TEST(SystemFailFastTest, ReleaseCountsForeignPointersAndCarriesOn) {
