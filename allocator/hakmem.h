@@ -62,7 +62,7 @@ typedef struct hak_stats {
    * decay and malloc_trim. */
   uint64_t large_unreleased_bytes;
   uint64_t foreign_frees;  /* frees of pointers hakmem does not own (release builds) */
-  uint64_t reserved_bytes; /* address space reserved for Tiny and Pool */
+  uint64_t reserved_bytes; /* address space claimed for Tiny and Pool (mapped as used) */
 } hak_stats_t;
 
 /* Fills *out with the current counters (exact when other threads are quiet). */

@@ -10,7 +10,6 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 
 #include "allocator/hakmem.h"
@@ -20,7 +19,7 @@
 #include "allocator/large/large.h"
 #include "allocator/os_boundary/os.h"
 
-#define MIN_RESERVE ((size_t)256 << 20) /* below this Tiny and Pool are left out */
+#define MIN_RESERVE ((size_t)256 << 20) /* two grid rows for Tiny, and as much for Pool */
 
 hak_front_t hak_front;
 
@@ -40,17 +39,17 @@ static void fork_child(void) {
   hak_tiny_fork_child();
 }
 
-/* The largest power of two not above HAKMEM_RESERVE_GB nor a quarter of RLIMIT_AS;
- * halved on refusal. Returns 0 when nothing could be reserved. */
-static size_t reserve_range(void **base) {
+/* The range Tiny and Pool live in: the largest power of two not above HAKMEM_RESERVE_GB,
+ * with Pool's page registry after it. It is claimed, not reserved (os.h): only what is
+ * used gets mapped, so an address-space limit, set before the start or lowered later,
+ * is left to the program (a 64 GiB reservation used to count against it whole). Halved
+ * when no free range is found; returns 0 when none is (Large then serves everything). */
+static size_t claim_range(void **base) {
   size_t size = (size_t)1 << 30;
   while (size * 2 <= ((size_t)hak_opt(HAK_OPT_RESERVE_GB) << 30)) size *= 2;
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-    while (size > MIN_RESERVE && size > rl.rlim_cur / 4) size /= 2;
-  }
   for (; size >= MIN_RESERVE; size /= 2) {
-    if (hak_os_reserve(size, HAK_TINY_SS_SIZE, base) == 0) return size;
+    size_t registry = hak_pool_registry_bytes(size / 2);
+    if (hak_os_claim(size + registry, HAK_TINY_SS_SIZE, base) == 0) return size;
   }
   return 0;
 }
@@ -66,7 +65,7 @@ static void front_init(void) {
   in_init = 1;
   hak_options_load(env_get, 2);
   void *base = NULL;
-  size_t size = reserve_range(&base);
+  size_t size = claim_range(&base);
   if (size) {
     uintptr_t b = (uintptr_t)base;
     hak_front.base = b;

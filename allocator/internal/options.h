@@ -24,7 +24,7 @@ extern "C" {
   X(POOL_TLS_ARENA_MB_INIT, 1, 1, 64, "first Pool arena chunk of a thread, MiB")        \
   X(POOL_TLS_ARENA_MB_MAX, 8, 1, 1024, "largest Pool arena chunk, MiB")                 \
   X(POOL_TLS_ARENA_GROWTH_LEVELS, 3, 0, 10, "Pool arena chunk doublings up to the max") \
-  X(RESERVE_GB, 64, 1, 256, "GiB of address space reserved for Tiny and Pool")
+  X(RESERVE_GB, 64, 1, 256, "GiB of address space claimed for Tiny and Pool (mapped as used)")
 
 typedef enum {
 #define HAK_OPTION_ID(id, def, lo, hi, help) HAK_OPT_##id,

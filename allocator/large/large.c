@@ -47,19 +47,18 @@ static uint64_t now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Mapping sizes are rounded to classes four per power of two (<= 25% slack, untouched
- * pages cost no memory), so a cached mapping fits any request of its class. */
+/* Mappings are sized to the page, not to their cache class: rounding them up (to four
+ * classes per power of two) cost no memory but up to 25% more address space, which is
+ * what an address-space limit counts. *cls is the cache class, four per power of two; a
+ * cached mapping serves a request of its class only if it is big enough. */
 static size_t class_round(size_t m, unsigned *cls) {
   size_t page = hak_os_page_size();
   m = (m + page - 1) & ~(page - 1);
   unsigned bit = 63u - (unsigned)__builtin_clzll((m - 1) | 1);
-  size_t step = bit >= 2 ? (size_t)1 << (bit - 2) : 1;
-  if (step < page) step = page;
-  size_t rounded = (m + step - 1) & ~(step - 1);
-  unsigned q = (unsigned)((rounded - 1) >> (bit >= 2 ? bit - 2 : 0)) & 3u;
+  unsigned q = (unsigned)((m - 1) >> (bit >= 2 ? bit - 2 : 0)) & 3u;
   *cls = bit * 4 + q;
   if (*cls >= CACHE_CLASSES) *cls = CACHE_CLASSES - 1;
-  return rounded;
+  return m;
 }
 
 /* ---- The page map (writers hold large_lock; readers are lock-free). ---- */

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "allocator/internal/fork.h"
@@ -51,10 +53,16 @@ static int os_fail(hak_os_kind_t kind, int err) {
   return err == 0 ? ENOMEM : err;
 }
 
+/* Inaccessible reservations are not charged to overcommit accounting; read/write mappings
+ * are, so that the kernel refuses what it could never back. */
+static int map_flags(int prot) {
+  return MAP_PRIVATE | MAP_ANONYMOUS | (prot == PROT_NONE ? MAP_NORESERVE : 0);
+}
+
 /* mmap with over-allocation and trimming when the alignment exceeds a page. */
 static int os_mmap_aligned(hak_os_kind_t kind, size_t size, size_t align, int prot, void **out) {
   size_t ps = hak_os_page_size();
-  int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+  int flags = map_flags(prot);
   int err = os_enter(kind, size);
   if (err) return os_fail(kind, err);
   if (align <= ps) {
@@ -90,6 +98,83 @@ int hak_os_reserve(size_t size, size_t align, void **out) {
 
 int hak_os_map(size_t size, size_t align, void **out) {
   return os_mmap_aligned(HAK_OS_MAP, size, align, PROT_READ | PROT_WRITE, out);
+}
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000 /* Linux 4.17; glibc 2.28 headers */
+#endif
+
+/* A fixed mapping that never replaces one already there. A kernel older than 4.17 takes
+ * the flag for a hint and may map elsewhere: that counts as taken too. */
+static int map_at(hak_os_kind_t kind, void *p, size_t size, int prot) {
+  int err = os_enter(kind, size);
+  if (err) return os_fail(kind, err);
+  void *q = mmap(p, size, prot, map_flags(prot) | MAP_FIXED_NOREPLACE, -1, 0);
+  if (q == MAP_FAILED) return os_fail(kind, errno == EEXIST ? EEXIST : ENOMEM);
+  if (q != p) {
+    munmap(q, size);
+    return os_fail(kind, EEXIST);
+  }
+  return 0;
+}
+
+int hak_os_reserve_at(void *p, size_t size) { return map_at(HAK_OS_RESERVE, p, size, PROT_NONE); }
+
+int hak_os_commit_at(void *p, size_t size) {
+  return map_at(HAK_OS_COMMIT, p, size, PROT_READ | PROT_WRITE);
+}
+
+#define CLAIM_LOW ((uintptr_t)16 << 40)
+#define CLAIM_SPAN ((uintptr_t)16 << 40)
+
+static uint64_t random_bits(void) {
+  uint64_t r = 0;
+  if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    r = ((uint64_t)ts.tv_nsec ^ (uintptr_t)&r) * 0x9e3779b97f4a7c15ull;
+  }
+  return r;
+}
+
+/* Whether [p, p+size) is free: a probe mapping of all of it, or, where an address-space
+ * limit refuses one that big, of its first and last pages. */
+static int range_free(uintptr_t p, size_t size) {
+  size_t ps = hak_os_page_size();
+  int flags = map_flags(PROT_NONE) | MAP_FIXED_NOREPLACE;
+  void *q = mmap((void *)p, size, PROT_NONE, flags, -1, 0);
+  if (q != MAP_FAILED) {
+    munmap(q, size);
+    return q == (void *)p;
+  }
+  if (errno != ENOMEM) return 0;
+  uintptr_t ends[2] = {p, p + size - ps};
+  for (int i = 0; i < 2; i++) {
+    q = mmap((void *)ends[i], ps, PROT_NONE, flags, -1, 0);
+    if (q == MAP_FAILED) return 0;
+    munmap(q, ps);
+    if (q != (void *)ends[i]) return 0;
+  }
+  return 1;
+}
+
+int hak_os_claim(size_t size, size_t align, void **out) {
+  size_t ps = hak_os_page_size();
+  if (align < ps) align = ps;
+  int err = os_enter(HAK_OS_RESERVE, size);
+  if (err) return os_fail(HAK_OS_RESERVE, err);
+  if (size == 0 || size > CLAIM_SPAN / 2) return os_fail(HAK_OS_RESERVE, ENOMEM);
+  uint64_t r = random_bits();
+  uintptr_t slots = (CLAIM_SPAN - size) / align;
+  for (int attempt = 0; attempt < 16; attempt++) {
+    uintptr_t p = CLAIM_LOW + (uintptr_t)((r >> 11) % slots) * align;
+    if (range_free(p, size)) {
+      *out = (void *)p;
+      return 0;
+    }
+    r = r * 6364136223846793005ull + 1442695040888963407ull; /* next candidate */
+  }
+  return os_fail(HAK_OS_RESERVE, ENOMEM);
 }
 
 int hak_os_commit(void *p, size_t size) {

@@ -1,8 +1,14 @@
 /* The OS contract: the only functions in hakmem that issue memory system calls
  * (mmap, munmap, mprotect, madvise, mremap). Every call and byte is counted per kind in
  * every variant, and tests can make the n-th call of a kind fail. Functions return 0 on
- * success or an errno value (ENOMEM for any failed mapping); none of them crash, abort
- * or allocate. Sizes must be multiples of hak_os_page_size() unless stated otherwise. */
+ * success or an errno value (ENOMEM for any failed mapping, EEXIST where a fixed mapping
+ * would replace another); none of them crash, abort or allocate. Sizes must be multiples
+ * of hak_os_page_size() unless stated otherwise.
+ *
+ * Read/write mappings are charged to the kernel's overcommit accounting, so a request
+ * the kernel's policy refuses (64 GiB on a 24 GiB machine under the default heuristic)
+ * fails here instead of killing the program later. Only inaccessible reservations skip
+ * the charge. */
 #ifndef HAK_ALLOCATOR_OS_BOUNDARY_OS_H
 #define HAK_ALLOCATOR_OS_BOUNDARY_OS_H
 
@@ -39,6 +45,20 @@ int hak_os_reserve(size_t size, size_t align, void **out);
 
 /* Maps `size` fresh zeroed read/write bytes aligned to `align` (power of two; 0 = page). */
 int hak_os_map(size_t size, size_t align, void **out);
+
+/* Picks `size` bytes of address space aligned to `align` (a power of two) for the fixed
+ * mappings below, and maps nothing: the range costs neither memory nor RLIMIT_AS until
+ * parts of it are mapped, so a limit lowered later still leaves the rest of the process
+ * room. The range is random within [16 TiB, 32 TiB), far below where the kernel puts
+ * mappings of its own choosing (top-down from just under 128 TiB), and free when picked
+ * (probed with a mapping of it, or of its first and last pages where a limit refuses
+ * that). Counted as one reservation. Returns 0 (*out set) or ENOMEM. */
+int hak_os_claim(size_t size, size_t align, void **out);
+
+/* Maps [p, p+size) inaccessible (reserve_at) or read/write (commit_at, counted as a
+ * commit) at exactly p, never replacing a mapping already there: EEXIST then. */
+int hak_os_reserve_at(void *p, size_t size);
+int hak_os_commit_at(void *p, size_t size);
 
 /* Makes [p, p+size) of a reservation readable and writable. */
 int hak_os_commit(void *p, size_t size);

@@ -87,14 +87,17 @@ unsigned hak_pool_arena_steps(size_t *out, unsigned max) {
 
 static void thread_exit_cb(void *arg);
 
+size_t hak_pool_registry_bytes(size_t size) {
+  size_t page = hak_os_page_size();
+  return ((size >> HAK_POOL_PAGE_SHIFT) * sizeof(pool_span_t) + page - 1) & ~(page - 1);
+}
+
 int hak_pool_init(uintptr_t base, size_t size) {
-  void *reg;
-  /* Reserved, and committed as the arenas grow: 128 bytes per 64 KiB page in use. */
-  int err = hak_os_reserve((size >> HAK_POOL_PAGE_SHIFT) * sizeof(pool_span_t), 0, &reg);
-  if (err) return err;
   hak_pool_geom.base = base;
   hak_pool_geom.size = size;
-  hak_pool_geom.registry = reg;
+  /* Right after the region, in the same claim; mapped as the arenas grow: 128 bytes per
+   * 64 KiB page in use. */
+  hak_pool_geom.registry = (pool_span_t *)(base + size);
   if (pthread_key_create(&pool_key, thread_exit_cb) != 0) return ENOMEM;
   for (unsigned i = 0; i < SHARDS; i++) {
     pthread_mutex_init(&shards[i].lock, NULL);
@@ -117,10 +120,14 @@ static int arena_grow(pool_heap_t *h, size_t need) {
       (((hak_pool_geom.top + size) >> HAK_POOL_PAGE_SHIFT) * sizeof(pool_span_t) + page - 1) &
       ~(page - 1);
   if (ok && reg_need > registry_committed) {
-    ok = hak_os_commit((char *)hak_pool_geom.registry + registry_committed,
-                       reg_need - registry_committed) == 0;
+    ok = hak_os_commit_at((char *)hak_pool_geom.registry + registry_committed,
+                          reg_need - registry_committed) == 0;
     if (ok) registry_committed = reg_need;
   }
+  /* The region is claimed, not reserved: each chunk is mapped (inaccessible; spans are
+   * committed as they are cut) when an arena takes it. Anything in the way fails the
+   * growth, and Pool's requests fall back to Large. */
+  if (ok) ok = hak_os_reserve_at((void *)(hak_pool_geom.base + hak_pool_geom.top), size) == 0;
   if (ok) {
     h->chunk_pos = hak_pool_geom.top;
     h->chunk_end = hak_pool_geom.top + size;

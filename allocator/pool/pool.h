@@ -89,7 +89,12 @@ extern hak_pool_geom_t hak_pool_geom;
 extern hak_pool_heap_t hak_pool_empty_heap;
 extern HAK_TLS hak_pool_heap_t *hak_pool_tls;
 
-/* Takes [base, base+size) of the reserved range (64 KiB aligned). Returns 0 or ENOMEM. */
+/* Bytes of page registry a Pool region of `size` bytes needs (a page multiple). */
+size_t hak_pool_registry_bytes(size_t size);
+
+/* Takes [base, base+size) of the claimed range (64 KiB aligned) for blocks, and the
+ * hak_pool_registry_bytes(size) bytes right after it for the page registry; both are
+ * mapped as the arenas grow. Returns 0 or ENOMEM. */
 int hak_pool_init(uintptr_t base, size_t size);
 
 /* n in (HAK_POOL_MIN, HAK_POOL_MAX]; NULL with errno = ENOMEM when out of memory. */

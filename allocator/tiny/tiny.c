@@ -218,7 +218,10 @@ static int ss_take(unsigned cls) {
   } else {
     if (((uintptr_t)(cs->top_ss + 1) << HAK_TINY_ROW_SHIFT) > hak_tiny_geom.size) return 0;
     ss = cs->top_ss;
-    if (hak_os_commit(ss_base(cls, ss), HAK_TINY_SS_SIZE) != 0) return 0;
+    /* The region is claimed, not reserved: a cell is mapped when first used, and a cell
+     * something else occupies (EEXIST) stops the class growing; its requests then fall
+     * back to Large rather than touch memory that is not ours. */
+    if (hak_os_commit_at(ss_base(cls, ss), HAK_TINY_SS_SIZE) != 0) return 0;
     cs->top_ss++;
     /* Publish before any block of it is handed out: free() reads it to accept pointers. */
     __atomic_store_n(&hak_tiny_geom.rows[cls], (uintptr_t)cs->top_ss, __ATOMIC_RELEASE);

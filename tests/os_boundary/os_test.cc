@@ -125,6 +125,40 @@ TEST(OsBoundaryTest, RefusedMappingIsAnErrorNotACrash) {
   EXPECT_EQ(hak_os_map(size_t{1} << 62, size_t{1} << 62, &p), ENOMEM);
 }
 
+// A claim maps nothing: the address space only grows by what is mapped into it, and a
+// fixed mapping never replaces one already there.
+TEST(OsBoundaryTest, ClaimMapsNothingAndFixedMappingsNeverReplace) {
+  const size_t size = size_t{4} << 30;
+  void *base = nullptr;
+  hak_os_counters_t before = Counters();
+  ASSERT_EQ(hak_os_claim(size, 2 * kMiB, &base), 0);
+  uintptr_t b = reinterpret_cast<uintptr_t>(base);
+  EXPECT_EQ(b % (2 * kMiB), 0u);
+  EXPECT_GE(b, uintptr_t{16} << 40);
+  EXPECT_LE(b + size, uintptr_t{32} << 40);
+  EXPECT_EQ(Counters().calls[HAK_OS_RESERVE] - before.calls[HAK_OS_RESERVE], 1u);
+  char *p = static_cast<char *>(base);
+  unsigned char vec[1];
+  EXPECT_NE(mincore(p, 4096, vec), 0) << "nothing is mapped at a claimed address";
+  ASSERT_EQ(hak_os_commit_at(p, 2 * kMiB), 0);
+  memset(p, 7, 2 * kMiB);
+  EXPECT_EQ(hak_os_commit_at(p + kMiB, 2 * kMiB), EEXIST) << "overlaps the first";
+  EXPECT_EQ(p[kMiB], 7) << "and left it alone";
+  ASSERT_EQ(hak_os_reserve_at(p + 4 * kMiB, 2 * kMiB), 0);
+  ASSERT_EQ(hak_os_commit(p + 4 * kMiB, kMiB), 0);
+  p[4 * kMiB] = 1;
+  EXPECT_EQ(hak_os_reserve_at(p + 4 * kMiB, kMiB), EEXIST);
+  hak_os_fail_nth(HAK_OS_COMMIT, 1);
+  EXPECT_EQ(hak_os_commit_at(p + 8 * kMiB, kMiB), ENOMEM);
+  EXPECT_EQ(hak_os_release(p, 6 * kMiB), 0);
+  // Two claims of the same size land in different places (a random choice each time).
+  void *again = nullptr;
+  ASSERT_EQ(hak_os_claim(size, 2 * kMiB, &again), 0);
+  void *third = nullptr;
+  ASSERT_EQ(hak_os_claim(size, 2 * kMiB, &third), 0);
+  EXPECT_FALSE(again == base && third == base);
+}
+
 TEST(OsBoundaryTest, KindNamesAreDistinct) {
   for (int i = 0; i < HAK_OS_KIND_COUNT; i++) {
     for (int j = i + 1; j < HAK_OS_KIND_COUNT; j++) {

@@ -218,4 +218,53 @@ TEST(SystemLimitsTest, SmallOverAlignedBlocksNeedNoMappingEach) {
   }
 }
 
+uint64_t MeminfoKb(const char *key) {
+  FILE *f = fopen("/proc/meminfo", "r");
+  char line[256];
+  uint64_t kb = 0;
+  size_t len = strlen(key);
+  while (f && fgets(line, sizeof line, f)) {
+    if (strncmp(line, key, len) == 0 && line[len] == ':')
+      kb = strtoull(line + len + 1, nullptr, 10);
+  }
+  if (f) fclose(f);
+  return kb;
+}
+
+// A request the kernel's overcommit policy refuses (far more than RAM + swap, under the
+// default heuristic or strict accounting) is NULL with ENOMEM, not a pointer that gets the
+// program killed when it is used. Mappings charged to no account (MAP_NORESERVE) made
+// 64 GiB, 1 TiB and 32 TiB "succeed" on a 24 GiB machine.
+TEST(SystemLimitsTest, RequestsTheKernelWouldRefuseFail) {
+  FILE *f = fopen("/proc/sys/vm/overcommit_memory", "r");
+  int mode = -1;
+  if (f) {
+    if (fscanf(f, "%d", &mode) != 1) mode = -1;
+    fclose(f);
+  }
+  if (mode != 0 && mode != 2) GTEST_SKIP() << "overcommit_memory is " << mode << ": never refused";
+  const uint64_t backing = (MeminfoKb("MemTotal") + MeminfoKb("SwapTotal")) << 10;
+  ASSERT_GT(backing, 0u);
+  int tested = 0;
+  for (size_t n : {size_t{64} << 30, size_t{1} << 40, size_t{32} << 40}) {
+    if (n < 2 * backing) continue;  // a machine this big might serve it
+    tested++;
+    SCOPED_TRACE(absl::StrFormat("%d GiB", n >> 30));
+    errno = 0;
+    EXPECT_EQ(malloc(Opaque(n)), nullptr);
+    EXPECT_EQ(errno, ENOMEM);
+    errno = 0;
+    EXPECT_EQ(calloc(1, Opaque(n)), nullptr);
+    EXPECT_EQ(errno, ENOMEM);
+    void *p = nullptr;
+    EXPECT_EQ(posix_memalign(&p, 4096, Opaque(n)), ENOMEM);
+    void *small = malloc(100000);
+    errno = 0;
+    EXPECT_EQ(realloc(small, Opaque(n)), nullptr);
+    EXPECT_EQ(errno, ENOMEM);
+    free(small);
+  }
+  if (tested == 0) GTEST_SKIP() << "this machine has more than 16 TiB of RAM and swap";
+}
+
 }  // namespace
