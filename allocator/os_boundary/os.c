@@ -59,12 +59,11 @@ static int map_flags(int prot) {
   return MAP_PRIVATE | MAP_ANONYMOUS | (prot == PROT_NONE ? MAP_NORESERVE : 0);
 }
 
-/* mmap with over-allocation and trimming when the alignment exceeds a page. */
-static int os_mmap_aligned(hak_os_kind_t kind, size_t size, size_t align, int prot, void **out) {
+/* mmap with over-allocation and trimming when the alignment exceeds a page. The caller
+ * has counted the call (os_enter) already. */
+static int mmap_aligned(hak_os_kind_t kind, size_t size, size_t align, int prot, void **out) {
   size_t ps = hak_os_page_size();
   int flags = map_flags(prot);
-  int err = os_enter(kind, size);
-  if (err) return os_fail(kind, err);
   if (align <= ps) {
     void *p = mmap(NULL, size, prot, flags, -1, 0);
     if (p == MAP_FAILED) return os_fail(kind, ENOMEM);
@@ -92,6 +91,12 @@ static int os_mmap_aligned(hak_os_kind_t kind, size_t size, size_t align, int pr
   return 0;
 }
 
+static int os_mmap_aligned(hak_os_kind_t kind, size_t size, size_t align, int prot, void **out) {
+  int err = os_enter(kind, size);
+  if (err) return os_fail(kind, err);
+  return mmap_aligned(kind, size, align, prot, out);
+}
+
 int hak_os_reserve(size_t size, size_t align, void **out) {
   return os_mmap_aligned(HAK_OS_RESERVE, size, align, PROT_NONE, out);
 }
@@ -104,12 +109,28 @@ int hak_os_map(size_t size, size_t align, void **out) {
 #define MAP_FIXED_NOREPLACE 0x100000 /* Linux 4.17; glibc 2.28 headers */
 #endif
 
-/* A fixed mapping that never replaces one already there. A kernel older than 4.17 takes
- * the flag for a hint and may map elsewhere: that counts as taken too. */
+/* Claims that had to be real reservations (see hak_os_claim): inside them, and only there,
+ * a fixed mapping replaces our own inaccessible pages. */
+#define MAX_RESERVED_CLAIMS 8
+static uintptr_t reserved_claims[MAX_RESERVED_CLAIMS][2];
+static unsigned reserved_claim_count;
+
+static int in_reserved_claim(uintptr_t p, size_t size) {
+  unsigned n = __atomic_load_n(&reserved_claim_count, __ATOMIC_ACQUIRE);
+  for (unsigned i = 0; i < n; i++) {
+    if (p >= reserved_claims[i][0] && p + size <= reserved_claims[i][1]) return 1;
+  }
+  return 0;
+}
+
+/* A fixed mapping that never replaces one already there (except our own reservation). A
+ * kernel older than 4.17 takes the flag for a hint and may map elsewhere: that counts as
+ * taken too. */
 static int map_at(hak_os_kind_t kind, void *p, size_t size, int prot) {
   int err = os_enter(kind, size);
   if (err) return os_fail(kind, err);
-  void *q = mmap(p, size, prot, map_flags(prot) | MAP_FIXED_NOREPLACE, -1, 0);
+  int fixed = in_reserved_claim((uintptr_t)p, size) ? MAP_FIXED : MAP_FIXED_NOREPLACE;
+  void *q = mmap(p, size, prot, map_flags(prot) | fixed, -1, 0);
   if (q == MAP_FAILED) return os_fail(kind, errno == EEXIST ? EEXIST : ENOMEM);
   if (q != p) {
     munmap(q, size);
@@ -174,7 +195,19 @@ int hak_os_claim(size_t size, size_t align, void **out) {
     }
     r = r * 6364136223846793005ull + 1442695040888963407ull; /* next candidate */
   }
-  return os_fail(HAK_OS_RESERVE, ENOMEM);
+  /* No free range there (the sanitizers keep those addresses for their shadow memory):
+   * reserve one wherever the kernel puts it, as a real PROT_NONE reservation, which
+   * counts against RLIMIT_AS whole but cannot be taken by anything else. */
+  unsigned n = reserved_claim_count;
+  void *p;
+  if (n == MAX_RESERVED_CLAIMS) return os_fail(HAK_OS_RESERVE, ENOMEM);
+  err = mmap_aligned(HAK_OS_RESERVE, size, align, PROT_NONE, &p);
+  if (err) return err;
+  reserved_claims[n][0] = (uintptr_t)p;
+  reserved_claims[n][1] = (uintptr_t)p + size;
+  __atomic_store_n(&reserved_claim_count, n + 1, __ATOMIC_RELEASE);
+  *out = p;
+  return 0;
 }
 
 int hak_os_commit(void *p, size_t size) {

@@ -52,11 +52,15 @@ int hak_os_map(size_t size, size_t align, void **out);
  * room. The range is random within [16 TiB, 32 TiB), far below where the kernel puts
  * mappings of its own choosing (top-down from just under 128 TiB), and free when picked
  * (probed with a mapping of it, or of its first and last pages where a limit refuses
- * that). Counted as one reservation. Returns 0 (*out set) or ENOMEM. */
+ * that). Where no such range is free (under ThreadSanitizer, whose shadow lives there),
+ * the claim is a PROT_NONE reservation wherever the kernel puts it, as hakmem's range
+ * used to be. Counted as one reservation. Returns 0 (*out set) or ENOMEM. Not
+ * thread-safe against other claims (hakmem makes one, at initialisation). */
 int hak_os_claim(size_t size, size_t align, void **out);
 
 /* Maps [p, p+size) inaccessible (reserve_at) or read/write (commit_at, counted as a
- * commit) at exactly p, never replacing a mapping already there: EEXIST then. */
+ * commit) at exactly p, never replacing a mapping already there (EEXIST then), except
+ * inside a claim that is a reservation, whose own pages it replaces. */
 int hak_os_reserve_at(void *p, size_t size);
 int hak_os_commit_at(void *p, size_t size);
 

