@@ -19,8 +19,9 @@ extern "C" {
  * hak_tiny_geom.size bytes, Pool's the rest. */
 typedef struct {
   uintptr_t base;
-  uintptr_t total; /* hak_tiny_geom.size without Pool, 0 without Tiny */
-  int ready;       /* Tiny is in use */
+  uintptr_t total;        /* hak_tiny_geom.size without Pool, 0 without Tiny */
+  int ready;              /* Tiny is in use */
+  uint64_t foreign_frees; /* frees of pointers outside every tier (atomic) */
 } hak_front_t;
 
 extern hak_front_t hak_front;

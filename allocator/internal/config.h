@@ -101,7 +101,6 @@ enum {
 #define HAK_LIKELY(x) __builtin_expect(!!(x), 1)
 #define HAK_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define HAK_INLINE static inline __attribute__((always_inline))
-#define HAK_NOINLINE __attribute__((noinline))
 #define HAK_COLD __attribute__((cold, noinline))
 #define HAK_TLS __thread __attribute__((tls_model("initial-exec")))
 

@@ -81,12 +81,3 @@ void hak_fatal(const char *what, const void *ptr, const char *where) {
   hak_buf_flush(&b, 2);
   abort();
 }
-
-void hak_warn(const char *text) {
-  char line[256];
-  hak_buf_t b = {line, 0, sizeof line - 1};
-  hak_buf_str(&b, "hakmem: ");
-  hak_buf_str(&b, text);
-  b.data[b.len++] = '\n';
-  hak_buf_flush(&b, 2);
-}

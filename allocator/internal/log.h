@@ -33,9 +33,6 @@ void hak_buf_flush(hak_buf_t *b, int fd);
 __attribute__((noreturn)) HAK_COLD void hak_fatal(const char *what, const void *ptr,
                                                   const char *where);
 
-/* One warning line "hakmem: <text>" on fd 2. */
-HAK_COLD void hak_warn(const char *text);
-
 /* Fail-fast checks are compiled in every variant (so they type-check) and cost nothing
  * when BUILD_RELEASE=1. */
 #define HAK_CHECK(cond, what, ptr, where)              \

@@ -5,8 +5,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
-#include <time.h>
 
+#include "allocator/internal/clock.h"
 #include "allocator/internal/fork.h"
 #include "allocator/internal/options.h"
 #include "allocator/internal/trace.h"
@@ -40,12 +40,6 @@ static pthread_mutex_t large_lock = PTHREAD_MUTEX_INITIALIZER;
 static cache_entry_t cache[CACHE_CLASSES][CACHE_SLOTS];
 static uint8_t cache_count[CACHE_CLASSES];
 static uint64_t cached_bytes, cached_blocks, live_blocks, live_bytes, cache_hits, cache_misses;
-
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* Mappings are sized to the page, not to their cache class: rounding them up (to four
  * classes per power of two) cost no memory but up to 25% more address space, which is
@@ -147,7 +141,7 @@ static int cache_put(char *base, size_t size) {
     cache_evict(victim, 0);
   }
   if (cache_count[cls] == CACHE_SLOTS) cache_evict(cls, 0);
-  cache[cls][cache_count[cls]++] = (cache_entry_t){base, size, now_ms()};
+  cache[cls][cache_count[cls]++] = (cache_entry_t){base, size, hak_now_ms()};
   cached_bytes += size;
   __atomic_store_n(&cached_blocks, cached_blocks + 1, __ATOMIC_RELAXED);
   return 1;
@@ -172,11 +166,10 @@ static char *cache_take(unsigned cls, size_t *size) {
 
 static void maintain_locked(int force) {
   if (unreleased) retry_unreleased();
-  uint64_t now = now_ms();
-  uint64_t decay = (uint64_t)hak_opt(HAK_OPT_DECAY_MS);
+  uint64_t now = hak_now_ms();
   for (unsigned c = 0; c < CACHE_CLASSES; c++) {
     for (unsigned i = cache_count[c]; i-- > 0;) {
-      if (force || now - cache[c][i].freed_ms >= decay) cache_evict(c, i);
+      if (hak_decay_due(cache[c][i].freed_ms, now, force)) cache_evict(c, i);
     }
   }
 }

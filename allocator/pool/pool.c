@@ -7,9 +7,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
-#include <time.h>
 
 #include "allocator/internal/bits.h"
+#include "allocator/internal/clock.h"
 #include "allocator/internal/fork.h"
 #include "allocator/internal/list.h"
 #include "allocator/internal/log.h"
@@ -46,12 +46,6 @@ static pool_heap_t shards[SHARDS];
 static HAK_TLS unsigned shard_of_thread;
 static unsigned shard_next;
 static uint64_t foreign_frees, orphan_remote_frees;
-
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static unsigned span_pages(unsigned cls) {
   size_t pages =
@@ -179,7 +173,7 @@ static pool_span_t *span_from_free(unsigned pages) {
 
 static void span_to_free(pool_span_t *s) {
   s->owner = NULL;
-  s->emptied_ms = now_ms();
+  s->emptied_ms = hak_now_ms();
   pthread_mutex_lock(&arena_lock);
   HAK_LIST_PUSH(&free_spans[s->pages], s);
   pthread_mutex_unlock(&arena_lock);
@@ -601,20 +595,12 @@ static void thread_exit_cb(void *arg) {
   if (arg && arg == hak_pool_tls) heap_die(arg);
 }
 
-void hak_pool_thread_exit(void) {
-  if (hak_pool_tls != &hak_pool_empty_heap) {
-    pthread_setspecific(pool_key, NULL);
-    heap_die(hak_pool_tls);
-  }
-}
-
 void hak_pool_maintain(int force) {
-  uint64_t now = now_ms();
-  uint64_t decay = (uint64_t)hak_opt(HAK_OPT_DECAY_MS);
+  uint64_t now = hak_now_ms();
   pthread_mutex_lock(&arena_lock);
   for (unsigned pages = 1; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) {
     for (pool_span_t *s = free_spans[pages]; s; s = s->avail_next) {
-      if (s->committed && (force || now - s->emptied_ms >= decay)) {
+      if (s->committed && hak_decay_due(s->emptied_ms, now, force)) {
         if (hak_os_decommit(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT) == 0) {
           s->committed = 0;
         }

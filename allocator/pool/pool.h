@@ -141,7 +141,6 @@ void hak_pool_free(void *p, uintptr_t off);
 /* Usable size of the block at `off`, or 0 when it is not an allocated block. */
 size_t hak_pool_usable(uintptr_t off);
 
-void hak_pool_thread_exit(void);
 /* Returns empty spans idle for HAKMEM_DECAY_MS to the OS (all of them with force). */
 void hak_pool_maintain(int force);
 /* In a fork child: the same repair as hak_tiny_fork_child, for heaps, shards and the

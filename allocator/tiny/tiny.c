@@ -5,9 +5,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
-#include <time.h>
 
 #include "allocator/internal/bits.h"
+#include "allocator/internal/clock.h"
 #include "allocator/internal/fork.h"
 #include "allocator/internal/list.h"
 #include "allocator/internal/options.h"
@@ -63,12 +63,6 @@ static uint32_t lru_head, lru_tail, lru_count;
 static hak_tiny_heap_t *heaps_all, *heaps_dead;
 static pthread_key_t tiny_key;
 static uint64_t foreign_frees, orphan_remote_frees;
-
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static char *ss_base(unsigned cls, uint32_t ss) {
   uintptr_t cell = (uintptr_t)ss * HAK_TINY_CLASS_SLOTS + cls;
@@ -158,11 +152,10 @@ static void lru_push_tail(uint32_t id) {
  * HAKMEM_DECAY_MS (or at once with force, which also ignores the LRU size). */
 static void maintain_locked(uint64_t now, int force) {
   uint64_t keep = force ? 0 : (uint64_t)hak_opt(HAK_OPT_SS_LRU_SIZE);
-  uint64_t decay = (uint64_t)hak_opt(HAK_OPT_DECAY_MS);
   while (lru_count > keep) {
     uint32_t id = lru_head - 1;
     ss_meta_t *m = meta_of_id(id);
-    if (!force && now - m->emptied_ms < decay) break;
+    if (!hak_decay_due(m->emptied_ms, now, force)) break;
     unsigned cls = id / MAX_SS_PER_CLASS;
     /* Off the LRU only once decommitted: an empty SuperSlab that is still committed must
      * stay on it, since reusing one takes it off the LRU. A refusal is retried later. */
@@ -173,10 +166,9 @@ static void maintain_locked(uint64_t now, int force) {
 }
 
 static void flush_dead_heaps(uint64_t now, int force) {
-  uint64_t decay = (uint64_t)hak_opt(HAK_OPT_DECAY_MS);
   pthread_mutex_lock(&heaps_lock);
   for (hak_tiny_heap_t *h = heaps_dead; h; h = h->next_dead) {
-    if (!h->flushed && (force || now - h->died_ms >= decay)) {
+    if (!h->flushed && hak_decay_due(h->died_ms, now, force)) {
       flush_dead(h);
       h->flushed = 1;
     }
@@ -185,7 +177,7 @@ static void flush_dead_heaps(uint64_t now, int force) {
 }
 
 void hak_tiny_maintain(int force) {
-  uint64_t now = now_ms();
+  uint64_t now = hak_now_ms();
   if (__atomic_load_n(&heaps_dead, __ATOMIC_RELAXED)) flush_dead_heaps(now, force);
   if (!force &&
       __atomic_load_n(&lru_count, __ATOMIC_RELAXED) <= (uint64_t)hak_opt(HAK_OPT_SS_LRU_SIZE)) {
@@ -270,7 +262,7 @@ static void slab_release(hak_tiny_slab_t *s) {
     for (uint32_t i = 0; i < handed_out; i++) free_slabs_unlink(cs, slab_at(cls, ss, i));
     if (ss == cs->carve_ss) cs->carve_ss = SS_NONE;
     m->state = SS_EMPTY;
-    m->emptied_ms = now_ms();
+    m->emptied_ms = hak_now_ms();
     m->next_empty = cs->empty_head;
     cs->empty_head = ss + 1;
     lru_push_tail(cls * MAX_SS_PER_CLASS + ss);
@@ -732,7 +724,7 @@ static void heap_die(hak_tiny_heap_t *h) {
   hak_heap_leave(&h->busy);
   hak_tiny_tls = &hak_tiny_empty_heap;
   pthread_mutex_lock(&heaps_lock);
-  h->died_ms = now_ms();
+  h->died_ms = hak_now_ms();
   h->next_dead = heaps_dead;
   heaps_dead = h;
   __atomic_store_n(&h->state, HAK_HEAP_DEAD, __ATOMIC_SEQ_CST);
@@ -744,14 +736,6 @@ static void heap_die(hak_tiny_heap_t *h) {
 static void thread_exit_cb(void *arg) {
   hak_tiny_heap_t *h = arg;
   if (h && h == hak_tiny_tls) heap_die(h);
-}
-
-void hak_tiny_thread_exit(void) {
-  hak_tiny_heap_t *h = hak_tiny_tls;
-  if (h != &hak_tiny_empty_heap) {
-    pthread_setspecific(tiny_key, NULL);
-    heap_die(h);
-  }
 }
 
 /* A thread was changing the SuperSlab lists when the parent forked: none of them can be

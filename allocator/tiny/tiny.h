@@ -133,8 +133,6 @@ void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p);
 void hak_tiny_free_checked(void *p, uintptr_t off); /* every free but the fast one */
 HAK_COLD void hak_tiny_bad_free(const void *p);
 
-/* Flushes the calling thread's caches and hands its heap to the next thread. */
-void hak_tiny_thread_exit(void);
 /* Returns empty SuperSlabs past the LRU to the OS; `force` ignores the decay time. */
 void hak_tiny_maintain(int force);
 /* In a fork child: keeps the forking thread's heap (unless the fork interrupted a change

@@ -1,0 +1,93 @@
+/* The front end's start and fork: lazy, recursion-safe initialisation (options, the
+ * claimed range for Tiny and Pool), the fork child's repair, and the work done at load
+ * and at exit. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+
+#include "allocator/front/init.h"
+#include "allocator/hakmem.h"
+#include "allocator/internal/options.h"
+#include "allocator/large/large.h"
+#include "allocator/os_boundary/os.h"
+
+#define MIN_RESERVE ((size_t)256 << 20) /* two grid rows for Tiny, and as much for Pool */
+
+hak_front_t hak_front;
+int hak_front_init_state;   /* 0 none, 1 running, 2 done */
+int hak_front_stats_fd = 2; /* HAKMEM_STATS output: a copy of the stderr the process began with */
+
+static HAK_TLS int in_init;
+
+static const char *env_get(const char *name) { return getenv(name); }
+
+/* fork takes no lock in the parent (internal/fork.h says why); the child repairs what
+ * it inherited, tier by tier. */
+static void fork_child(void) {
+  hak_os_fork_child();
+  hak_large_fork_child();
+  hak_pool_fork_child();
+  hak_tiny_fork_child();
+}
+
+/* The range Tiny and Pool live in: the largest power of two not above HAKMEM_RESERVE_GB,
+ * with Pool's page registry after it. It is claimed, not reserved (os.h): only what is
+ * used gets mapped, so an address-space limit, set before the start or lowered later,
+ * is left to the program (a 64 GiB reservation used to count against it whole). Halved
+ * when no free range is found; returns 0 when none is (Large then serves everything). */
+static size_t claim_range(void **base) {
+  size_t size = (size_t)1 << 30;
+  while (size * 2 <= ((size_t)hak_opt(HAK_OPT_RESERVE_GB) << 30)) size *= 2;
+  for (; size >= MIN_RESERVE; size /= 2) {
+    size_t registry = hak_pool_registry_bytes(size / 2);
+    if (hak_os_claim(size + registry, HAK_TINY_SS_SIZE, base) == 0) return size;
+  }
+  return 0;
+}
+
+void hak_front_init(void) {
+  int expected = 0;
+  if (in_init) return; /* recursion from inside init: the caller falls back to Large */
+  if (!__atomic_compare_exchange_n(&hak_front_init_state, &expected, 1, 0, __ATOMIC_ACQ_REL,
+                                   __ATOMIC_ACQUIRE)) {
+    while (__atomic_load_n(&hak_front_init_state, __ATOMIC_ACQUIRE) != 2) sched_yield();
+    return;
+  }
+  in_init = 1;
+  hak_options_load(env_get, 2);
+  void *base = NULL;
+  size_t size = claim_range(&base);
+  if (size) {
+    uintptr_t b = (uintptr_t)base;
+    hak_front.base = b;
+    /* Pool's offsets are taken from the half, so Tiny must use exactly that half;
+     * hak_tiny_init refuses any other geometry and then leaves its region empty. */
+    if (hak_tiny_init(b, size / 2) == 0) {
+      hak_front.total = hak_pool_init(b + size / 2, size / 2) == 0 ? size : size / 2;
+    }
+  }
+  pthread_atfork(NULL, NULL, fork_child);
+  __atomic_store_n(&hak_front.ready, hak_tiny_geom.size != 0, __ATOMIC_RELEASE);
+  __atomic_store_n(&hak_front_init_state, 2, __ATOMIC_RELEASE);
+  in_init = 0;
+  if (hak_opt(HAK_OPT_HELP)) hak_options_print(2);
+  /* Programs such as coreutils close stderr before exit; the statistics still get out. */
+  if (hak_opt(HAK_OPT_STATS)) {
+    int fd = fcntl(2, F_DUPFD_CLOEXEC, 64);
+    if (fd >= 0) hak_front_stats_fd = fd;
+  }
+}
+
+/* Initialise at load as well, so HAKMEM_HELP and option warnings appear even in programs
+ * that never allocate; the first malloc may still come earlier, from the loader. */
+__attribute__((constructor)) static void front_load(void) {
+  if (__atomic_load_n(&hak_front_init_state, __ATOMIC_ACQUIRE) != 2) hak_front_init();
+}
+
+__attribute__((destructor)) static void front_exit(void) {
+  if (__atomic_load_n(&hak_front_init_state, __ATOMIC_ACQUIRE) == 2 && hak_opt(HAK_OPT_STATS)) {
+    hak_stats_print(hak_front_stats_fd);
+  }
+}
