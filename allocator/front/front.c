@@ -52,14 +52,30 @@ static void foreign_free(void *p) {
   HAK_TRACE_ROUTE(HAK_ROUTE_FOREIGN, p, 1);
 }
 
+hak_owner_t hak_owner_of(const void *p) {
+  uintptr_t off = (uintptr_t)p - hak_tiny_geom.base;
+  if (hak_in_tiny(off))
+    return (hak_owner_t){hak_tiny_owns(off) ? HAK_OWNER_TINY : HAK_OWNER_FOREIGN, off};
+  if (hak_in_pool(off)) {
+    uintptr_t pool_off = off - hak_tiny_geom.size;
+    int cls = hak_pool_registry_class(pool_off);
+    return (hak_owner_t){cls >= 0 ? HAK_OWNER_POOL : HAK_OWNER_FOREIGN, pool_off};
+  }
+  return (hak_owner_t){hak_large_usable(p) ? HAK_OWNER_LARGE : HAK_OWNER_FOREIGN, 0};
+}
+
+/* Every free the inline paths did not take: Pool blocks of other threads (and all of
+ * them without thread lists or with checks), Large blocks, and pointers of no tier. A
+ * pointer in Pool's region goes to Pool whatever the lookup says, so Pool's own checks
+ * name what is wrong with it. */
 void hak_front_free_slow(void *p) {
   if (p == NULL) return;
-  uintptr_t off = (uintptr_t)p - hak_front.base;
-  if (off < hak_front.total) {
+  uintptr_t off = (uintptr_t)p - hak_tiny_geom.base;
+  if (hak_in_pool(off)) {
     hak_pool_free(p, off - hak_tiny_geom.size);
     return;
   }
-  if (!hak_large_free(p)) {
+  if (hak_owner_of(p).kind != HAK_OWNER_LARGE || !hak_large_free(p)) {
     foreign_free(p);
     return;
   }
@@ -68,10 +84,17 @@ void hak_front_free_slow(void *p) {
 
 size_t hak_front_usable(const void *p) {
   if (p == NULL) return 0;
-  uintptr_t off = (uintptr_t)p - hak_front.base;
-  if (off < hak_tiny_geom.size) return hak_tiny_owns(off) ? hak_tiny_usable(off) : 0;
-  if (off < hak_front.total) return hak_pool_usable(off - hak_tiny_geom.size);
-  return hak_large_usable(p);
+  hak_owner_t o = hak_owner_of(p);
+  switch (o.kind) {
+    case HAK_OWNER_TINY:
+      return hak_tiny_usable(o.off);
+    case HAK_OWNER_POOL:
+      return hak_pool_usable(o.off);
+    case HAK_OWNER_LARGE:
+      return hak_large_usable(p);
+    default:
+      return 0;
+  }
 }
 
 void *hak_front_calloc(size_t count, size_t size) {
@@ -104,6 +127,7 @@ void *hak_front_realloc(void *p, size_t n) {
     hak_front_free(p);
     return NULL;
   }
+  hak_owner_kind_t owner = hak_owner_of(p).kind;
   size_t usable = hak_front_usable(p);
   if (usable == 0) {
     if (HAK_CHECKS) hak_fatal("realloc of a pointer hakmem does not own", p, NULL);
@@ -111,8 +135,7 @@ void *hak_front_realloc(void *p, size_t n) {
     errno = EINVAL;
     return NULL;
   }
-  uintptr_t off = (uintptr_t)p - hak_front.base;
-  if (off >= hak_front.total && n > HAK_POOL_MAX) {
+  if (owner == HAK_OWNER_LARGE && n > HAK_POOL_MAX) {
     void *q = hak_large_realloc(p, n);
     if (q) return q;
   } else if (n <= usable && n > usable / 2) {

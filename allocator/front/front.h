@@ -20,6 +20,7 @@ extern "C" {
 typedef struct {
   uintptr_t base;
   uintptr_t total;        /* hak_tiny_geom.size without Pool, 0 without Tiny */
+  uintptr_t pool_size;    /* total - hak_tiny_geom.size: Pool's region, 0 without Pool */
   int ready;              /* Tiny is in use */
   uint64_t foreign_frees; /* frees of pointers outside every tier (atomic) */
 } hak_front_t;
@@ -55,15 +56,42 @@ HAK_INLINE void *hak_front_malloc(size_t n) {
   return HAK_LIKELY(p != NULL) ? p : hak_front_malloc_slow(n);
 }
 
-/* Pool exists only beside Tiny, on the same base, so the one offset serves both range
- * checks; without Tiny its size and total are 0, and without Pool total is Tiny's size. */
+/* ---- Ownership: one base, one pair of range predicates, one lookup. ----
+ * Offsets are taken from hak_tiny_geom.base. Pool exists only beside Tiny, right after
+ * its region, so the one offset serves both checks; without Tiny its size and
+ * hak_front.total are 0 (every pointer is outside both), without Pool total is Tiny's
+ * size. */
+
+/* `off` lies in Tiny's region. */
+HAK_INLINE int hak_in_tiny(uintptr_t off) { return off < hak_tiny_geom.size; }
+
+/* `off` lies in Pool's region (false for Tiny's offsets too: the subtraction wraps). */
+HAK_INLINE int hak_in_pool(uintptr_t off) { return off - hak_tiny_geom.size < hak_front.pool_size; }
+
+typedef enum {
+  HAK_OWNER_FOREIGN, /* no block hakmem handed out could be there */
+  HAK_OWNER_TINY,    /* in a SuperSlab Tiny handed out; off: offset in the Tiny region */
+  HAK_OWNER_POOL,    /* in a Pool span in use; off: offset in the Pool region */
+  HAK_OWNER_LARGE,   /* a live Large block */
+} hak_owner_kind_t;
+
+typedef struct {
+  hak_owner_kind_t kind;
+  uintptr_t off; /* for Tiny and Pool */
+} hak_owner_t;
+
+/* Which tier p belongs to, from its address and hakmem's own tables only: no read of
+ * memory hakmem did not map, no system call. Used by free's slow path, realloc,
+ * malloc_usable_size and free_sized; the inline free uses the same predicates. */
+hak_owner_t hak_owner_of(const void *p);
+
 HAK_INLINE void hak_front_free(void *p) {
   uintptr_t off = (uintptr_t)p - hak_tiny_geom.base;
-  if (HAK_LIKELY(off < hak_tiny_geom.size)) {
+  if (HAK_LIKELY(hak_in_tiny(off))) {
     hak_tiny_free(p, off);
     return;
   }
-  if (off < hak_front.total && hak_pool_push(p, off - hak_tiny_geom.size)) return;
+  if (hak_in_pool(off) && hak_pool_push(p, off - hak_tiny_geom.size)) return;
   hak_front_free_slow(p);
 }
 

@@ -66,6 +66,7 @@ void hak_front_init(void) {
      * hak_tiny_init refuses any other geometry and then leaves its region empty. */
     if (hak_tiny_init(b, size / 2) == 0) {
       hak_front.total = hak_pool_init(b + size / 2, size / 2) == 0 ? size : size / 2;
+      hak_front.pool_size = hak_front.total - size / 2;
     }
   }
   pthread_atfork(NULL, NULL, fork_child);

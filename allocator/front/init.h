@@ -19,7 +19,7 @@ HAK_INLINE void hak_front_ensure_init(void) {
 }
 
 /* Pool has a region (it exists only beside Tiny). */
-HAK_INLINE int hak_front_pool_ready(void) { return hak_front.total > hak_tiny_geom.size; }
+HAK_INLINE int hak_front_pool_ready(void) { return hak_front.pool_size != 0; }
 
 /* Runs every tier's decay pass when one is due (always with `force`). */
 void hak_front_maintain(int force);
