@@ -56,15 +56,4 @@ HAK_INLINE int hak_heap_transition(int *state, int from, int to) {
   return __atomic_compare_exchange_n(state, &from, to, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
-/* Drains a dead heap's pending list from another thread with `drain(heap)`. The loop
- * closes the race with a pusher that saw BUSY: it pushed before our re-check of the list
- * (both sequentially consistent), so we see its slab and go round again. */
-HAK_INLINE void hak_heap_collect(void *heap, int *state, void **pending, void (*drain)(void *)) {
-  do {
-    if (!hak_heap_transition(state, HAK_HEAP_DEAD, HAK_HEAP_BUSY)) return;
-    drain(heap);
-    __atomic_store_n(state, HAK_HEAP_DEAD, __ATOMIC_SEQ_CST);
-  } while (__atomic_load_n(pending, __ATOMIC_SEQ_CST) != NULL);
-}
-
 #endif /* HAK_ALLOCATOR_INTERNAL_REMOTE_H */

@@ -37,11 +37,9 @@ hak_pool_geom_t hak_pool_geom;
 hak_pool_heap_t hak_pool_empty_heap;
 HAK_TLS hak_pool_heap_t *hak_pool_tls = &hak_pool_empty_heap;
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER; /* region top, free spans */
-static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
+static hak_heap_registry_t heaps;
 static size_t registry_committed; /* bytes of the registry made usable, page multiple */
 static pool_span_t *free_spans[HAK_POOL_MAX_SPAN_PAGES + 1];
-static pool_heap_t *heaps_all, *heaps_dead;
-static pthread_key_t pool_key;
 static pool_heap_t shards[SHARDS];
 static HAK_TLS unsigned shard_of_thread;
 static unsigned shard_next;
@@ -80,6 +78,7 @@ unsigned hak_pool_arena_steps(size_t *out, unsigned max) {
 }
 
 static void thread_exit_cb(void *arg);
+static const hak_heap_ops_t heap_ops;
 
 size_t hak_pool_registry_bytes(size_t size) {
   size_t page = hak_os_page_size();
@@ -92,12 +91,11 @@ int hak_pool_init(uintptr_t base, size_t size) {
   /* Right after the region, in the same claim; mapped as the arenas grow: 128 bytes per
    * 64 KiB page in use. */
   hak_pool_geom.registry = (pool_span_t *)(base + size);
-  if (pthread_key_create(&pool_key, thread_exit_cb) != 0) return ENOMEM;
   for (unsigned i = 0; i < SHARDS; i++) {
     pthread_mutex_init(&shards[i].lock, NULL);
-    shards[i].state = HAK_HEAP_LIVE;
+    shards[i].base.state = HAK_HEAP_LIVE;
   }
-  return 0;
+  return hak_heap_registry_init(&heaps, &heap_ops, thread_exit_cb);
 }
 
 /* ---- Spans (arena_lock for the global parts). ---- */
@@ -204,7 +202,8 @@ static pool_span_t *span_acquire(pool_heap_t *h, unsigned cls) {
 }
 
 static void span_release(pool_heap_t *h, pool_span_t *s) {
-  if (h->spare[s->pages] == NULL && __atomic_load_n(&h->state, __ATOMIC_RELAXED) == HAK_HEAP_LIVE) {
+  if (h->spare[s->pages] == NULL &&
+      __atomic_load_n(&h->base.state, __ATOMIC_RELAXED) == HAK_HEAP_LIVE) {
     /* Kept by the heap, empty: its next span of this size costs no lock. A stale free
      * into it finds no owner and is refused. */
     __atomic_store_n(&s->owner, NULL, __ATOMIC_RELEASE);
@@ -238,7 +237,7 @@ static void return_block(pool_heap_t *h, pool_span_t *s, void *b) {
 }
 
 static void process_pending(pool_heap_t *h) {
-  pool_span_t *s = hak_pending_take((void **)&h->pending);
+  pool_span_t *s = hak_pending_take(&h->base.pending);
   while (s) {
     pool_span_t *next = s->pending_next;
     void *b = hak_remote_take(&s->remote);
@@ -389,37 +388,43 @@ static void heap_prewarm(pool_heap_t *h) {
   for (unsigned cls = 0; cls < 8; cls++) fill(h, cls, &h->list[cls], 4u >> (cls / 4));
 }
 
+/* Gives every listed block back to its span, then drains the pending remote frees. */
+static void heap_flush(pool_heap_t *h) {
+  for (unsigned cls = 0; cls < HAK_POOL_CLASSES; cls++) {
+    pool_list_t *l = &h->list[cls];
+    while (l->head) {
+      void *b = l->head;
+      l->head = *(void **)b;
+      return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
+    }
+    l->count = 0;
+  }
+  process_pending(h);
+}
+
+/* The engine's hooks (heap/heap.h). */
+static void heap_init(void *h) {
+  for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) ((pool_heap_t *)h)->list[c].cap = list_cap(c);
+}
+static void flush_heap(void *h) { heap_flush(h); }
+
+static const hak_heap_ops_t heap_ops = {
+    .heap_size = sizeof(pool_heap_t),
+    .heap_offset = offsetof(pool_heap_t, base),
+    .init = heap_init,
+    .drain = drain_heap,
+    .flush = flush_heap,
+};
+
 static pool_heap_t *heap_attach(void) {
-  pool_heap_t *h = NULL;
-  pthread_mutex_lock(&heaps_lock);
-  for (pool_heap_t **pp = &heaps_dead; *pp; pp = &(*pp)->next_dead) {
-    if (hak_heap_transition(&(*pp)->state, HAK_HEAP_DEAD, HAK_HEAP_LIVE)) {
-      h = *pp;
-      *pp = h->next_dead;
-      break;
-    }
-  }
-  int created = 0;
-  if (!h) {
-    void *fresh;
-    if (hak_os_meta_alloc(sizeof(pool_heap_t), &fresh) == 0) {
-      h = fresh;
-      for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) h->list[c].cap = list_cap(c);
-      h->state = HAK_HEAP_LIVE;
-      h->next_all = heaps_all;
-      /* Released after the link: a fork child walks this list whatever the lock says. */
-      __atomic_store_n(&heaps_all, h, __ATOMIC_RELEASE);
-      created = 1;
-    }
-  }
-  pthread_mutex_unlock(&heaps_lock);
+  int created;
+  pool_heap_t *h = hak_heap_attach(&heaps, &created);
   if (!h) return NULL;
   hak_pool_tls = h;
-  pthread_setspecific(pool_key, h);
-  hak_heap_enter(&h->busy);
+  hak_heap_enter(&h->base.busy);
   process_pending(h);
   if (created && HAK_PREWARM) heap_prewarm(h);
-  hak_heap_leave(&h->busy);
+  hak_heap_leave(&h->base.busy);
   return h;
 }
 
@@ -427,7 +432,7 @@ static pool_heap_t *heap_attach(void) {
 static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
   pool_list_t *l = &h->list[cls];
   if (!l->head) {
-    if (__atomic_load_n(&h->pending, __ATOMIC_RELAXED)) process_pending(h);
+    if (__atomic_load_n(&h->base.pending, __ATOMIC_RELAXED)) process_pending(h);
     h->refills++;
     HAK_TRACE_ROUTE(HAK_ROUTE_POOL_REFILL, 0, 0);
     if (fill(h, cls, l, l->cap / 2 ? l->cap / 2 : 1) == 0) return NULL;
@@ -441,37 +446,32 @@ static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
 static void *tls_malloc_slow(unsigned cls) {
   pool_heap_t *h = hak_pool_tls;
   if (h == &hak_pool_empty_heap && !(h = heap_attach())) return NULL;
-  hak_heap_enter(&h->busy);
+  hak_heap_enter(&h->base.busy);
   void *p = refill_and_pop(h, cls);
-  hak_heap_leave(&h->busy);
+  hak_heap_leave(&h->base.busy);
   return p;
 }
 
 void hak_pool_overflow(pool_list_t *l) {
   pool_heap_t *h = hak_pool_tls;
-  hak_heap_enter(&h->busy);
+  hak_heap_enter(&h->base.busy);
   while (l->count > l->cap / 2) {
     void *b = l->head;
     l->head = *(void **)b;
     l->count--;
     return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
   }
-  hak_heap_leave(&h->busy);
+  hak_heap_leave(&h->base.busy);
 }
 
 static void remote_free(pool_span_t *s, void *p) {
   pool_heap_t *owner = __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE);
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_REMOTE, p, 1);
-  int must_queue = hak_remote_push(&s->remote, p);
   if (hak_pool_tls != &hak_pool_empty_heap)
     hak_pool_tls->remote_frees++;
   else
     __atomic_fetch_add(&orphan_remote_frees, 1, __ATOMIC_RELAXED);
-  if (!must_queue) return;
-  hak_pending_push((void **)&owner->pending, s, (void **)&s->pending_next);
-  if (__atomic_load_n(&owner->state, __ATOMIC_SEQ_CST) == HAK_HEAP_DEAD) {
-    hak_heap_collect(owner, &owner->state, (void **)&owner->pending, drain_heap);
-  }
+  hak_heap_remote_free(&heaps, &owner->base, s, &s->remote, (void **)&s->pending_next, p);
 }
 
 /* ---- Shards (POOL_TLS_PHASE1=0). ---- */
@@ -497,7 +497,7 @@ static void *shared_malloc(unsigned cls) {
 static void shared_free(pool_span_t *s, void *p) {
   pool_heap_t *h = s->owner;
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_SHARED, p, 1);
-  if (h->state == HAK_HEAP_ORPHAN) return; /* a fork child's distrusted shard: left alone */
+  if (h->base.state == HAK_HEAP_ORPHAN) return; /* a fork child's distrusted shard: left alone */
   pthread_mutex_lock(&h->lock);
   return_block(h, s, p);
   pthread_mutex_unlock(&h->lock);
@@ -562,33 +562,19 @@ int hak_pool_registry_class(uintptr_t off) {
 
 /* ---- Thread exit, maintenance, fork, stats. ---- */
 
+/* Pool lists are flushed at thread exit (mid-sized blocks are worth more to other
+ * threads than warm), and the spares go back before the heap is dead. */
 static void heap_die(pool_heap_t *h) {
-  hak_heap_enter(&h->busy);
-  for (unsigned cls = 0; cls < HAK_POOL_CLASSES; cls++) {
-    pool_list_t *l = &h->list[cls];
-    while (l->head) {
-      void *b = l->head;
-      l->head = *(void **)b;
-      return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
-    }
-    l->count = 0;
-  }
-  process_pending(h);
-  hak_heap_leave(&h->busy);
+  hak_heap_enter(&h->base.busy);
+  heap_flush(h);
+  hak_heap_leave(&h->base.busy);
   hak_pool_tls = &hak_pool_empty_heap;
   /* Spares go before the heap is marked dead: from then on a collector may run. */
   for (unsigned pages = 0; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) {
     if (h->spare[pages]) span_to_free(h->spare[pages]);
     h->spare[pages] = NULL;
   }
-  pthread_mutex_lock(&heaps_lock);
-  h->next_dead = heaps_dead;
-  heaps_dead = h;
-  __atomic_store_n(&h->state, HAK_HEAP_DEAD, __ATOMIC_SEQ_CST);
-  pthread_mutex_unlock(&heaps_lock);
-  if (__atomic_load_n(&h->pending, __ATOMIC_SEQ_CST)) {
-    hak_heap_collect(h, &h->state, (void **)&h->pending, drain_heap);
-  }
+  hak_heap_retire(&heaps, h);
 }
 
 static void thread_exit_cb(void *arg) {
@@ -612,7 +598,7 @@ void hak_pool_maintain(int force) {
 
 /* Stands in, in a fork child, for a shard that a thread was changing at the fork: its
  * spans are handed to this heap, which never serves or takes blocks. */
-static pool_heap_t orphan_shard = {.state = HAK_HEAP_ORPHAN};
+static pool_heap_t orphan_shard = {.base.state = HAK_HEAP_ORPHAN};
 
 /* A shard whose lock was held at the fork: its spans become the orphan's (their blocks
  * stay where they are), and the shard starts empty. */
@@ -625,7 +611,7 @@ static void replace_shard(pool_heap_t *shard) {
   pthread_mutex_t lock = shard->lock;
   memset(shard, 0, sizeof *shard);
   shard->lock = lock;
-  shard->state = HAK_HEAP_LIVE;
+  shard->base.state = HAK_HEAP_LIVE;
 }
 
 /* The child's repair (see hak_tiny_fork_child). Free spans a thread was moving are
@@ -637,19 +623,9 @@ void hak_pool_fork_child(void) {
   for (unsigned i = 0; i < SHARDS; i++) {
     if (hak_fork_child_reset_lock(&shards[i].lock)) replace_shard(&shards[i]);
   }
-  hak_fork_child_reset_lock(&heaps_lock);
   pool_heap_t *self = hak_pool_tls;
-  if (self != &hak_pool_empty_heap && self->busy) hak_pool_tls = &hak_pool_empty_heap;
-  heaps_dead = NULL;
-  for (pool_heap_t *h = heaps_all; h; h = h->next_all) {
-    if (h == hak_pool_tls) continue;
-    if (h->state == HAK_HEAP_DEAD) {
-      h->next_dead = heaps_dead;
-      heaps_dead = h;
-    } else {
-      h->state = HAK_HEAP_ORPHAN;
-    }
-  }
+  if (self != &hak_pool_empty_heap && self->base.busy) hak_pool_tls = &hak_pool_empty_heap;
+  hak_heap_fork_child(&heaps, hak_pool_tls != &hak_pool_empty_heap ? hak_pool_tls : NULL);
 }
 
 static void add_heap_stats(const pool_heap_t *h, hak_pool_stats_t *out) {
@@ -660,9 +636,9 @@ static void add_heap_stats(const pool_heap_t *h, hak_pool_stats_t *out) {
 
 void hak_pool_stats(hak_pool_stats_t *out) {
   memset(out, 0, sizeof *out);
-  pthread_mutex_lock(&heaps_lock);
-  for (pool_heap_t *h = heaps_all; h; h = h->next_all) add_heap_stats(h, out);
-  pthread_mutex_unlock(&heaps_lock);
+  pthread_mutex_lock(&heaps.lock);
+  for (hak_heap_t *b = heaps.all; b; b = b->next_all) add_heap_stats(hak_heap_tier(&heaps, b), out);
+  pthread_mutex_unlock(&heaps.lock);
   for (unsigned i = 0; i < SHARDS; i++) add_heap_stats(&shards[i], out);
   out->remote_frees += __atomic_load_n(&orphan_remote_frees, __ATOMIC_RELAXED);
   out->foreign_frees = __atomic_load_n(&foreign_frees, __ATOMIC_RELAXED);

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 
+#include "allocator/heap/heap.h"
 #include "allocator/internal/config.h"
 #include "allocator/internal/trace.h"
 
@@ -69,14 +70,11 @@ typedef struct hak_pool_heap {
   hak_pool_span_t *current[HAK_POOL_CLASSES];
   hak_pool_span_t *avail[HAK_POOL_CLASSES];
   hak_pool_span_t *spare[HAK_POOL_MAX_SPAN_PAGES + 1]; /* one empty span per size */
-  hak_pool_span_t *pending;
-  int state;
-  uintptr_t chunk_pos, chunk_end; /* the arena chunk spans are cut from */
+  uintptr_t chunk_pos, chunk_end;                      /* the arena chunk spans are cut from */
   unsigned chunk_level, arena_chunks;
-  uint64_t refills, remote_frees;
-  pthread_mutex_t lock; /* shards only (POOL_TLS_PHASE1=0) */
-  struct hak_pool_heap *next_all, *next_dead;
-  int busy; /* owner inside a slow-path change (internal/fork.h) */
+  uint64_t refills, remote_frees; /* statistics */
+  pthread_mutex_t lock;           /* shards only (POOL_TLS_PHASE1=0) */
+  hak_heap_t base; /* the engine's part: life cycle, pending remote spans (heap/heap.h) */
 } hak_pool_heap_t;
 
 typedef struct {

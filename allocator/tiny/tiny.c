@@ -56,12 +56,10 @@ typedef struct {
 /* One lock for slab and SuperSlab bookkeeping: taken once per 64 KiB slab, never on the
  * cache paths. Heaps have their own lock for creation and adoption. */
 static pthread_mutex_t tiny_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_mutex_t heaps_lock = PTHREAD_MUTEX_INITIALIZER;
+static hak_heap_registry_t heaps;
 static class_state_t classes[HAK_TINY_CLASSES];
 static ss_meta_t ss_meta[HAK_TINY_CLASSES][MAX_SS_PER_CLASS];
 static uint32_t lru_head, lru_tail, lru_count;
-static hak_tiny_heap_t *heaps_all, *heaps_dead;
-static pthread_key_t tiny_key;
 static uint64_t foreign_frees, orphan_remote_frees;
 
 static char *ss_base(unsigned cls, uint32_t ss) {
@@ -85,8 +83,7 @@ static hak_tiny_heap_t **owner_slot(const hak_tiny_slab_t *s) {
 }
 
 static void thread_exit_cb(void *arg);
-static void collect_dead(hak_tiny_heap_t *h);
-static void flush_dead(hak_tiny_heap_t *h);
+static const hak_heap_ops_t heap_ops;
 
 int hak_tiny_init(uintptr_t base, size_t size) {
   size_t rows = size >> HAK_TINY_ROW_SHIFT;
@@ -112,8 +109,7 @@ int hak_tiny_init(uintptr_t base, size_t size) {
    * none before the first malloc returns). */
   hak_tiny_geom.size = size;
   for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) classes[c].carve_ss = SS_NONE;
-  if (pthread_key_create(&tiny_key, thread_exit_cb) != 0) return ENOMEM;
-  return 0;
+  return hak_heap_registry_init(&heaps, &heap_ops, thread_exit_cb);
 }
 
 /* ---- The global LRU of committed empty SuperSlabs (tiny_lock held). ---- */
@@ -165,20 +161,9 @@ static void maintain_locked(uint64_t now, int force) {
   }
 }
 
-static void flush_dead_heaps(uint64_t now, int force) {
-  pthread_mutex_lock(&heaps_lock);
-  for (hak_tiny_heap_t *h = heaps_dead; h; h = h->next_dead) {
-    if (!h->flushed && hak_decay_due(h->died_ms, now, force)) {
-      flush_dead(h);
-      h->flushed = 1;
-    }
-  }
-  pthread_mutex_unlock(&heaps_lock);
-}
-
 void hak_tiny_maintain(int force) {
   uint64_t now = hak_now_ms();
-  if (__atomic_load_n(&heaps_dead, __ATOMIC_RELAXED)) flush_dead_heaps(now, force);
+  hak_heap_flush_dead(&heaps, now, force);
   if (!force &&
       __atomic_load_n(&lru_count, __ATOMIC_RELAXED) <= (uint64_t)hak_opt(HAK_OPT_SS_LRU_SIZE)) {
     return;
@@ -329,7 +314,7 @@ static void return_block(hak_tiny_heap_t *h, hak_tiny_slab_t *s, void *b) {
 /* Takes every slab with remote frees off the heap's pending list and drains each slab's
  * remote queue into its free list before anyone pops that list. */
 static void process_pending(hak_tiny_heap_t *h) {
-  hak_tiny_slab_t *s = hak_pending_take((void **)&h->pending);
+  hak_tiny_slab_t *s = hak_pending_take(&h->base.pending);
   while (s) {
     hak_tiny_slab_t *next = s->pending_next;
     hak_tiny_cache_t *c = &h->cache[s->cls];
@@ -354,11 +339,25 @@ static void process_pending(hak_tiny_heap_t *h) {
 
 static void heap_flush(hak_tiny_heap_t *h);
 
-/* Another thread holds a dead heap (BUSY). A remote free only drains the queues, so the
- * heap keeps its warm caches for the thread that adopts it; the decay and malloc_trim
- * also give the cached blocks back to the slabs. */
+/* The engine's hooks (heap/heap.h). A remote free into a dead heap only drains the queues,
+ * so the heap keeps its warm caches for the thread that adopts it; the decay and
+ * malloc_trim also give the cached blocks back to the slabs. */
+static void cache_set_cap(hak_tiny_cache_t *c, uint32_t cap);
+
+static void heap_init(void *h) {
+  for (unsigned c = 0; c < HAK_TINY_CLASSES; c++)
+    cache_set_cap(&((hak_tiny_heap_t *)h)->cache[c], 32);
+}
 static void drain_heap(void *h) { process_pending(h); }
 static void flush_heap(void *h) { heap_flush(h); }
+
+static const hak_heap_ops_t heap_ops = {
+    .heap_size = sizeof(hak_tiny_heap_t),
+    .heap_offset = offsetof(hak_tiny_heap_t, base),
+    .init = heap_init,
+    .drain = drain_heap,
+    .flush = flush_heap,
+};
 
 /* ---- Debug-fail-fast helpers (compiled in every variant, used when HAK_CHECKS). ---- */
 
@@ -527,37 +526,14 @@ static void heap_prewarm(hak_tiny_heap_t *h) {
 
 /* Takes a dead heap if there is one (adoption keeps its slabs and caches), else a new one. */
 static hak_tiny_heap_t *heap_attach(void) {
-  hak_tiny_heap_t *h = NULL;
-  pthread_mutex_lock(&heaps_lock);
-  for (hak_tiny_heap_t **pp = &heaps_dead; *pp; pp = &(*pp)->next_dead) {
-    if (hak_heap_transition(&(*pp)->state, HAK_HEAP_DEAD, HAK_HEAP_LIVE)) {
-      h = *pp;
-      *pp = h->next_dead;
-      h->flushed = 0;
-      break;
-    }
-  }
-  int created = 0;
-  if (!h) {
-    void *fresh;
-    if (hak_os_meta_alloc(sizeof(hak_tiny_heap_t), &fresh) == 0) {
-      h = fresh;
-      for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) cache_set_cap(&h->cache[c], 32);
-      h->state = HAK_HEAP_LIVE;
-      h->next_all = heaps_all;
-      /* Released after the link: a fork child walks this list whatever the lock says. */
-      __atomic_store_n(&heaps_all, h, __ATOMIC_RELEASE);
-      created = 1;
-    }
-  }
-  pthread_mutex_unlock(&heaps_lock);
+  int created;
+  hak_tiny_heap_t *h = hak_heap_attach(&heaps, &created);
   if (!h) return NULL;
   hak_tiny_tls = h;
-  pthread_setspecific(tiny_key, h);
-  hak_heap_enter(&h->busy);
+  hak_heap_enter(&h->base.busy);
   process_pending(h);
   if (created && HAK_PREWARM) heap_prewarm(h);
-  hak_heap_leave(&h->busy);
+  hak_heap_leave(&h->base.busy);
   return h;
 }
 
@@ -566,7 +542,7 @@ static void *refill_and_pop(hak_tiny_heap_t *h, unsigned cls) {
   hak_tiny_cache_t *c = &h->cache[cls];
   /* Blocks other threads freed come first: the drain puts them into the caches (up to
    * each cache's room), and a refill on top of them would overfill this one. */
-  if (c->head == NULL && __atomic_load_n(&h->pending, __ATOMIC_RELAXED)) process_pending(h);
+  if (c->head == NULL && __atomic_load_n(&h->base.pending, __ATOMIC_RELAXED)) process_pending(h);
   if (c->head == NULL) {
     uint32_t max = cache_max(cls);
     hak_tiny_adapt_t *a = &h->adapt[cls];
@@ -595,14 +571,14 @@ void *hak_tiny_malloc_slow(unsigned cls) {
       return NULL;
     }
   }
-  hak_heap_enter(&h->busy);
+  hak_heap_enter(&h->base.busy);
   void *p = refill_and_pop(h, cls);
-  hak_heap_leave(&h->busy);
+  hak_heap_leave(&h->base.busy);
   return p;
 }
 
 void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
-  hak_heap_enter(&h->busy);
+  hak_heap_enter(&h->base.busy);
   hak_tiny_adapt_t *a = &h->adapt[c - h->cache];
   /* Overflows with no refill in between mean the thread frees more than it allocates. */
   if (a->misses == 0 && ++a->idle >= 2 && c->cap > 16) {
@@ -619,18 +595,10 @@ void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
     c->room++;
     return_block(h, hak_tiny_slab_of(b), b);
   }
-  hak_heap_leave(&h->busy);
+  hak_heap_leave(&h->base.busy);
 }
 
 /* ---- Frees of blocks owned by other threads. ---- */
-
-static void collect_dead(hak_tiny_heap_t *h) {
-  hak_heap_collect(h, &h->state, (void **)&h->pending, drain_heap);
-}
-
-static void flush_dead(hak_tiny_heap_t *h) {
-  hak_heap_collect(h, &h->state, (void **)&h->pending, flush_heap);
-}
 
 void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p) {
   hak_tiny_heap_t *owner = __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE);
@@ -639,15 +607,12 @@ void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p) {
     return;
   }
   HAK_TRACE_ROUTE(HAK_ROUTE_TINY_REMOTE, p, 1);
-  int must_queue = hak_remote_push(&s->remote, p);
   hak_tiny_heap_t *self = hak_tiny_tls;
   if (self != &hak_tiny_empty_heap)
     self->remote_frees++;
   else
     __atomic_fetch_add(&orphan_remote_frees, 1, __ATOMIC_RELAXED);
-  if (!must_queue) return; /* the slab is already queued at its owner */
-  hak_pending_push((void **)&owner->pending, s, (void **)&s->pending_next);
-  if (__atomic_load_n(&owner->state, __ATOMIC_SEQ_CST) == HAK_HEAP_DEAD) collect_dead(owner);
+  hak_heap_remote_free(&heaps, &owner->base, s, &s->remote, (void **)&s->pending_next, p);
 }
 
 HAK_COLD void hak_tiny_bad_free(const void *p) {
@@ -719,18 +684,11 @@ static void heap_flush(hak_tiny_heap_t *h) {
  * of heaps that stay dead are flushed after the decay (hak_tiny_maintain) or when other
  * threads' frees collect the heap. */
 static void heap_die(hak_tiny_heap_t *h) {
-  hak_heap_enter(&h->busy);
+  hak_heap_enter(&h->base.busy);
   process_pending(h);
-  hak_heap_leave(&h->busy);
+  hak_heap_leave(&h->base.busy);
   hak_tiny_tls = &hak_tiny_empty_heap;
-  pthread_mutex_lock(&heaps_lock);
-  h->died_ms = hak_now_ms();
-  h->next_dead = heaps_dead;
-  heaps_dead = h;
-  __atomic_store_n(&h->state, HAK_HEAP_DEAD, __ATOMIC_SEQ_CST);
-  pthread_mutex_unlock(&heaps_lock);
-  /* Remote frees that raced with the drain are handled now rather than at adoption. */
-  if (__atomic_load_n(&h->pending, __ATOMIC_SEQ_CST)) collect_dead(h);
+  hak_heap_retire(&heaps, h);
 }
 
 static void thread_exit_cb(void *arg) {
@@ -755,37 +713,25 @@ static void freeze_superslabs(void) {
 }
 
 /* In the child only the forking thread exists. Its heap is kept unless the fork came from
- * a signal handler that interrupted a change of it. Dead heaps were left consistent by
- * their threads and stay adoptable: the dead list is rebuilt from them (the parent's may
- * have been mid-change). Every other heap (live, or being collected) may be half-changed
- * and becomes an orphan. */
+ * a signal handler that interrupted a change of it; the engine orphans the others. */
 void hak_tiny_fork_child(void) {
   int lists_torn = hak_fork_child_reset_lock(&tiny_lock);
-  hak_fork_child_reset_lock(&heaps_lock);
   hak_tiny_heap_t *self = hak_tiny_tls;
-  if (self != &hak_tiny_empty_heap && self->busy) hak_tiny_tls = &hak_tiny_empty_heap;
-  heaps_dead = NULL;
-  for (hak_tiny_heap_t *h = heaps_all; h; h = h->next_all) {
-    if (h == hak_tiny_tls) continue;
-    if (h->state == HAK_HEAP_DEAD) {
-      h->next_dead = heaps_dead;
-      heaps_dead = h;
-    } else {
-      h->state = HAK_HEAP_ORPHAN;
-    }
-  }
+  if (self != &hak_tiny_empty_heap && self->base.busy) hak_tiny_tls = &hak_tiny_empty_heap;
+  hak_heap_fork_child(&heaps, hak_tiny_tls != &hak_tiny_empty_heap ? hak_tiny_tls : NULL);
   if (lists_torn) freeze_superslabs();
 }
 
 void hak_tiny_stats(hak_tiny_stats_t *out) {
   memset(out, 0, sizeof *out);
-  pthread_mutex_lock(&heaps_lock);
-  for (hak_tiny_heap_t *h = heaps_all; h; h = h->next_all) {
+  pthread_mutex_lock(&heaps.lock);
+  for (hak_heap_t *b = heaps.all; b; b = b->next_all) {
+    const hak_tiny_heap_t *h = hak_heap_tier(&heaps, b);
     out->refills += h->refills;
     out->overflows += h->overflows;
     out->remote_frees += h->remote_frees;
   }
-  pthread_mutex_unlock(&heaps_lock);
+  pthread_mutex_unlock(&heaps.lock);
   out->remote_frees += __atomic_load_n(&orphan_remote_frees, __ATOMIC_RELAXED);
   pthread_mutex_lock(&tiny_lock);
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {

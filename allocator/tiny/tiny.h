@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "allocator/heap/heap.h"
 #include "allocator/internal/config.h"
 #include "allocator/internal/log.h"
 #include "allocator/internal/trace.h"
@@ -68,14 +69,8 @@ typedef struct hak_tiny_heap {
   hak_tiny_adapt_t adapt[HAK_TINY_CLASSES];
   struct hak_tiny_slab *current[HAK_TINY_CLASSES];
   struct hak_tiny_slab *avail[HAK_TINY_CLASSES]; /* owned slabs with free blocks */
-  struct hak_tiny_slab *pending;                 /* MPSC: slabs with remote frees */
-  int state;                                     /* hak_tiny_heap_state_t */
-  struct hak_tiny_heap *next_all;
-  struct hak_tiny_heap *next_dead;
-  uint64_t refills, overflows, remote_frees;
-  uint64_t died_ms; /* when its thread exited (dead heaps; heaps_lock) */
-  int flushed;      /* dead and flushed since (heaps_lock) */
-  int busy;         /* owner inside a slow-path change (internal/fork.h) */
+  uint64_t refills, overflows, remote_frees;     /* statistics */
+  hak_heap_t base; /* the engine's part: life cycle, pending remote slabs (heap/heap.h) */
 } hak_tiny_heap_t;
 
 /* Slab header, at the start of every 64 KiB slab. The first line is the owner's; the

@@ -1,0 +1,109 @@
+/* The heap life cycle of heap.h: registry, adoption, retirement, collection by other
+ * threads, decay flushes and the fork child's repair. */
+#include "allocator/heap/heap.h"
+
+#include <errno.h>
+
+#include "allocator/internal/clock.h"
+#include "allocator/os_boundary/os.h"
+
+int hak_heap_registry_init(hak_heap_registry_t *r, const hak_heap_ops_t *ops,
+                           void (*on_thread_exit)(void *tier)) {
+  r->ops = ops;
+  pthread_mutex_init(&r->lock, NULL);
+  r->all = r->dead = NULL;
+  return pthread_key_create(&r->key, on_thread_exit) == 0 ? 0 : ENOMEM;
+}
+
+void *hak_heap_attach(hak_heap_registry_t *r, int *created) {
+  hak_heap_t *h = NULL;
+  *created = 0;
+  pthread_mutex_lock(&r->lock);
+  for (hak_heap_t **pp = &r->dead; *pp; pp = &(*pp)->next_dead) {
+    if (hak_heap_transition(&(*pp)->state, HAK_HEAP_DEAD, HAK_HEAP_LIVE)) {
+      h = *pp;
+      *pp = h->next_dead;
+      h->flushed = 0;
+      break;
+    }
+  }
+  if (!h) {
+    void *tier;
+    if (hak_os_meta_alloc(r->ops->heap_size, &tier) == 0) {
+      r->ops->init(tier);
+      h = hak_heap_of(r, tier);
+      h->state = HAK_HEAP_LIVE;
+      h->next_all = r->all;
+      /* Released after the link: a fork child walks this list whatever the lock says. */
+      __atomic_store_n(&r->all, h, __ATOMIC_RELEASE);
+      *created = 1;
+    }
+  }
+  pthread_mutex_unlock(&r->lock);
+  if (!h) return NULL;
+  void *tier = hak_heap_tier(r, h);
+  pthread_setspecific(r->key, tier);
+  return tier;
+}
+
+/* Drains a dead heap from another thread through the tier's drain or flush, holding it
+ * BUSY. The loop closes the race with a pusher that saw BUSY: it pushed before our
+ * re-check of the list (both sequentially consistent), so we see its slab and go round
+ * again. */
+static void collect(hak_heap_registry_t *r, hak_heap_t *h, void (*fn)(void *tier)) {
+  do {
+    if (!hak_heap_transition(&h->state, HAK_HEAP_DEAD, HAK_HEAP_BUSY)) return;
+    fn(hak_heap_tier(r, h));
+    __atomic_store_n(&h->state, HAK_HEAP_DEAD, __ATOMIC_SEQ_CST);
+  } while (__atomic_load_n(&h->pending, __ATOMIC_SEQ_CST) != NULL);
+}
+
+void hak_heap_retire(hak_heap_registry_t *r, void *tier) {
+  hak_heap_t *h = hak_heap_of(r, tier);
+  pthread_mutex_lock(&r->lock);
+  h->died_ms = hak_now_ms();
+  h->next_dead = r->dead;
+  r->dead = h;
+  __atomic_store_n(&h->state, HAK_HEAP_DEAD, __ATOMIC_SEQ_CST);
+  pthread_mutex_unlock(&r->lock);
+  if (__atomic_load_n(&h->pending, __ATOMIC_SEQ_CST)) collect(r, h, r->ops->drain);
+}
+
+void hak_heap_remote_free(hak_heap_registry_t *r, hak_heap_t *owner, void *slab, uintptr_t *remote,
+                          void **pending_next, void *block) {
+  if (!hak_remote_push(remote, block)) return; /* the slab is already queued */
+  hak_pending_push(&owner->pending, slab, pending_next);
+  if (__atomic_load_n(&owner->state, __ATOMIC_SEQ_CST) == HAK_HEAP_DEAD) {
+    collect(r, owner, r->ops->drain);
+  }
+}
+
+void hak_heap_flush_dead(hak_heap_registry_t *r, uint64_t now_ms, int force) {
+  if (!__atomic_load_n(&r->dead, __ATOMIC_RELAXED)) return;
+  pthread_mutex_lock(&r->lock);
+  for (hak_heap_t *h = r->dead; h; h = h->next_dead) {
+    if (!h->flushed && hak_decay_due(h->died_ms, now_ms, force)) {
+      collect(r, h, r->ops->flush);
+      h->flushed = 1;
+    }
+  }
+  pthread_mutex_unlock(&r->lock);
+}
+
+/* Dead heaps were left consistent by their threads and stay adoptable: the dead list is
+ * rebuilt from them (the parent's may have been mid-change). Every other heap (live, or
+ * being collected) may be half-changed and becomes an orphan. */
+void hak_heap_fork_child(hak_heap_registry_t *r, void *self) {
+  hak_fork_child_reset_lock(&r->lock);
+  hak_heap_t *mine = self ? hak_heap_of(r, self) : NULL;
+  r->dead = NULL;
+  for (hak_heap_t *h = r->all; h; h = h->next_all) {
+    if (h == mine) continue;
+    if (h->state == HAK_HEAP_DEAD) {
+      h->next_dead = r->dead;
+      r->dead = h;
+    } else {
+      h->state = HAK_HEAP_ORPHAN;
+    }
+  }
+}

@@ -1,0 +1,97 @@
+/* The heap engine's life cycle, shared by Tiny and Pool: the only header of heap/.
+ * A tier's thread heap embeds a hak_heap_t; the engine keeps every heap of the tier in
+ * a registry, hands a thread a dead heap to adopt or a new one, retires a heap when its
+ * thread exits, lets other threads' frees collect a dead heap's pending remote frees,
+ * flushes heaps that stay dead past the decay, and repairs the registry in a fork child.
+ * The tier supplies what differs through hak_heap_ops_t, on slow paths only.
+ *
+ * States (internal/remote.h): LIVE (a thread uses it) -> DEAD (its thread exited; on the
+ * dead list, adoptable) -> LIVE again on adoption; DEAD <-> BUSY while another thread
+ * collects it; LIVE or BUSY -> ORPHAN in a fork child (never adopted or collected). */
+#ifndef HAK_ALLOCATOR_HEAP_HEAP_H
+#define HAK_ALLOCATOR_HEAP_HEAP_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "allocator/internal/config.h"
+#include "allocator/internal/fork.h"
+#include "allocator/internal/remote.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The engine's part of a thread heap. */
+typedef struct hak_heap {
+  int state;                  /* HAK_HEAP_*; changed with atomics (remote.h) */
+  int busy;                   /* owner inside a slow-path change (internal/fork.h) */
+  void *pending;              /* MPSC list of the tier's slabs with remote frees */
+  struct hak_heap *next_all;  /* every heap of the registry (prepend only) */
+  struct hak_heap *next_dead; /* the dead list (registry lock) */
+  uint64_t died_ms;           /* when its thread exited (registry lock) */
+  int flushed;                /* dead and flushed since (registry lock) */
+} hak_heap_t;
+
+/* What a tier supplies. `tier` is a pointer to the tier's heap struct. */
+typedef struct {
+  size_t heap_size;          /* bytes of the tier's heap struct (zeroed when new) */
+  size_t heap_offset;        /* offsetof(tier heap struct, its hak_heap_t) */
+  void (*init)(void *tier);  /* a new heap, before any thread uses it */
+  void (*drain)(void *tier); /* moves pending remote frees to the heap's slabs and caches */
+  void (*flush)(void *tier); /* drain, then give every cached block back to its slab */
+} hak_heap_ops_t;
+
+/* One per tier. */
+typedef struct {
+  const hak_heap_ops_t *ops;
+  pthread_mutex_t lock; /* the lists below */
+  hak_heap_t *all;      /* every heap ever made (read without the lock: prepend only) */
+  hak_heap_t *dead;     /* adoptable heaps */
+  pthread_key_t key;    /* its destructor retires a thread's heap */
+} hak_heap_registry_t;
+
+/* The tier heap around an engine part, and back. */
+HAK_INLINE void *hak_heap_tier(const hak_heap_registry_t *r, hak_heap_t *h) {
+  return (char *)h - r->ops->heap_offset;
+}
+HAK_INLINE hak_heap_t *hak_heap_of(const hak_heap_registry_t *r, void *tier) {
+  return (hak_heap_t *)((char *)tier + r->ops->heap_offset);
+}
+
+/* Sets the registry up; `on_thread_exit(tier)` runs at the exit of a thread that has a
+ * heap. Returns 0 or ENOMEM. Called once, before any other function of the registry. */
+int hak_heap_registry_init(hak_heap_registry_t *r, const hak_heap_ops_t *ops,
+                           void (*on_thread_exit)(void *tier));
+
+/* A heap for the calling thread: a dead one adopted with its slabs and caches, else a
+ * new one (*created = 1). It is LIVE and registered for thread exit; the caller makes it
+ * the thread's and drains it. Returns the tier heap, or NULL when out of memory. */
+void *hak_heap_attach(hak_heap_registry_t *r, int *created);
+
+/* The thread of heap `tier` is exiting and has stopped using it (the caller has done the
+ * tier's own last work): it becomes DEAD and adoptable, and remote frees that raced with
+ * the caller's drain are collected now. */
+void hak_heap_retire(hak_heap_registry_t *r, void *tier);
+
+/* A block was freed into `slab` of heap `owner` by a thread that does not own it: pushes
+ * it onto the slab's remote queue, queues the slab at its owner when it is the first of a
+ * batch, and collects the owner if it is dead. `remote` and `pending_next` are the slab's
+ * fields. */
+void hak_heap_remote_free(hak_heap_registry_t *r, hak_heap_t *owner, void *slab, uintptr_t *remote,
+                          void **pending_next, void *block);
+
+/* Flushes dead heaps idle for the decay (all of them with force): their cached blocks go
+ * back to their slabs, so empty slabs can go back to the OS. */
+void hak_heap_flush_dead(hak_heap_registry_t *r, uint64_t now_ms, int force);
+
+/* Fork child: re-initialises the lock, rebuilds the dead list from heaps really dead,
+ * and makes every other heap but `self` (the forking thread's, or NULL) an orphan. */
+void hak_heap_fork_child(hak_heap_registry_t *r, void *self);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HAK_ALLOCATOR_HEAP_HEAP_H */

@@ -1,0 +1,171 @@
+// The heap engine's life cycle on a fake tier, without the allocator around it: adoption
+// of retired heaps, collection by remote frees, decay flushes, and the fork child's
+// repair of the registry.
+#include "allocator/heap/heap.h"
+
+#include <stddef.h>
+
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace {
+
+struct FakeSlab {
+  uintptr_t remote = 0;
+  void *pending_next = nullptr;
+};
+
+struct FakeHeap {
+  int inits, drains, flushes;
+  int drained_blocks;
+  hak_heap_t base;
+};
+
+void Init(void *t) { static_cast<FakeHeap *>(t)->inits++; }
+
+// Takes every pending slab and counts the blocks on its remote queue.
+void Drain(void *t) {
+  auto *h = static_cast<FakeHeap *>(t);
+  h->drains++;
+  for (auto *s = static_cast<FakeSlab *>(hak_pending_take(&h->base.pending)); s;) {
+    auto *next = static_cast<FakeSlab *>(s->pending_next);
+    for (void *b = hak_remote_take(&s->remote); b; b = *static_cast<void **>(b))
+      h->drained_blocks++;
+    s = next;
+  }
+}
+
+void Flush(void *t) {
+  Drain(t);
+  static_cast<FakeHeap *>(t)->flushes++;
+}
+
+const hak_heap_ops_t kOps = {sizeof(FakeHeap), offsetof(FakeHeap, base), Init, Drain, Flush};
+
+class HeapEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_EQ(hak_heap_registry_init(&r_, &kOps, nullptr), 0); }
+  FakeHeap *Attach(int *created) { return static_cast<FakeHeap *>(hak_heap_attach(&r_, created)); }
+  hak_heap_registry_t r_;
+};
+
+TEST_F(HeapEngineTest, ARetiredHeapIsAdoptedBeforeANewOneIsMade) {
+  int created = 0;
+  FakeHeap *a = Attach(&created);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(created, 1);
+  EXPECT_EQ(a->inits, 1);
+  EXPECT_EQ(a->base.state, HAK_HEAP_LIVE);
+  hak_heap_retire(&r_, a);
+  EXPECT_EQ(a->base.state, HAK_HEAP_DEAD);
+  FakeHeap *b = Attach(&created);
+  EXPECT_EQ(b, a) << "adopted";
+  EXPECT_EQ(created, 0);
+  EXPECT_EQ(b->inits, 1) << "an adopted heap is not re-initialised";
+  FakeHeap *c = Attach(&created);
+  EXPECT_NE(c, a);
+  EXPECT_EQ(created, 1);
+}
+
+// A remote free queues the slab once per batch; into a dead heap it also collects it.
+TEST_F(HeapEngineTest, RemoteFreesQueueOncePerBatchAndCollectADeadOwner) {
+  int created;
+  FakeHeap *owner = Attach(&created);
+  FakeSlab slab;
+  void *blocks[3][2];
+  hak_heap_remote_free(&r_, &owner->base, &slab, &slab.remote, &slab.pending_next, blocks[0]);
+  hak_heap_remote_free(&r_, &owner->base, &slab, &slab.remote, &slab.pending_next, blocks[1]);
+  EXPECT_EQ(owner->base.pending, &slab) << "queued once";
+  EXPECT_EQ(owner->drains, 0) << "a live owner drains itself";
+  Drain(owner);
+  EXPECT_EQ(owner->drained_blocks, 2);
+  hak_heap_retire(&r_, owner);
+  hak_heap_remote_free(&r_, &owner->base, &slab, &slab.remote, &slab.pending_next, blocks[2]);
+  EXPECT_EQ(owner->drained_blocks, 3) << "the freeing thread collected the dead heap";
+  EXPECT_EQ(owner->base.pending, nullptr);
+  EXPECT_EQ(owner->base.state, HAK_HEAP_DEAD);
+}
+
+TEST_F(HeapEngineTest, DeadHeapsAreFlushedOnceAfterTheDecay) {
+  int created;
+  FakeHeap *h = Attach(&created);
+  hak_heap_retire(&r_, h);
+  hak_heap_flush_dead(&r_, h->base.died_ms, 0);
+  EXPECT_EQ(h->flushes, 0) << "not due yet";
+  hak_heap_flush_dead(&r_, h->base.died_ms + 3600001, 0);
+  EXPECT_EQ(h->flushes, 1);
+  hak_heap_flush_dead(&r_, h->base.died_ms + 7200002, 1);
+  EXPECT_EQ(h->flushes, 1) << "flushed once until adopted again";
+  EXPECT_EQ(Attach(&created), h);
+  hak_heap_retire(&r_, h);
+  hak_heap_flush_dead(&r_, 0, 1);
+  EXPECT_EQ(h->flushes, 2) << "a forced pass flushes whatever the time";
+}
+
+// The fork child's repair: the forking thread's heap stays, dead heaps stay adoptable
+// (each once: the old list may have been mid-change), every other heap is an orphan.
+TEST_F(HeapEngineTest, ForkChildKeepsDeadHeapsAndOrphansTheRest) {
+  int created;
+  FakeHeap *self = Attach(&created);
+  FakeHeap *live = Attach(&created);
+  FakeHeap *dead = Attach(&created);
+  FakeHeap *busy = Attach(&created);
+  hak_heap_retire(&r_, dead);
+  hak_heap_retire(&r_, busy);
+  busy->base.state = HAK_HEAP_BUSY;  // another thread was collecting it at the fork
+  r_.dead = &busy->base;             // and the old dead list is garbage: a cycle
+  busy->base.next_dead = &busy->base;
+  hak_heap_fork_child(&r_, self);
+  EXPECT_EQ(self->base.state, HAK_HEAP_LIVE);
+  EXPECT_EQ(live->base.state, HAK_HEAP_ORPHAN);
+  EXPECT_EQ(busy->base.state, HAK_HEAP_ORPHAN);
+  EXPECT_EQ(dead->base.state, HAK_HEAP_DEAD);
+  int on_list = 0;
+  for (hak_heap_t *h = r_.dead; h && on_list < 10; h = h->next_dead) on_list++;
+  EXPECT_EQ(on_list, 1) << "only the really dead heap, once";
+  EXPECT_EQ(Attach(&created), dead);
+  FakeHeap *fresh = Attach(&created);
+  EXPECT_EQ(created, 1) << "orphans are never adopted";
+  EXPECT_NE(fresh, live);
+  EXPECT_NE(fresh, busy);
+  // A remote free into an orphan only queues.
+  FakeSlab slab;
+  void *block[2];
+  hak_heap_remote_free(&r_, &live->base, &slab, &slab.remote, &slab.pending_next, block);
+  EXPECT_EQ(live->drains, 0);
+}
+
+// Threads that attach, free into each other's retired heaps, and retire, concurrently:
+// every block is drained exactly once (run under --config=tsan too).
+TEST_F(HeapEngineTest, ConcurrentRetireAndRemoteFreeDrainEveryBlockOnce) {
+  constexpr int kRounds = 200;
+  constexpr int kBlocks = 64;
+  std::vector<std::vector<void *>> storage(kRounds, std::vector<void *>(kBlocks * 2));
+  std::vector<FakeSlab> slabs(kRounds);
+  std::vector<FakeHeap *> owners(kRounds);
+  for (int r = 0; r < kRounds; r++) {
+    std::thread([&, r] {
+      int created;
+      owners[r] = Attach(&created);
+      std::thread freer([&] {
+        for (int b = 0; b < kBlocks; b++) {
+          hak_heap_remote_free(&r_, &owners[r]->base, &slabs[r], &slabs[r].remote,
+                               &slabs[r].pending_next, &storage[r][b * 2]);
+        }
+      });
+      hak_heap_retire(&r_, owners[r]);
+      freer.join();
+    }).join();
+  }
+  int total = 0;
+  for (hak_heap_t *h = r_.all; h; h = h->next_all) {
+    FakeHeap *f = static_cast<FakeHeap *>(hak_heap_tier(&r_, h));
+    Drain(f);  // what a thread that adopts it would do
+    total += f->drained_blocks;
+  }
+  EXPECT_EQ(total, kRounds * kBlocks);
+}
+
+}  // namespace
