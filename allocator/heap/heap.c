@@ -15,9 +15,9 @@ int hak_heap_registry_init(hak_heap_registry_t *r, const hak_heap_ops_t *ops,
   return pthread_key_create(&r->key, on_thread_exit) == 0 ? 0 : ENOMEM;
 }
 
-void *hak_heap_attach(hak_heap_registry_t *r, int *created) {
+void *hak_heap_attach(hak_heap_registry_t *r) {
   hak_heap_t *h = NULL;
-  *created = 0;
+  int created = 0;
   pthread_mutex_lock(&r->lock);
   for (hak_heap_t **pp = &r->dead; *pp; pp = &(*pp)->next_dead) {
     if (hak_heap_transition(&(*pp)->state, HAK_HEAP_DEAD, HAK_HEAP_LIVE)) {
@@ -36,13 +36,18 @@ void *hak_heap_attach(hak_heap_registry_t *r, int *created) {
       h->next_all = r->all;
       /* Released after the link: a fork child walks this list whatever the lock says. */
       __atomic_store_n(&r->all, h, __ATOMIC_RELEASE);
-      *created = 1;
+      created = 1;
     }
   }
   pthread_mutex_unlock(&r->lock);
   if (!h) return NULL;
   void *tier = hak_heap_tier(r, h);
+  r->ops->bind(tier);
   pthread_setspecific(r->key, tier);
+  hak_heap_enter(&h->busy);
+  r->ops->drain(tier);
+  if (created && HAK_PREWARM) r->ops->prewarm(tier);
+  hak_heap_leave(&h->busy);
   return tier;
 }
 

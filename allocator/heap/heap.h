@@ -36,12 +36,23 @@ typedef struct hak_heap {
 
 /* What a tier supplies. `tier` is a pointer to the tier's heap struct. */
 typedef struct {
-  size_t heap_size;          /* bytes of the tier's heap struct (zeroed when new) */
-  size_t heap_offset;        /* offsetof(tier heap struct, its hak_heap_t) */
-  void (*init)(void *tier);  /* a new heap, before any thread uses it */
-  void (*drain)(void *tier); /* moves pending remote frees to the heap's slabs and caches */
-  void (*flush)(void *tier); /* drain, then give every cached block back to its slab */
+  size_t heap_size;            /* bytes of the tier's heap struct (zeroed when new) */
+  size_t heap_offset;          /* offsetof(tier heap struct, its hak_heap_t) */
+  void (*init)(void *tier);    /* a new heap, before any thread uses it */
+  void (*bind)(void *tier);    /* makes it the calling thread's heap (the tier's TLS) */
+  void (*prewarm)(void *tier); /* fills a new heap's caches at its thread's start */
+  void (*drain)(void *tier);   /* moves pending remote frees to the heap's slabs and caches */
+  void (*flush)(void *tier);   /* drain, then give every cached block back to its slab */
 } hak_heap_ops_t;
+
+/* A tier's table, from its heap type and hooks named heap_init, heap_bind, heap_prewarm,
+ * heap_drain and heap_flush (each `static void (void *tier)`). */
+#define HAK_HEAP_OPS(tier_heap_type)                                                    \
+  {                                                                                     \
+    .heap_size = sizeof(tier_heap_type), .heap_offset = offsetof(tier_heap_type, base), \
+    .init = heap_init, .bind = heap_bind, .prewarm = heap_prewarm, .drain = heap_drain, \
+    .flush = heap_flush                                                                 \
+  }
 
 /* One per tier. */
 typedef struct {
@@ -66,9 +77,10 @@ int hak_heap_registry_init(hak_heap_registry_t *r, const hak_heap_ops_t *ops,
                            void (*on_thread_exit)(void *tier));
 
 /* A heap for the calling thread: a dead one adopted with its slabs and caches, else a
- * new one (*created = 1). It is LIVE and registered for thread exit; the caller makes it
- * the thread's and drains it. Returns the tier heap, or NULL when out of memory. */
-void *hak_heap_attach(hak_heap_registry_t *r, int *created);
+ * new one. It is made LIVE, the thread's (`bind`), registered for thread exit, drained of
+ * remote frees that came while it was dead, and pre-warmed if new (with PREWARM=1).
+ * Returns the tier heap, or NULL when out of memory. */
+void *hak_heap_attach(hak_heap_registry_t *r);
 
 /* The thread of heap `tier` is exiting and has stopped using it (the caller has done the
  * tier's own last work): it becomes DEAD and adoptable, and remote frees that raced with

@@ -81,3 +81,20 @@ void hak_fatal(const char *what, const void *ptr, const char *where) {
   hak_buf_flush(&b, 2);
   abort();
 }
+
+const char *hak_class_where(char *buf, size_t cap, const char *tier, unsigned cls) {
+  hak_buf_t b = {buf, 0, cap - 1};
+  hak_buf_str(&b, tier);
+  hak_buf_str(&b, " class ");
+  hak_buf_u64(&b, cls);
+  buf[b.len] = '\0';
+  return buf;
+}
+
+int hak_bytes_are(const void *p, size_t from, size_t to, int value) {
+  const unsigned char *c = p;
+  for (size_t i = from; i < to; i++) {
+    if (c[i] != value) return 0;
+  }
+  return 1;
+}

@@ -33,6 +33,12 @@ void hak_buf_flush(hak_buf_t *b, int fd);
 __attribute__((noreturn)) HAK_COLD void hak_fatal(const char *what, const void *ptr,
                                                   const char *where);
 
+/* "<tier> class <cls>" into buf (cap bytes, NUL-terminated): the `where` of a message. */
+const char *hak_class_where(char *buf, size_t cap, const char *tier, unsigned cls);
+
+/* Whether bytes [from, to) of p all equal `value` (the debug builds' fill checks). */
+int hak_bytes_are(const void *p, size_t from, size_t to, int value);
+
 /* Fail-fast checks are compiled in every variant (so they type-check) and cost nothing
  * when BUILD_RELEASE=1. */
 #define HAK_CHECK(cond, what, ptr, where)              \

@@ -39,7 +39,7 @@ HAK_TLS hak_pool_heap_t *hak_pool_tls = &hak_pool_empty_heap;
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER; /* region top, free spans */
 static hak_heap_registry_t heaps;
 static size_t registry_committed; /* bytes of the registry made usable, page multiple */
-static pool_span_t *free_spans[HAK_POOL_MAX_SPAN_PAGES + 1];
+static hak_slab_t *free_spans[HAK_POOL_MAX_SPAN_PAGES + 1]; /* empty spans by size */
 static pool_heap_t shards[SHARDS];
 static HAK_TLS unsigned shard_of_thread;
 static unsigned shard_next;
@@ -154,13 +154,13 @@ static pool_span_t *span_from_arena(pool_heap_t *h, unsigned pages) {
 
 static pool_span_t *span_from_free(unsigned pages) {
   pthread_mutex_lock(&arena_lock);
-  pool_span_t *s = free_spans[pages];
-  if (s) HAK_LIST_REMOVE(&free_spans[pages], s);
+  pool_span_t *s = (pool_span_t *)free_spans[pages];
+  if (s) HAK_LIST_REMOVE(&free_spans[pages], &s->slab);
   pthread_mutex_unlock(&arena_lock);
   if (s && !s->committed) {
     if (hak_os_commit(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT) != 0) {
       pthread_mutex_lock(&arena_lock); /* put it back untouched */
-      HAK_LIST_PUSH(&free_spans[pages], s);
+      HAK_LIST_PUSH(&free_spans[pages], &s->slab);
       pthread_mutex_unlock(&arena_lock);
       return NULL;
     }
@@ -173,7 +173,7 @@ static void span_to_free(pool_span_t *s) {
   s->owner = NULL;
   s->emptied_ms = hak_now_ms();
   pthread_mutex_lock(&arena_lock);
-  HAK_LIST_PUSH(&free_spans[s->pages], s);
+  HAK_LIST_PUSH(&free_spans[s->pages], &s->slab);
   pthread_mutex_unlock(&arena_lock);
 }
 
@@ -192,8 +192,7 @@ static pool_span_t *span_acquire(pool_heap_t *h, unsigned cls) {
             "pool");
   __atomic_store_n(&s->live_bits, 0, __ATOMIC_RELAXED);
   s->cls = (uint8_t)cls;
-  s->in_avail = 0;
-  s->is_current = 1;
+  s->state = HAK_SLAB_CURRENT;
   s->remote = 0;
   s->pending_next = NULL;
   __atomic_store_n(&s->kind, HAK_POOL_HEAD, __ATOMIC_RELAXED);
@@ -215,25 +214,9 @@ static void span_release(pool_heap_t *h, pool_span_t *s) {
 
 /* ---- A heap's lists (owner, or shard lock held). ---- */
 
-static void avail_push(pool_heap_t *h, pool_span_t *s) {
-  HAK_LIST_PUSH(&h->avail[s->cls], s);
-  s->in_avail = 1;
-}
-
-static void avail_remove(pool_heap_t *h, pool_span_t *s) {
-  HAK_LIST_REMOVE(&h->avail[s->cls], s);
-  s->in_avail = 0;
-}
-
+/* A block goes back to its own span's free list; an emptied span is released. */
 static void return_block(pool_heap_t *h, pool_span_t *s, void *b) {
-  *(void **)b = s->free;
-  s->free = b;
-  if (--s->used == 0 && !s->is_current) {
-    if (s->in_avail) avail_remove(h, s);
-    span_release(h, s);
-  } else if (!s->in_avail && !s->is_current) {
-    avail_push(h, s);
-  }
+  if (hak_slab_return_block(&h->avail[s->cls], &s->slab, b)) span_release(h, s);
 }
 
 static void process_pending(pool_heap_t *h) {
@@ -250,7 +233,9 @@ static void process_pending(pool_heap_t *h) {
   }
 }
 
-static void drain_heap(void *h) { process_pending(h); }
+static void heap_drain(void *h) { process_pending(h); }
+static void heap_bind(void *h) { hak_pool_tls = h; }
+static void heap_prewarm(void *tier);
 
 /* Moves up to `want` blocks of `cls` onto list l: span free lists first, then carving. */
 static uint32_t fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t want) {
@@ -259,23 +244,17 @@ static uint32_t fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t want
   while (got < want) {
     pool_span_t *s = h->current[cls];
     if (!s) {
-      s = h->avail[cls];
+      s = (pool_span_t *)h->avail[cls];
       if (s) {
-        avail_remove(h, s);
-        s->is_current = 1;
+        hak_slab_avail_remove(&h->avail[cls], &s->slab);
+        s->state = HAK_SLAB_CURRENT;
       } else if (!(s = span_acquire(h, cls))) {
         break;
       }
       h->current[cls] = s;
     }
+    got += hak_slab_take_free(&s->slab, &l->head, want - got);
     uint32_t before = got;
-    while (got < want && s->free) {
-      void *b = s->free;
-      s->free = *(void **)b;
-      *(void **)b = l->head;
-      l->head = b;
-      got++;
-    }
     while (got < want && s->carved < s->capacity) {
       char *b = span_base(s) + (size_t)s->carved * stride;
       HAK_CHECK(b + stride <= span_base(s) + ((size_t)s->pages << HAK_POOL_PAGE_SHIFT),
@@ -288,7 +267,7 @@ static uint32_t fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t want
     }
     s->used += got - before;
     if (s->free == NULL && s->carved == s->capacity) {
-      s->is_current = 0;
+      s->state = HAK_SLAB_FULL;
       h->current[cls] = NULL;
     }
   }
@@ -299,11 +278,7 @@ static uint32_t fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t want
 /* ---- Debug-fail-fast. ---- */
 
 static const char *class_where(char *buf, size_t cap, unsigned cls) {
-  hak_buf_t b = {buf, 0, cap - 1};
-  hak_buf_str(&b, "pool class ");
-  hak_buf_u64(&b, cls);
-  buf[b.len] = '\0';
-  return buf;
+  return hak_class_where(buf, cap, "pool", cls);
 }
 
 static size_t checked_len(unsigned cls) {
@@ -312,11 +287,7 @@ static size_t checked_len(unsigned cls) {
 }
 
 static int filled(const void *p, size_t from, size_t to) {
-  const unsigned char *c = p;
-  for (size_t i = from; i < to; i++) {
-    if (c[i] != FILL_FREE) return 0;
-  }
-  return 1;
+  return hak_bytes_are(p, from, to, FILL_FREE);
 }
 
 static void *checked_alloc(void *p, unsigned cls) {
@@ -384,12 +355,14 @@ static uint32_t list_cap(unsigned cls) {
 /* Favours the small classes: 4 blocks of each class up to 2 KiB, 2 up to 4 KiB, 53 KiB
  * in all (the budget is 2 MiB per thread). Every pre-warmed block is a touched page for
  * a program that may never use the class, so the counts stay small. */
-static void heap_prewarm(pool_heap_t *h) {
+static void heap_prewarm(void *tier) {
+  pool_heap_t *h = tier;
   for (unsigned cls = 0; cls < 8; cls++) fill(h, cls, &h->list[cls], 4u >> (cls / 4));
 }
 
 /* Gives every listed block back to its span, then drains the pending remote frees. */
-static void heap_flush(pool_heap_t *h) {
+static void heap_flush(void *tier) {
+  pool_heap_t *h = tier;
   for (unsigned cls = 0; cls < HAK_POOL_CLASSES; cls++) {
     pool_list_t *l = &h->list[cls];
     while (l->head) {
@@ -406,27 +379,8 @@ static void heap_flush(pool_heap_t *h) {
 static void heap_init(void *h) {
   for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) ((pool_heap_t *)h)->list[c].cap = list_cap(c);
 }
-static void flush_heap(void *h) { heap_flush(h); }
 
-static const hak_heap_ops_t heap_ops = {
-    .heap_size = sizeof(pool_heap_t),
-    .heap_offset = offsetof(pool_heap_t, base),
-    .init = heap_init,
-    .drain = drain_heap,
-    .flush = flush_heap,
-};
-
-static pool_heap_t *heap_attach(void) {
-  int created;
-  pool_heap_t *h = hak_heap_attach(&heaps, &created);
-  if (!h) return NULL;
-  hak_pool_tls = h;
-  hak_heap_enter(&h->base.busy);
-  process_pending(h);
-  if (created && HAK_PREWARM) heap_prewarm(h);
-  hak_heap_leave(&h->base.busy);
-  return h;
-}
+static const hak_heap_ops_t heap_ops = HAK_HEAP_OPS(pool_heap_t);
 
 /* The miss path of class `cls` on the calling thread's heap h (marked busy). */
 static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
@@ -445,7 +399,7 @@ static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
 
 static void *tls_malloc_slow(unsigned cls) {
   pool_heap_t *h = hak_pool_tls;
-  if (h == &hak_pool_empty_heap && !(h = heap_attach())) return NULL;
+  if (h == &hak_pool_empty_heap && !(h = hak_heap_attach(&heaps))) return NULL;
   hak_heap_enter(&h->base.busy);
   void *p = refill_and_pop(h, cls);
   hak_heap_leave(&h->base.busy);
@@ -585,7 +539,7 @@ void hak_pool_maintain(int force) {
   uint64_t now = hak_now_ms();
   pthread_mutex_lock(&arena_lock);
   for (unsigned pages = 1; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) {
-    for (pool_span_t *s = free_spans[pages]; s; s = s->avail_next) {
+    for (pool_span_t *s = (pool_span_t *)free_spans[pages]; s; s = (pool_span_t *)s->avail_next) {
       if (s->committed && hak_decay_due(s->emptied_ms, now, force)) {
         if (hak_os_decommit(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT) == 0) {
           s->committed = 0;

@@ -12,6 +12,7 @@
 #include <pthread.h>
 
 #include "allocator/heap/heap.h"
+#include "allocator/heap/slab.h"
 #include "allocator/internal/config.h"
 #include "allocator/internal/trace.h"
 
@@ -42,19 +43,22 @@ struct hak_pool_heap;
 /* One registry entry per 64 KiB page of the Pool region; the entry of a span's first page
  * holds the span's metadata, the others point to it. */
 typedef struct hak_pool_span {
-  struct hak_pool_heap *owner; /* NULL while the span is free */
-  void *free;
-  uint32_t used, carved, capacity;
-  uint32_t head; /* page index of the span's first page */
-  uint16_t pages;
-  uint8_t cls, kind, in_avail, is_current, committed, pad;
-  struct hak_pool_span *avail_prev, *avail_next;
-  uint64_t emptied_ms;
-  uintptr_t remote; /* see internal/remote.h */
-  struct hak_pool_span *pending_next;
+  union { /* the engine's slab header (heap/slab.h); owner is a hak_pool_heap_t, kind says
+             HEAD (a span's first page), TAIL (another of its pages) or UNUSED */
+    hak_slab_t slab;
+    struct {
+      HAK_SLAB_FIELDS
+    };
+  };
+  uint32_t head;  /* page index of the span's first page */
+  uint16_t pages; /* pages in the span */
+  uint8_t committed, pad;
   /* Debug builds: one bit per block, set while it is allocated (a span holds at most 51
    * blocks, checked at span creation). */
   uint64_t live_bits;
+  uintptr_t remote;                   /* see internal/remote.h */
+  struct hak_pool_span *pending_next; /* the owner's pending list */
+  uint64_t emptied_ms;                /* when it last became free (decay) */
   char pad2[128 - 88];
 } hak_pool_span_t;
 
@@ -66,9 +70,9 @@ typedef struct {
 } hak_pool_list_t;
 
 typedef struct hak_pool_heap {
-  hak_pool_list_t list[HAK_POOL_CLASSES]; /* the TLS free lists */
-  hak_pool_span_t *current[HAK_POOL_CLASSES];
-  hak_pool_span_t *avail[HAK_POOL_CLASSES];
+  hak_pool_list_t list[HAK_POOL_CLASSES];              /* the TLS free lists */
+  hak_pool_span_t *current[HAK_POOL_CLASSES];          /* where refills take blocks first */
+  hak_slab_t *avail[HAK_POOL_CLASSES];                 /* owned spans with free blocks */
   hak_pool_span_t *spare[HAK_POOL_MAX_SPAN_PAGES + 1]; /* one empty span per size */
   uintptr_t chunk_pos, chunk_end;                      /* the arena chunk spans are cut from */
   unsigned chunk_level, arena_chunks;

@@ -50,7 +50,7 @@ typedef struct {
 
 typedef struct {
   uint32_t carve_ss, carve_next, top_ss, empty_head;
-  hak_tiny_slab_t *free_slabs; /* released slabs of partly used SuperSlabs */
+  hak_slab_t *free_slabs; /* released slabs of partly used SuperSlabs */
 } class_state_t;
 
 /* One lock for slab and SuperSlab bookkeeping: taken once per 64 KiB slab, never on the
@@ -176,7 +176,7 @@ void hak_tiny_maintain(int force) {
 /* ---- Slabs and SuperSlabs (tiny_lock held). ---- */
 
 static void free_slabs_unlink(class_state_t *cs, hak_tiny_slab_t *s) {
-  HAK_LIST_REMOVE(&cs->free_slabs, s);
+  HAK_LIST_REMOVE(&cs->free_slabs, &s->slab);
 }
 
 /* Makes a SuperSlab the class's carving source: an empty one if any, else a new one. */
@@ -216,7 +216,7 @@ static hak_tiny_slab_t *slab_acquire(unsigned cls, int *fresh) {
   hak_tiny_slab_t *s = NULL;
   pthread_mutex_lock(&tiny_lock);
   if (cs->free_slabs) {
-    s = cs->free_slabs;
+    s = (hak_tiny_slab_t *)cs->free_slabs;
     free_slabs_unlink(cs, s);
     ss_meta[cls][ss_of(s)].free_slabs--;
     *fresh = 0;
@@ -241,7 +241,7 @@ static void slab_release(hak_tiny_slab_t *s) {
     pthread_mutex_unlock(&tiny_lock);
     return;
   }
-  HAK_LIST_PUSH(&cs->free_slabs, s);
+  HAK_LIST_PUSH(&cs->free_slabs, &s->slab);
   uint32_t handed_out = ss == cs->carve_ss ? cs->carve_next : HAK_TINY_SLABS_PER_SS;
   if (++m->free_slabs == handed_out) {
     for (uint32_t i = 0; i < handed_out; i++) free_slabs_unlink(cs, slab_at(cls, ss, i));
@@ -280,8 +280,7 @@ static void slab_adopt(hak_tiny_heap_t *h, hak_tiny_slab_t *s, unsigned cls, int
     }
   }
   s->used = 0;
-  s->in_avail = 0;
-  s->is_current = 1;
+  s->state = HAK_SLAB_CURRENT;
   s->pending_next = NULL;
   __atomic_store_n(&s->owner, h, __ATOMIC_RELEASE);
   __atomic_store_n(owner_slot(s), h, __ATOMIC_RELEASE);
@@ -290,25 +289,16 @@ static void slab_adopt(hak_tiny_heap_t *h, hak_tiny_slab_t *s, unsigned cls, int
 /* ---- A heap's slab lists (owner only). ---- */
 
 static void avail_push(hak_tiny_heap_t *h, hak_tiny_slab_t *s) {
-  HAK_LIST_PUSH(&h->avail[s->cls], s);
-  s->in_avail = 1;
+  hak_slab_avail_push(&h->avail[s->cls], &s->slab);
 }
 
 static void avail_remove(hak_tiny_heap_t *h, hak_tiny_slab_t *s) {
-  HAK_LIST_REMOVE(&h->avail[s->cls], s);
-  s->in_avail = 0;
+  hak_slab_avail_remove(&h->avail[s->cls], &s->slab);
 }
 
-/* A block goes back to its own slab's free list. */
+/* A block goes back to its own slab's free list; an emptied slab goes back to its class. */
 static void return_block(hak_tiny_heap_t *h, hak_tiny_slab_t *s, void *b) {
-  *(void **)b = s->free;
-  s->free = b;
-  if (--s->used == 0 && !s->is_current) {
-    if (s->in_avail) avail_remove(h, s);
-    slab_release(s);
-  } else if (!s->in_avail && !s->is_current) {
-    avail_push(h, s);
-  }
+  if (hak_slab_return_block(&h->avail[s->cls], &s->slab, b)) slab_release(s);
 }
 
 /* Takes every slab with remote frees off the heap's pending list and drains each slab's
@@ -337,7 +327,7 @@ static void process_pending(hak_tiny_heap_t *h) {
   }
 }
 
-static void heap_flush(hak_tiny_heap_t *h);
+static void heap_flush(void *tier);
 
 /* The engine's hooks (heap/heap.h). A remote free into a dead heap only drains the queues,
  * so the heap keeps its warm caches for the thread that adopts it; the decay and
@@ -348,33 +338,16 @@ static void heap_init(void *h) {
   for (unsigned c = 0; c < HAK_TINY_CLASSES; c++)
     cache_set_cap(&((hak_tiny_heap_t *)h)->cache[c], 32);
 }
-static void drain_heap(void *h) { process_pending(h); }
-static void flush_heap(void *h) { heap_flush(h); }
+static void heap_drain(void *h) { process_pending(h); }
+static void heap_bind(void *h) { hak_tiny_tls = h; }
+static void heap_prewarm(void *tier);
 
-static const hak_heap_ops_t heap_ops = {
-    .heap_size = sizeof(hak_tiny_heap_t),
-    .heap_offset = offsetof(hak_tiny_heap_t, base),
-    .init = heap_init,
-    .drain = drain_heap,
-    .flush = flush_heap,
-};
+static const hak_heap_ops_t heap_ops = HAK_HEAP_OPS(hak_tiny_heap_t);
 
 /* ---- Debug-fail-fast helpers (compiled in every variant, used when HAK_CHECKS). ---- */
 
 static const char *class_where(char *buf, size_t cap, unsigned cls) {
-  hak_buf_t b = {buf, 0, cap - 1};
-  hak_buf_str(&b, "tiny class ");
-  hak_buf_u64(&b, cls);
-  buf[b.len] = '\0';
-  return buf;
-}
-
-static int bytes_are(const void *p, size_t from, size_t to, int value) {
-  const unsigned char *c = p;
-  for (size_t i = from; i < to; i++) {
-    if (c[i] != value) return 0;
-  }
-  return 1;
+  return hak_class_where(buf, cap, "tiny", cls);
 }
 
 /* Pops one block from a cache, checking the link and the free fill (debug). */
@@ -387,7 +360,7 @@ static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
   if (next != NULL && (noff >= hak_tiny_geom.size || !hak_tiny_owns(noff))) {
     hak_fatal("corrupted free list link in block", p, class_where(where, sizeof where, cls));
   }
-  if (!bytes_are(p, sizeof(void *), size, FILL_FREE)) {
+  if (!hak_bytes_are(p, sizeof(void *), size, FILL_FREE)) {
     hak_fatal("write after free to block", p, class_where(where, sizeof where, cls));
   }
   c->head = next;
@@ -414,15 +387,7 @@ static block_kind_t block_kind(hak_tiny_slab_t *s, const void *p, size_t size, u
 
 /* Moves up to `want` blocks of slab s's free list into the cache. */
 static uint32_t take_free(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t want) {
-  uint32_t got = 0;
-  while (got < want && s->free) {
-    void *b = s->free;
-    s->free = *(void **)b;
-    *(void **)b = c->head;
-    c->head = b;
-    got++;
-  }
-  s->used += got;
+  uint32_t got = hak_slab_take_free(&s->slab, &c->head, want);
   c->room -= (int32_t)got;
   return got;
 }
@@ -465,12 +430,11 @@ static uint32_t fill(hak_tiny_heap_t *h, unsigned cls, uint32_t want) {
     hak_tiny_slab_t *s = h->current[cls];
     if (s) {
       got += take_free(s, c, want - got);
-      hak_tiny_slab_t *a = h->avail[cls];
+      hak_tiny_slab_t *a = (hak_tiny_slab_t *)h->avail[cls];
       if (got < want && s->carved < s->capacity && a && a->free) {
         avail_remove(h, a);
-        s->is_current = 0;
         avail_push(h, s);
-        a->is_current = 1;
+        a->state = HAK_SLAB_CURRENT;
         h->current[cls] = a;
         continue;
       }
@@ -480,15 +444,15 @@ static uint32_t fill(hak_tiny_heap_t *h, unsigned cls, uint32_t want) {
       carve_left -= carved;
       if (got > 0 && carve_left == 0) break;
       if (!slab_exhausted(s)) break;
-      s->is_current = 0;
+      s->state = HAK_SLAB_FULL;
       h->current[cls] = NULL;
       continue;
     }
     int fresh = 0;
-    s = h->avail[cls];
+    s = (hak_tiny_slab_t *)h->avail[cls];
     if (s) {
       avail_remove(h, s);
-      s->is_current = 1;
+      s->state = HAK_SLAB_CURRENT;
     } else {
       s = slab_acquire(cls, &fresh);
       if (!s) break;
@@ -515,26 +479,14 @@ static void cache_set_cap(hak_tiny_cache_t *c, uint32_t cap) {
   c->cap = cap;
 }
 
-static void heap_prewarm(hak_tiny_heap_t *h) {
+static void heap_prewarm(void *tier) {
+  hak_tiny_heap_t *h = tier;
   for (unsigned cls = 0; cls < HOT_CLASSES; cls++) {
     uint32_t n = HAK_TINY_PREWARM_BUDGET / HOT_CLASSES / hak_tiny_class_size[cls];
     if (n > 64) n = 64;
     if (h->cache[cls].cap < n) cache_set_cap(&h->cache[cls], n);
     fill(h, cls, n);
   }
-}
-
-/* Takes a dead heap if there is one (adoption keeps its slabs and caches), else a new one. */
-static hak_tiny_heap_t *heap_attach(void) {
-  int created;
-  hak_tiny_heap_t *h = hak_heap_attach(&heaps, &created);
-  if (!h) return NULL;
-  hak_tiny_tls = h;
-  hak_heap_enter(&h->base.busy);
-  process_pending(h);
-  if (created && HAK_PREWARM) heap_prewarm(h);
-  hak_heap_leave(&h->base.busy);
-  return h;
 }
 
 /* The miss path of class `cls` on the calling thread's heap h (marked busy). */
@@ -565,7 +517,7 @@ static void *refill_and_pop(hak_tiny_heap_t *h, unsigned cls) {
 void *hak_tiny_malloc_slow(unsigned cls) {
   hak_tiny_heap_t *h = hak_tiny_tls;
   if (h == &hak_tiny_empty_heap) {
-    h = heap_attach();
+    h = hak_heap_attach(&heaps);
     if (!h) {
       errno = ENOMEM;
       return NULL;
@@ -666,7 +618,8 @@ void hak_tiny_free_checked(void *p, uintptr_t off) {
 
 /* ---- Thread exit, fork, stats. ---- */
 
-static void heap_flush(hak_tiny_heap_t *h) {
+static void heap_flush(void *tier) {
+  hak_tiny_heap_t *h = tier;
   process_pending(h);
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
     hak_tiny_cache_t *c = &h->cache[cls];

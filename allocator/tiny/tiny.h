@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "allocator/heap/heap.h"
+#include "allocator/heap/slab.h"
 #include "allocator/internal/config.h"
 #include "allocator/internal/log.h"
 #include "allocator/internal/trace.h"
@@ -67,25 +68,21 @@ struct hak_tiny_slab;
 typedef struct hak_tiny_heap {
   hak_tiny_cache_t cache[HAK_TINY_CLASSES];
   hak_tiny_adapt_t adapt[HAK_TINY_CLASSES];
-  struct hak_tiny_slab *current[HAK_TINY_CLASSES];
-  struct hak_tiny_slab *avail[HAK_TINY_CLASSES]; /* owned slabs with free blocks */
-  uint64_t refills, overflows, remote_frees;     /* statistics */
+  struct hak_tiny_slab *current[HAK_TINY_CLASSES]; /* where refills take blocks first */
+  hak_slab_t *avail[HAK_TINY_CLASSES];             /* owned slabs with free blocks */
+  uint64_t refills, overflows, remote_frees;       /* statistics */
   hak_heap_t base; /* the engine's part: life cycle, pending remote slabs (heap/heap.h) */
 } hak_tiny_heap_t;
 
 /* Slab header, at the start of every 64 KiB slab. The first line is the owner's; the
  * remote word is written by other threads. */
 typedef struct hak_tiny_slab {
-  hak_tiny_heap_t *owner; /* NULL while the slab is free */
-  void *free;             /* owner-only free list */
-  uint32_t used;          /* blocks not in `free` and not uncarved */
-  uint32_t carved;        /* blocks ever handed out of the slab; written by the owner only,
-                             read by other threads' frees (relaxed atomics) */
-  uint32_t capacity;
-  uint16_t cls;
-  uint8_t in_avail;
-  uint8_t is_current;
-  struct hak_tiny_slab *avail_prev, *avail_next; /* heap avail list or global free list */
+  union { /* the engine's slab header (heap/slab.h); owner is a hak_tiny_heap_t */
+    hak_slab_t slab;
+    struct {
+      HAK_SLAB_FIELDS
+    };
+  };
   /* Debug builds: one bit per block, set while the block is allocated, so a double free
    * is decided from the allocator's state, never from the block's contents. */
   uint64_t *live_bits;
@@ -93,7 +90,7 @@ typedef struct hak_tiny_slab {
   /* Remote frees: chain head with bit 0 set while the slab sits in its owner's pending
    * list, so that flag and chain change together in one atomic operation. */
   uintptr_t remote;
-  struct hak_tiny_slab *pending_next;
+  struct hak_tiny_slab *pending_next; /* the owner's pending list */
   char pad2[64 - 16];
 } hak_tiny_slab_t;
 

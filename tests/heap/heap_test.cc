@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -18,12 +19,16 @@ struct FakeSlab {
 };
 
 struct FakeHeap {
-  int inits, drains, flushes;
+  int inits, drains, flushes, prewarms;
   int drained_blocks;
   hak_heap_t base;
 };
 
+thread_local FakeHeap *g_bound;  // the fake tier's "TLS heap"
+
 void Init(void *t) { static_cast<FakeHeap *>(t)->inits++; }
+void Bind(void *t) { g_bound = static_cast<FakeHeap *>(t); }
+void Prewarm(void *t) { static_cast<FakeHeap *>(t)->prewarms++; }
 
 // Takes every pending slab and counts the blocks on its remote queue.
 void Drain(void *t) {
@@ -42,12 +47,31 @@ void Flush(void *t) {
   static_cast<FakeHeap *>(t)->flushes++;
 }
 
-const hak_heap_ops_t kOps = {sizeof(FakeHeap), offsetof(FakeHeap, base), Init, Drain, Flush};
+hak_heap_ops_t MakeOps() {
+  hak_heap_ops_t ops;
+  ops.heap_size = sizeof(FakeHeap);
+  ops.heap_offset = offsetof(FakeHeap, base);
+  ops.init = Init;
+  ops.bind = Bind;
+  ops.prewarm = Prewarm;
+  ops.drain = Drain;
+  ops.flush = Flush;
+  return ops;
+}
+
+const hak_heap_ops_t kOps = MakeOps();
 
 class HeapEngineTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_EQ(hak_heap_registry_init(&r_, &kOps, nullptr), 0); }
-  FakeHeap *Attach(int *created) { return static_cast<FakeHeap *>(hak_heap_attach(&r_, created)); }
+  // Attaches a heap; *created says whether it is new (initialised by this call).
+  FakeHeap *Attach(int *created) {
+    auto *h = static_cast<FakeHeap *>(hak_heap_attach(&r_));
+    *created = h && h->inits == 1 && h->drains == 1 && !seen_.count(h);
+    seen_.insert(h);
+    return h;
+  }
+  std::set<FakeHeap *> seen_;
   hak_heap_registry_t r_;
 };
 
@@ -57,6 +81,9 @@ TEST_F(HeapEngineTest, ARetiredHeapIsAdoptedBeforeANewOneIsMade) {
   ASSERT_NE(a, nullptr);
   EXPECT_EQ(created, 1);
   EXPECT_EQ(a->inits, 1);
+  EXPECT_EQ(g_bound, a) << "made the thread's";
+  EXPECT_EQ(a->drains, 1) << "drained at attach";
+  EXPECT_EQ(a->prewarms, HAK_PREWARM ? 1 : 0) << "pre-warmed when new, with PREWARM=1";
   EXPECT_EQ(a->base.state, HAK_HEAP_LIVE);
   hak_heap_retire(&r_, a);
   EXPECT_EQ(a->base.state, HAK_HEAP_DEAD);
@@ -64,6 +91,8 @@ TEST_F(HeapEngineTest, ARetiredHeapIsAdoptedBeforeANewOneIsMade) {
   EXPECT_EQ(b, a) << "adopted";
   EXPECT_EQ(created, 0);
   EXPECT_EQ(b->inits, 1) << "an adopted heap is not re-initialised";
+  EXPECT_EQ(b->prewarms, HAK_PREWARM ? 1 : 0) << "nor pre-warmed again";
+  EXPECT_EQ(b->drains, 2) << "but drained of what came while it was dead";
   FakeHeap *c = Attach(&created);
   EXPECT_NE(c, a);
   EXPECT_EQ(created, 1);
@@ -78,7 +107,7 @@ TEST_F(HeapEngineTest, RemoteFreesQueueOncePerBatchAndCollectADeadOwner) {
   hak_heap_remote_free(&r_, &owner->base, &slab, &slab.remote, &slab.pending_next, blocks[0]);
   hak_heap_remote_free(&r_, &owner->base, &slab, &slab.remote, &slab.pending_next, blocks[1]);
   EXPECT_EQ(owner->base.pending, &slab) << "queued once";
-  EXPECT_EQ(owner->drains, 0) << "a live owner drains itself";
+  EXPECT_EQ(owner->drains, 1) << "only at attach: a live owner drains itself";
   Drain(owner);
   EXPECT_EQ(owner->drained_blocks, 2);
   hak_heap_retire(&r_, owner);
@@ -133,8 +162,9 @@ TEST_F(HeapEngineTest, ForkChildKeepsDeadHeapsAndOrphansTheRest) {
   // A remote free into an orphan only queues.
   FakeSlab slab;
   void *block[2];
+  int drains = live->drains;
   hak_heap_remote_free(&r_, &live->base, &slab, &slab.remote, &slab.pending_next, block);
-  EXPECT_EQ(live->drains, 0);
+  EXPECT_EQ(live->drains, drains) << "nobody drains an orphan";
 }
 
 // Threads that attach, free into each other's retired heaps, and retire, concurrently:

@@ -1,0 +1,87 @@
+/* The slab header both tiers share, and the slab operations of the engine: a Tiny slab
+ * (64 KiB, header inside it) and a Pool span (1..4 pages, header in the page registry)
+ * both begin with HAK_SLAB_FIELDS, so one avail list, one return of a block and one
+ * take from a free list serve both. Owner-only: every function here is called by the
+ * thread that owns the slab (or the collector holding its dead heap BUSY).
+ *
+ * Counting: a slab's blocks are carved or not; a carved block is on `free`, or it is
+ * counted in `used` (held by the user, in a thread cache, or on the remote queue). So
+ * used + |free| = carved <= capacity, and a slab whose `used` drops to 0 while it is
+ * not its heap's current slab has every carved block on `free`: the tier releases it. */
+#ifndef HAK_ALLOCATOR_HEAP_SLAB_H
+#define HAK_ALLOCATOR_HEAP_SLAB_H
+
+#include <stdint.h>
+
+#include "allocator/internal/config.h"
+#include "allocator/internal/list.h"
+
+/* Where a slab stands with its heap. */
+enum {
+  HAK_SLAB_FULL = 0,    /* on no list: no free block, or not owned */
+  HAK_SLAB_CURRENT = 1, /* the heap's current slab of its class (refills come from it) */
+  HAK_SLAB_AVAIL = 2,   /* on the heap's avail list of its class: has free blocks */
+};
+
+struct hak_slab;
+
+/* 48 bytes, the start of every tier's slab header (declare a tier header as
+ * `union { hak_slab_t slab; struct { HAK_SLAB_FIELDS }; };` then its own fields). */
+#define HAK_SLAB_FIELDS                                                              \
+  void *owner;       /* owning tier heap; NULL while the slab is free */             \
+  void *free;        /* owner-only free list of carved blocks */                     \
+  uint32_t used;     /* carved blocks not on `free` (see the counting above) */      \
+  uint32_t carved;   /* blocks ever carved; grows only; read by other threads' frees \
+                        (relaxed atomics) to refuse blocks never handed out */       \
+  uint32_t capacity; /* blocks the slab can hold */                                  \
+  uint16_t cls;      /* size class in the tier's table */                            \
+  uint8_t state;     /* HAK_SLAB_FULL / _CURRENT / _AVAIL */                         \
+  uint8_t kind;      /* the tier's (Pool: registry entry kind) */                    \
+  struct hak_slab *avail_prev, *avail_next; /* avail list, or a tier's free-slab list */
+
+typedef struct hak_slab {
+  HAK_SLAB_FIELDS
+} hak_slab_t;
+
+HAK_STATIC_ASSERT(sizeof(hak_slab_t) == 48, "the shared slab header is 48 bytes");
+
+HAK_INLINE void hak_slab_avail_push(hak_slab_t **list, hak_slab_t *s) {
+  HAK_LIST_PUSH(list, s);
+  s->state = HAK_SLAB_AVAIL;
+}
+
+HAK_INLINE void hak_slab_avail_remove(hak_slab_t **list, hak_slab_t *s) {
+  HAK_LIST_REMOVE(list, s);
+  s->state = HAK_SLAB_FULL;
+}
+
+/* Block b goes back onto its slab's free list; `avail` is the owner's avail list of the
+ * slab's class. Returns 1 when the slab has no block out any more and is on no list:
+ * the tier then releases it. A slab that gets its first free block joins the list. */
+HAK_INLINE int hak_slab_return_block(hak_slab_t **avail, hak_slab_t *s, void *b) {
+  *(void **)b = s->free;
+  s->free = b;
+  if (--s->used == 0 && s->state != HAK_SLAB_CURRENT) {
+    if (s->state == HAK_SLAB_AVAIL) hak_slab_avail_remove(avail, s);
+    return 1;
+  }
+  if (s->state == HAK_SLAB_FULL) hak_slab_avail_push(avail, s);
+  return 0;
+}
+
+/* Moves up to `want` blocks of s's free list onto the list at *head (a thread cache or
+ * list); returns how many, already counted in `used`. */
+HAK_INLINE uint32_t hak_slab_take_free(hak_slab_t *s, void **head, uint32_t want) {
+  uint32_t got = 0;
+  while (got < want && s->free) {
+    void *b = s->free;
+    s->free = *(void **)b;
+    *(void **)b = *head;
+    *head = b;
+    got++;
+  }
+  s->used += got;
+  return got;
+}
+
+#endif /* HAK_ALLOCATOR_HEAP_SLAB_H */
