@@ -253,7 +253,9 @@ static uint32_t fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t want
       }
       h->current[cls] = s;
     }
-    got += hak_slab_take_free(&s->slab, &l->head, want - got);
+    uint32_t taken = hak_slab_take_free(&s->slab, &l->head, want - got);
+    l->room -= (int32_t)taken;
+    got += taken;
     uint32_t before = got;
     while (got < want && s->carved < s->capacity) {
       char *b = span_base(s) + (size_t)s->carved * stride;
@@ -261,8 +263,7 @@ static uint32_t fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t want
                 "carving past the span end at", b, "pool");
       __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
       if (HAK_CHECKS) memset(b, FILL_FREE, stride < CHECKED_BYTES ? stride : CHECKED_BYTES);
-      *(void **)b = l->head;
-      l->head = b;
+      hak_cache_push(l, b);
       got++;
     }
     s->used += got - before;
@@ -271,7 +272,6 @@ static uint32_t fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t want
       h->current[cls] = NULL;
     }
   }
-  l->count += got;
   return got;
 }
 
@@ -365,19 +365,18 @@ static void heap_flush(void *tier) {
   pool_heap_t *h = tier;
   for (unsigned cls = 0; cls < HAK_POOL_CLASSES; cls++) {
     pool_list_t *l = &h->list[cls];
-    while (l->head) {
-      void *b = l->head;
-      l->head = *(void **)b;
+    for (void *b; (b = hak_cache_pop(l)) != NULL;) {
       return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
     }
-    l->count = 0;
   }
   process_pending(h);
 }
 
 /* The engine's hooks (heap/heap.h). */
 static void heap_init(void *h) {
-  for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) ((pool_heap_t *)h)->list[c].cap = list_cap(c);
+  for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) {
+    hak_cache_set_cap(&((pool_heap_t *)h)->list[c], list_cap(c));
+  }
 }
 
 static const hak_heap_ops_t heap_ops = HAK_HEAP_OPS(pool_heap_t);
@@ -391,9 +390,7 @@ static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
     HAK_TRACE_ROUTE(HAK_ROUTE_POOL_REFILL, 0, 0);
     if (fill(h, cls, l, l->cap / 2 ? l->cap / 2 : 1) == 0) return NULL;
   }
-  void *p = l->head;
-  l->head = *(void **)p;
-  l->count--;
+  void *p = hak_cache_pop(l);
   return HAK_CHECKS ? checked_alloc(p, cls) : p;
 }
 
@@ -409,10 +406,9 @@ static void *tls_malloc_slow(unsigned cls) {
 void hak_pool_overflow(pool_list_t *l) {
   pool_heap_t *h = hak_pool_tls;
   hak_heap_enter(&h->base.busy);
-  while (l->count > l->cap / 2) {
-    void *b = l->head;
-    l->head = *(void **)b;
-    l->count--;
+  /* Down to half the capacity: room = cap - count reaches cap - cap / 2. */
+  while (l->room < (int32_t)(l->cap - l->cap / 2)) {
+    void *b = hak_cache_pop(l);
     return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
   }
   hak_heap_leave(&h->base.busy);
@@ -439,7 +435,7 @@ static pool_heap_t *my_shard(void) {
 
 static void *shared_malloc(unsigned cls) {
   pool_heap_t *h = my_shard();
-  pool_list_t one = {NULL, 0, 1};
+  pool_list_t one = {NULL, 1, 1}; /* room for one block */
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_SHARED, 0, 0);
   pthread_mutex_lock(&h->lock);
   h->refills++;
@@ -463,11 +459,8 @@ void *hak_pool_malloc(size_t n) {
   unsigned cls = hak_pool_class_of(n);
   void *p;
   if (HAK_POOL_TLS) {
-    pool_list_t *l = &hak_pool_tls->list[cls];
-    p = l->head;
-    if (HAK_LIKELY(p != NULL) && !HAK_CHECKS) {
-      l->head = *(void **)p;
-      l->count--;
+    p = HAK_CHECKS ? NULL : hak_cache_pop(&hak_pool_tls->list[cls]);
+    if (HAK_LIKELY(p != NULL)) {
       HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
       return p;
     }
@@ -495,10 +488,8 @@ void hak_pool_free(void *p, uintptr_t off) {
     return;
   }
   pool_list_t *l = &h->list[s->cls];
-  *(void **)p = l->head;
-  l->head = p;
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 1);
-  if (HAK_UNLIKELY(++l->count > l->cap)) hak_pool_overflow(l);
+  if (HAK_UNLIKELY(hak_cache_push(l, p))) hak_pool_overflow(l);
 }
 
 size_t hak_pool_usable(uintptr_t off) {

@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 
+#include "allocator/heap/cache.h"
 #include "allocator/heap/heap.h"
 #include "allocator/heap/slab.h"
 #include "allocator/internal/config.h"
@@ -64,10 +65,8 @@ typedef struct hak_pool_span {
 
 HAK_STATIC_ASSERT(sizeof(hak_pool_span_t) == 128, "registry entry size");
 
-typedef struct {
-  void *head;
-  uint32_t count, cap;
-} hak_pool_list_t;
+/* A thread's free list of one class: the engine's cache (heap/cache.h). */
+typedef hak_cache_t hak_pool_list_t;
 
 typedef struct hak_pool_heap {
   hak_pool_list_t list[HAK_POOL_CLASSES];              /* the TLS free lists */
@@ -109,13 +108,8 @@ void hak_pool_overflow(hak_pool_list_t *l);
  * hak_pool_malloc. */
 HAK_INLINE void *hak_pool_pop(size_t n) {
   if (!HAK_POOL_TLS || HAK_CHECKS) return NULL;
-  hak_pool_list_t *l = &hak_pool_tls->list[hak_pool_class_of(n)];
-  void *p = l->head;
-  if (HAK_LIKELY(p != NULL)) {
-    l->head = *(void **)p;
-    l->count--;
-    HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
-  }
+  void *p = hak_cache_pop(&hak_pool_tls->list[hak_pool_class_of(n)]);
+  if (p) HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
   return p;
 }
 
@@ -129,10 +123,8 @@ HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
   hak_pool_heap_t *h = hak_pool_tls;
   if (HAK_UNLIKELY(s->owner != h)) return 0;
   hak_pool_list_t *l = &h->list[s->cls];
-  *(void **)p = l->head;
-  l->head = p;
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 1);
-  if (HAK_UNLIKELY(++l->count > l->cap)) hak_pool_overflow(l);
+  if (HAK_UNLIKELY(hak_cache_push(l, p))) hak_pool_overflow(l);
   return 1;
 }
 

@@ -315,9 +315,7 @@ static void process_pending(hak_tiny_heap_t *h) {
        * block into this core's cache, and a block in a thread cache still counts as used,
        * so nothing is counted twice. */
       if (c->room > 0) {
-        *(void **)b = c->head;
-        c->head = b;
-        c->room--;
+        hak_cache_push(c, b);
       } else {
         return_block(h, s, b);
       }
@@ -363,8 +361,7 @@ static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
   if (!hak_bytes_are(p, sizeof(void *), size, FILL_FREE)) {
     hak_fatal("write after free to block", p, class_where(where, sizeof where, cls));
   }
-  c->head = next;
-  c->room++;
+  hak_cache_pop(c);
   hak_tiny_slab_t *s = hak_tiny_slab_of(p);
   if (s->live_bits) hak_bit_set(s->live_bits, (uint32_t)(((char *)p - block_start(s)) / size));
   memset(p, FILL_ALLOC, size);
@@ -403,12 +400,10 @@ static uint32_t take_carve(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t wan
               "carving past the slab end at", b, "tiny");
     __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
     if (HAK_CHECKS) memset(b, FILL_FREE, stride);
-    *(void **)b = c->head;
-    c->head = b;
+    hak_cache_push(c, b);
     got++;
   }
   s->used += got;
-  c->room -= (int32_t)got;
   return got;
 }
 
@@ -472,12 +467,7 @@ static uint32_t cache_max(unsigned cls) {
   return by_bytes < max ? by_bytes : max;
 }
 
-/* Changes a cache's capacity; its room moves with it (it may go negative: the next
- * overflow trims the list). */
-static void cache_set_cap(hak_tiny_cache_t *c, uint32_t cap) {
-  c->room += (int32_t)cap - (int32_t)c->cap;
-  c->cap = cap;
-}
+static void cache_set_cap(hak_tiny_cache_t *c, uint32_t cap) { hak_cache_set_cap(c, cap); }
 
 static void heap_prewarm(void *tier) {
   hak_tiny_heap_t *h = tier;
@@ -508,10 +498,7 @@ static void *refill_and_pop(hak_tiny_heap_t *h, unsigned cls) {
     }
   }
   if (HAK_CHECKS) return cache_pop_checked(c, cls);
-  void *p = c->head;
-  c->head = *(void **)p;
-  c->room++;
-  return p;
+  return hak_cache_pop(c);
 }
 
 void *hak_tiny_malloc_slow(unsigned cls) {
@@ -542,9 +529,7 @@ void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
   /* Down to half the capacity: room = cap - count reaches cap - cap / 2. */
   int32_t room = (int32_t)(c->cap - c->cap / 2);
   while (c->room < room) {
-    void *b = c->head;
-    c->head = *(void **)b;
-    c->room++;
+    void *b = hak_cache_pop(c);
     return_block(h, hak_tiny_slab_of(b), b);
   }
   hak_heap_leave(&h->base.busy);
@@ -611,9 +596,7 @@ void hak_tiny_free_checked(void *p, uintptr_t off) {
     return;
   }
   hak_tiny_cache_t *c = &h->cache[cls];
-  *(void **)p = c->head;
-  c->head = p;
-  if (--c->room < 0) hak_tiny_overflow(h, c);
+  if (hak_cache_push(c, p)) hak_tiny_overflow(h, c);
 }
 
 /* ---- Thread exit, fork, stats. ---- */
@@ -623,12 +606,7 @@ static void heap_flush(void *tier) {
   process_pending(h);
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
     hak_tiny_cache_t *c = &h->cache[cls];
-    while (c->head) {
-      void *b = c->head;
-      c->head = *(void **)b;
-      return_block(h, hak_tiny_slab_of(b), b);
-    }
-    c->room = (int32_t)c->cap;
+    for (void *b; (b = hak_cache_pop(c)) != NULL;) return_block(h, hak_tiny_slab_of(b), b);
   }
 }
 

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "allocator/heap/cache.h"
 #include "allocator/heap/heap.h"
 #include "allocator/heap/slab.h"
 #include "allocator/internal/config.h"
@@ -48,14 +49,8 @@ extern const uint8_t hak_tiny_size_class[HAK_TINY_MAX / 16 + 1]; /* by (n + 15) 
 
 HAK_INLINE unsigned hak_tiny_class_of(size_t n) { return hak_tiny_size_class[(n + 15) >> 4]; }
 
-/* A thread's cache of one class: a singly linked list through the blocks' first word.
- * 16 bytes, so the fast paths index it with one shift. The list holds cap - room blocks;
- * counting the room down lets free() test for overflow with the flags of its decrement. */
-typedef struct {
-  void *head;
-  int32_t room; /* blocks that still fit; negative once the list holds more than cap */
-  uint32_t cap; /* adaptive, 16 .. HAKMEM_TINY_CACHE_MAX */
-} hak_tiny_cache_t;
+/* A thread's cache of one class: the engine's (heap/cache.h). */
+typedef hak_cache_t hak_tiny_cache_t;
 
 /* What adapts a cache's capacity; touched on refills and overflows only. */
 typedef struct {
@@ -193,15 +188,10 @@ HAK_INLINE int hak_tiny_owns(uintptr_t off) {
  * when the cache of its class is empty (then call hak_tiny_malloc). Debug builds always
  * take the checked slow path. */
 HAK_INLINE void *hak_tiny_pop(size_t n) {
-  hak_tiny_cache_t *c = &hak_tiny_tls->cache[hak_tiny_class_of(n)];
-  void *p = c->head;
-  if (HAK_LIKELY(p != NULL) && !HAK_CHECKS) {
-    c->head = *(void **)p;
-    c->room++;
-    HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 0);
-    return p;
-  }
-  return NULL;
+  if (HAK_CHECKS) return NULL;
+  void *p = hak_cache_pop(&hak_tiny_tls->cache[hak_tiny_class_of(n)]);
+  if (p) HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 0);
+  return p;
 }
 
 /* n in 0 .. HAK_TINY_MAX. Returns NULL with errno = ENOMEM when out of memory. */
@@ -220,10 +210,8 @@ HAK_INLINE void hak_tiny_free(void *p, uintptr_t off) {
     return;
   }
   hak_tiny_cache_t *c = hak_tiny_cache_at(h, off);
-  *(void **)p = c->head;
-  c->head = p;
   HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 1);
-  if (HAK_UNLIKELY(--c->room < 0)) hak_tiny_overflow(h, c);
+  if (HAK_UNLIKELY(hak_cache_push(c, p))) hak_tiny_overflow(h, c);
 }
 
 #ifdef __cplusplus
