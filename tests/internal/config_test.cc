@@ -8,15 +8,6 @@
 
 namespace {
 
-TEST(InternalConfigTest, ConstantsMatchTheFlags) {
-  EXPECT_EQ(HAK_HEADER_CLASSIDX, HEADER_CLASSIDX);
-  EXPECT_EQ(HAK_POOL_TLS, POOL_TLS_PHASE1);
-  EXPECT_EQ(HAK_PREWARM, PREWARM);
-  EXPECT_EQ(HAK_RELEASE, BUILD_RELEASE);
-  EXPECT_EQ(HAK_CHECKS, !BUILD_RELEASE);
-  EXPECT_EQ(HAK_TRACE, HAKMEM_TRACE);
-}
-
 // The variant name is derived from the flags, so a mislabelled build cannot happen.
 TEST(InternalConfigTest, VariantNameFollowsTheFlags) {
   if (!BUILD_RELEASE) {

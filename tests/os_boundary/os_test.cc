@@ -3,6 +3,7 @@
 #include "allocator/os_boundary/os.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -83,7 +84,11 @@ TEST(OsBoundaryTest, ProtectMakesMemoryReadOnly) {
   void *p = nullptr;
   ASSERT_EQ(hak_os_map(hak_os_page_size(), 0, &p), 0);
   ASSERT_EQ(hak_os_protect(p, hak_os_page_size(), PROT_READ), 0);
-  EXPECT_EQ(static_cast<char *>(p)[0], 0);
+  EXPECT_EQ(static_cast<volatile char *>(p)[0], 0);
+  // A write now faults: the protection is real, not just a counted call.
+  EXPECT_EXIT(static_cast<volatile char *>(p)[0] = 1, ::testing::KilledBySignal(SIGSEGV), "");
+  ASSERT_EQ(hak_os_protect(p, hak_os_page_size(), PROT_READ | PROT_WRITE), 0);
+  static_cast<volatile char *>(p)[0] = 1;
   ASSERT_EQ(hak_os_release(p, hak_os_page_size()), 0);
 }
 
@@ -114,8 +119,8 @@ TEST(OsBoundaryTest, InjectionCoversEveryKindAndCanBeCancelled) {
   hak_os_fail_nth(HAK_OS_RESERVE, 1);
   void *q = nullptr;
   EXPECT_EQ(hak_os_reserve(kMiB, 0, &q), ENOMEM);
-  hak_os_fail_nth(HAK_OS_RELEASE, 5);
-  hak_os_fail_nth(HAK_OS_RELEASE, 0);
+  hak_os_fail_nth(HAK_OS_RELEASE, 1);  // the very next call would fail...
+  hak_os_fail_nth(HAK_OS_RELEASE, 0);  // ...but the injection is cancelled
   EXPECT_EQ(hak_os_release(p, kMiB), 0);
 }
 

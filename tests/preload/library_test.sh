@@ -32,8 +32,12 @@ check "exports the hak_* API" $? "hak_malloc or hak_stats_get missing"
 check "depends on libc only" $? "$(ldd "$lib")"
 
 help=$(HAKMEM_HELP=1 LD_PRELOAD="$lib" /bin/true 2>&1)
-echo "$help" | grep -q "HAKMEM_DECAY_MS" && echo "$help" | grep -q "hakmem variant"
-check "HAKMEM_HELP=1 prints the table and the variant" $? "$help"
+case "$variant" in
+  debug) expected="debug-fail-fast" ;;
+  *) expected="$variant" ;;
+esac
+echo "$help" | grep -q "HAKMEM_DECAY_MS" && echo "$help" | grep -q "^hakmem variant $expected ("
+check "HAKMEM_HELP=1 prints the table and names the $expected variant" $? "$help"
 
 warn=$(HAKMEM_DECAY_MS=soon LD_PRELOAD="$lib" /bin/true 2>&1)
 [ "$warn" = "hakmem: HAKMEM_DECAY_MS=soon is not a number in 0..3600000; using the default 1000" ]

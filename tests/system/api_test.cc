@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <string>
 #include <vector>
 
 #include "absl/strings/str_format.h"
@@ -244,6 +245,26 @@ TEST(SystemApiTest, HakNamesServeTheSameAllocator) {
   EXPECT_EQ(hak_posix_memalign(&q, 4096, 10), 0);
   hak_free(q);
   EXPECT_NE(strstr(hak_variant(), "HEADER_CLASSIDX="), nullptr);
+}
+
+// hak_variant() names the variant this test target was built as, from the build's own
+// label (HAK_TEST_EXPECT_<VARIANT>), not from the allocator's config.
+TEST(SystemApiTest, VariantStringNamesTheVariantUnderTest) {
+  std::string expected;
+#if defined(HAK_TEST_EXPECT_DEBUG)
+  expected = "debug-fail-fast HEADER_CLASSIDX=1 POOL_TLS_PHASE1=1 PREWARM=1 BUILD_RELEASE=0";
+#elif defined(HAK_TEST_EXPECT_TRACE)
+  expected = "trace HEADER_CLASSIDX=1 POOL_TLS_PHASE1=1 PREWARM=1 BUILD_RELEASE=1";
+#elif defined(HAK_TEST_EXPECT_NOHEADER)
+  expected = "release HEADER_CLASSIDX=0 POOL_TLS_PHASE1=1 PREWARM=1 BUILD_RELEASE=1";
+#elif defined(HAK_TEST_EXPECT_NOTLS)
+  expected = "release HEADER_CLASSIDX=1 POOL_TLS_PHASE1=0 PREWARM=1 BUILD_RELEASE=1";
+#elif defined(HAK_TEST_EXPECT_NOPREWARM)
+  expected = "release HEADER_CLASSIDX=1 POOL_TLS_PHASE1=1 PREWARM=0 BUILD_RELEASE=1";
+#else
+  expected = "release HEADER_CLASSIDX=1 POOL_TLS_PHASE1=1 PREWARM=1 BUILD_RELEASE=1";
+#endif
+  EXPECT_EQ(std::string(hak_variant()), expected);
 }
 
 TEST(SystemApiTest, TheProcessRunsOnHakmem) {

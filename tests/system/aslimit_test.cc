@@ -26,32 +26,8 @@ namespace {
 using hak_test::Stamp;
 using hak_test::StampIntact;
 
-bool InChild() { return getenv("HAKMEM_TEST_CHILD") != nullptr; }
-
-// Runs this binary again with only `test`, under RLIMIT_AS = `limit` bytes (0: none),
-// and returns its wait status (-1 when it had to be killed after 120 s).
-int RunSelf(const std::string &test, rlim_t limit) {
-  fflush(nullptr);
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (limit) {
-      struct rlimit rl = {limit, limit};
-      if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(126);
-    }
-    setenv("HAKMEM_TEST_CHILD", "1", 1);
-    std::string filter = "--gtest_filter=" + test;
-    execl("/proc/self/exe", "aslimit_child", filter.c_str(), static_cast<char *>(nullptr));
-    _exit(127);
-  }
-  for (int waited_ms = 0; waited_ms < 120000; waited_ms += 5) {
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) return status;
-    usleep(5000);
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
-  return -1;
-}
+using hak_test::InChild;
+using hak_test::RunSelf;
 
 void ExpectChildPasses(const char *test, rlim_t limit) {
   int status = RunSelf(std::string("SystemAsLimitChild.") + test, limit);

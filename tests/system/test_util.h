@@ -2,8 +2,18 @@
 #ifndef HAK_TESTS_SYSTEM_TEST_UTIL_H
 #define HAK_TESTS_SYSTEM_TEST_UTIL_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "allocator/hakmem.h"
 
@@ -33,6 +43,38 @@ inline hak_stats_t Stats() {
 inline size_t Opaque(size_t v) {
   volatile size_t hidden = v;
   return hidden;
+}
+
+// Whether this process is a child re-executed by RunSelf.
+inline bool InChild() { return getenv("HAKMEM_TEST_CHILD") != nullptr; }
+
+// Runs this test binary again with only `test` selected, with the environment variables
+// `env` set and RLIMIT_AS = `limit` bytes (0: none) from its start (before hakmem
+// initialises at load). Returns its wait status, or -1 when it had to be killed after
+// 120 s. The selected test should do its work only when InChild().
+inline int RunSelf(const std::string &test, rlim_t limit,
+                   const std::vector<std::pair<std::string, std::string>> &env = {}) {
+  fflush(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (limit) {
+      struct rlimit rl = {limit, limit};
+      if (setrlimit(RLIMIT_AS, &rl) != 0) _exit(126);
+    }
+    setenv("HAKMEM_TEST_CHILD", "1", 1);
+    for (const auto &kv : env) setenv(kv.first.c_str(), kv.second.c_str(), 1);
+    std::string filter = "--gtest_filter=" + test;
+    execl("/proc/self/exe", "hakmem_test_child", filter.c_str(), static_cast<char *>(nullptr));
+    _exit(127);
+  }
+  for (int waited_ms = 0; waited_ms < 120000; waited_ms += 5) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) return status;
+    usleep(5000);
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
+  return -1;
 }
 
 }  // namespace hak_test
