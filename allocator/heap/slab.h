@@ -15,6 +15,7 @@
 
 #include "allocator/internal/config.h"
 #include "allocator/internal/list.h"
+#include "allocator/internal/log.h"
 
 /* Where a slab stands with its heap. */
 enum {
@@ -82,6 +83,17 @@ HAK_INLINE uint32_t hak_slab_take_free(hak_slab_t *s, void **head, uint32_t want
   }
   s->used += got;
   return got;
+}
+
+/* Debug builds: checks the counting invariant above (walking the free list), at refill
+ * and overflow; release builds compile it to nothing. */
+HAK_INLINE void hak_slab_validate(const hak_slab_t *s) {
+  if (!HAK_CHECKS) return;
+  uint32_t on_free = 0;
+  for (void *b = s->free; b && on_free <= s->capacity; b = *(void **)b) on_free++;
+  HAK_ASSERT(s->carved <= s->capacity, "slab carved past its capacity at", s);
+  HAK_ASSERT(s->used + on_free == s->carved, "slab counts disagree (used + free != carved) at", s);
+  HAK_ASSERT(s->state <= HAK_SLAB_AVAIL, "slab in no known state at", s);
 }
 
 #endif /* HAK_ALLOCATOR_HEAP_SLAB_H */

@@ -1,4 +1,4 @@
-/* The only reader of hakmem's compile-time flags (DESIGN.md §5). Maps HEADER_CLASSIDX,
+/* The only reader of hakmem's compile-time flags (variants/variants.bzl has the table). Maps HEADER_CLASSIDX,
  * POOL_TLS_PHASE1, PREWARM, BUILD_RELEASE and HAKMEM_TRACE to 0/1 constants, rejects
  * unknown values and conflicting combinations. With no flags at all the build is release;
  * nothing is inferred from NDEBUG. */
@@ -67,10 +67,11 @@
 #error "HAKMEM_TRACE=1 is release plus tracing: it needs BUILD_RELEASE=1"
 #endif
 
-/* Constants for plain `if`, so release builds still type-check the debug paths. */
+/* Constants for plain `if`, so release builds still type-check the debug paths. The Bazel
+ * flags keep their names (they are the product's interface); these say what they do. */
 enum {
-  HAK_HEADER_CLASSIDX = HEADER_CLASSIDX,
-  HAK_POOL_TLS = POOL_TLS_PHASE1,
+  HAK_CLASS_FROM_ADDRESS = HEADER_CLASSIDX,
+  HAK_POOL_THREAD_CACHE = POOL_TLS_PHASE1,
   HAK_PREWARM = PREWARM,
   HAK_RELEASE = BUILD_RELEASE,
   HAK_CHECKS = !BUILD_RELEASE,

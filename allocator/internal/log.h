@@ -48,6 +48,15 @@ int hak_bytes_are(const void *p, size_t from, size_t to, int value);
     }                                                  \
   } while (0)
 
+/* Internal invariants, kept apart from the checks on user misuse (HAK_CHECK): compiled in
+ * every variant, checked in debug builds; a failure is a bug in hakmem and says so. */
+#define HAK_ASSERT(cond, what, ptr)                                  \
+  do {                                                               \
+    if (HAK_CHECKS && HAK_UNLIKELY(!(cond))) {                       \
+      hak_fatal("internal error: " what, (const void *)(ptr), NULL); \
+    }                                                                \
+  } while (0)
+
 #ifdef __cplusplus
 }
 #endif

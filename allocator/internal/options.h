@@ -1,4 +1,4 @@
-/* The runtime options table (DESIGN.md §6): every HAKMEM_* variable with its default,
+/* The runtime options table (the README's Options section): every HAKMEM_* variable with its default,
  * range and help, parsed once at initialisation. Hot paths read the parsed values from a
  * plain array, never the environment. */
 #ifndef HAK_ALLOCATOR_INTERNAL_OPTIONS_H

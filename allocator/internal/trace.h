@@ -1,4 +1,4 @@
-/* Route counters and the free-route log of the trace variant (DESIGN.md §5). In other
+/* Route counters and the free-route log of the trace variant (the README's Variants section). In other
  * variants HAK_TRACE_ROUTE compiles to nothing, so release fast paths carry no counters. */
 #ifndef HAK_ALLOCATOR_INTERNAL_TRACE_H
 #define HAK_ALLOCATOR_INTERNAL_TRACE_H

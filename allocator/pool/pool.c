@@ -272,6 +272,7 @@ static uint32_t fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t want
       h->current[cls] = NULL;
     }
   }
+  if (h->current[cls]) hak_slab_validate(&h->current[cls]->slab);
   return got;
 }
 
@@ -407,10 +408,14 @@ void hak_pool_overflow(pool_list_t *l) {
   pool_heap_t *h = hak_pool_tls;
   hak_heap_enter(&h->base.busy);
   /* Down to half the capacity: room = cap - count reaches cap - cap / 2. */
+  pool_span_t *last = NULL;
   while (l->room < (int32_t)(l->cap - l->cap / 2)) {
     void *b = hak_cache_pop(l);
-    return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
+    HAK_ASSERT(b != NULL, "a thread list holds fewer blocks than it counts at", l);
+    last = span_of((uintptr_t)b - hak_pool_geom.base);
+    return_block(h, last, b);
   }
+  if (HAK_CHECKS && last && last->owner == h) hak_slab_validate(&last->slab);
   hak_heap_leave(&h->base.busy);
 }
 
@@ -458,7 +463,7 @@ static void shared_free(pool_span_t *s, void *p) {
 void *hak_pool_malloc(size_t n) {
   unsigned cls = hak_pool_class_of(n);
   void *p;
-  if (HAK_POOL_TLS) {
+  if (HAK_POOL_THREAD_CACHE) {
     p = HAK_CHECKS ? NULL : hak_cache_pop(&hak_pool_tls->list[cls]);
     if (HAK_LIKELY(p != NULL)) {
       HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
@@ -478,7 +483,7 @@ void hak_pool_free(void *p, uintptr_t off) {
     bad_free(p);
     return;
   }
-  if (!HAK_POOL_TLS) {
+  if (!HAK_POOL_THREAD_CACHE) {
     shared_free(s, p);
     return;
   }

@@ -107,7 +107,7 @@ void hak_pool_overflow(hak_pool_list_t *l);
  * list is empty, without TLS lists (POOL_TLS_PHASE1=0) or in debug builds: then call
  * hak_pool_malloc. */
 HAK_INLINE void *hak_pool_pop(size_t n) {
-  if (!HAK_POOL_TLS || HAK_CHECKS) return NULL;
+  if (!HAK_POOL_THREAD_CACHE || HAK_CHECKS) return NULL;
   void *p = hak_cache_pop(&hak_pool_tls->list[hak_pool_class_of(n)]);
   if (p) HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
   return p;
@@ -116,7 +116,7 @@ HAK_INLINE void *hak_pool_pop(size_t n) {
 /* The fast free: pushes a block of the calling thread's own span onto its free list and
  * returns 1; returns 0 for anything else (then call hak_pool_free). */
 HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
-  if (!HAK_POOL_TLS || HAK_CHECKS) return 0;
+  if (!HAK_POOL_THREAD_CACHE || HAK_CHECKS) return 0;
   if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE)) return 0;
   hak_pool_span_t *s = &hak_pool_geom.registry[off >> HAK_POOL_PAGE_SHIFT];
   if (s->kind == HAK_POOL_TAIL) s = &hak_pool_geom.registry[s->head];

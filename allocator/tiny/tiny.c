@@ -94,7 +94,7 @@ int hak_tiny_init(uintptr_t base, size_t size) {
   void *owners;
   int err = hak_os_map((size >> HAK_TINY_SLAB_SHIFT) * sizeof(void *), 0, &owners);
   if (err) return err;
-  if (!HAK_HEADER_CLASSIDX) {
+  if (!HAK_CLASS_FROM_ADDRESS) {
     void *reg;
     err = hak_os_map(size >> HAK_TINY_SLAB_SHIFT, 0, &reg);
     if (err) {
@@ -274,7 +274,7 @@ static void slab_adopt(hak_tiny_heap_t *h, hak_tiny_slab_t *s, unsigned cls, int
     s->capacity = (uint32_t)((end - (uintptr_t)block_start(s)) / hak_tiny_class_size[cls]);
     s->cls = (uint16_t)cls;
     __atomic_store_n(&s->remote, 0, __ATOMIC_RELAXED);
-    if (!HAK_HEADER_CLASSIDX) {
+    if (!HAK_CLASS_FROM_ADDRESS) {
       hak_tiny_geom.registry[((uintptr_t)s - hak_tiny_geom.base) >> HAK_TINY_SLAB_SHIFT] =
           (uint8_t)cls;
     }
@@ -455,6 +455,7 @@ static uint32_t fill(hak_tiny_heap_t *h, unsigned cls, uint32_t want) {
     }
     h->current[cls] = s;
   }
+  if (h->current[cls]) hak_slab_validate(&h->current[cls]->slab);
   return got;
 }
 
@@ -528,10 +529,14 @@ void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
   h->overflows++;
   /* Down to half the capacity: room = cap - count reaches cap - cap / 2. */
   int32_t room = (int32_t)(c->cap - c->cap / 2);
+  hak_tiny_slab_t *last = NULL;
   while (c->room < room) {
     void *b = hak_cache_pop(c);
-    return_block(h, hak_tiny_slab_of(b), b);
+    HAK_ASSERT(b != NULL, "a thread cache holds fewer blocks than it counts at", c);
+    last = hak_tiny_slab_of(b);
+    return_block(h, last, b);
   }
+  if (HAK_CHECKS && last && last->owner == h) hak_slab_validate(&last->slab);
   hak_heap_leave(&h->base.busy);
 }
 
@@ -558,7 +563,7 @@ HAK_COLD void hak_tiny_bad_free(const void *p) {
   HAK_TRACE_ROUTE(HAK_ROUTE_FOREIGN, p, 1);
 }
 
-void hak_tiny_free_checked(void *p, uintptr_t off) {
+void hak_tiny_free_slow(void *p, uintptr_t off) {
   if (!hak_tiny_owns(off)) {
     hak_tiny_bad_free(p);
     return;

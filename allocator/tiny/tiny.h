@@ -117,7 +117,7 @@ int hak_tiny_init(uintptr_t base, size_t size);
 void *hak_tiny_malloc_slow(unsigned cls);
 void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c); /* c: one of h's caches */
 void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p);
-void hak_tiny_free_checked(void *p, uintptr_t off); /* every free but the fast one */
+void hak_tiny_free_slow(void *p, uintptr_t off); /* every free but the fast one */
 HAK_COLD void hak_tiny_bad_free(const void *p);
 
 /* Returns empty SuperSlabs past the LRU to the OS; `force` ignores the decay time. */
@@ -150,7 +150,7 @@ HAK_INLINE unsigned hak_tiny_slot_at(uintptr_t off) {
 
 /* Class of a block at offset `off` in the Tiny region. */
 HAK_INLINE unsigned hak_tiny_class_at(uintptr_t off) {
-  if (HAK_HEADER_CLASSIDX) return hak_tiny_slot_at(off);
+  if (HAK_CLASS_FROM_ADDRESS) return hak_tiny_slot_at(off);
   HAK_TRACE_ROUTE(HAK_ROUTE_REGISTRY, 0, 0);
   return hak_tiny_geom.registry[off >> HAK_TINY_SLAB_SHIFT];
 }
@@ -164,7 +164,7 @@ HAK_INLINE size_t hak_tiny_usable(uintptr_t off) {
  * scaled to the cache size is one shift and one mask of the offset. */
 HAK_INLINE hak_tiny_cache_t *hak_tiny_cache_at(hak_tiny_heap_t *h, uintptr_t off) {
   HAK_STATIC_ASSERT(sizeof(hak_tiny_cache_t) == 16, "cache index is a shift by 4");
-  if (HAK_HEADER_CLASSIDX) {
+  if (HAK_CLASS_FROM_ADDRESS) {
     uintptr_t col = (off >> (HAK_TINY_SS_SHIFT - 4)) & ((HAK_TINY_CLASS_SLOTS - 1) << 4);
     return (hak_tiny_cache_t *)((char *)h->cache + col);
   }
@@ -206,7 +206,7 @@ HAK_INLINE void *hak_tiny_malloc(size_t n) {
 HAK_INLINE void hak_tiny_free(void *p, uintptr_t off) {
   hak_tiny_heap_t *h = hak_tiny_tls;
   if (HAK_CHECKS || HAK_UNLIKELY(__atomic_load_n(hak_tiny_owner_of(off), __ATOMIC_RELAXED) != h)) {
-    hak_tiny_free_checked(p, off);
+    hak_tiny_free_slow(p, off);
     return;
   }
   hak_tiny_cache_t *c = hak_tiny_cache_at(h, off);
