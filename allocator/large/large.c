@@ -20,19 +20,19 @@
 #define HEADER_MAGIC 0x6861b16b10c4a11dULL
 
 typedef struct {
-  uint64_t magic; /* HEADER_MAGIC ^ user address */
-  char *map_base;
-  size_t map_size;
-  void *user;
+  uint64_t magic;  /* HEADER_MAGIC ^ user address: a live block's header */
+  char *map_base;  /* the mapping the block sits in */
+  size_t map_size; /* its size (page multiple) */
+  void *user;      /* the address handed out, 64 bytes or an alignment past map_base */
   char pad[HAK_LARGE_HEADER - 32];
 } large_header_t;
 
 HAK_STATIC_ASSERT(sizeof(large_header_t) == HAK_LARGE_HEADER, "large header size");
 
 typedef struct {
-  char *base;
-  size_t size;
-  uint64_t freed_ms;
+  char *base;        /* a freed mapping kept for reuse */
+  size_t size;       /* its size */
+  uint64_t freed_ms; /* when it was freed (the decay's clock) */
 } cache_entry_t;
 
 static large_header_t **page_map[1u << L1_BITS];
@@ -86,8 +86,8 @@ static large_header_t *lookup(const void *p) {
  * area would pass vm.max_map_count): its pages are given back at once, and the range is
  * kept on this list, threaded through its own first bytes, until a retry succeeds. */
 typedef struct unreleased {
-  struct unreleased *next;
-  size_t size;
+  struct unreleased *next; /* the next refused mapping */
+  size_t size;             /* this one's size */
 } unreleased_t;
 
 static unreleased_t *unreleased;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "allocator/internal/fork.h"
+#include "allocator/os_boundary/os_testing.h"
 
 static uint64_t os_calls[HAK_OS_KIND_COUNT];
 static uint64_t os_bytes[HAK_OS_KIND_COUNT];

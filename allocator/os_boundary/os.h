@@ -101,10 +101,6 @@ void hak_os_counters(hak_os_counters_t *out);
 /* Sum of calls over every kind: the "memory system calls" figure. */
 uint64_t hak_os_total_calls(const hak_os_counters_t *c);
 
-/* Fault injection for tests: the n-th next call of `kind` (n >= 1) fails with ENOMEM
- * without reaching the kernel; n == 0 cancels. */
-void hak_os_fail_nth(hak_os_kind_t kind, uint64_t n);
-
 /* Name of a kind ("reserve", "map", ...). */
 const char *hak_os_kind_name(hak_os_kind_t kind);
 

@@ -41,15 +41,18 @@ enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2, SS_FROZEN = 3 };
 #define CARVE_BYTES (4 * 1024)  /* of never-used memory per refill */
 
 typedef struct {
-  uint16_t free_slabs; /* slabs of this SuperSlab in the class free list */
-  uint8_t state;
+  uint16_t free_slabs;         /* slabs of this SuperSlab in the class free list */
+  uint8_t state;               /* SS_ACTIVE, SS_EMPTY, SS_DECOMMITTED or SS_FROZEN */
   uint32_t next_empty;         /* class stack of empty SuperSlabs, index + 1 */
   uint32_t lru_prev, lru_next; /* global LRU of committed empty ones, id + 1 */
-  uint64_t emptied_ms;
+  uint64_t emptied_ms;         /* when it last became empty (the decay's clock) */
 } ss_meta_t;
 
 typedef struct {
-  uint32_t carve_ss, carve_next, top_ss, empty_head;
+  uint32_t carve_ss;      /* the SuperSlab slabs are carved from (SS_NONE: none) */
+  uint32_t carve_next;    /* its next slab to hand out */
+  uint32_t top_ss;        /* SuperSlabs (grid rows) of the class ever committed */
+  uint32_t empty_head;    /* stack of empty SuperSlabs, index + 1 (0: empty stack) */
   hak_slab_t *free_slabs; /* released slabs of partly used SuperSlabs */
 } class_state_t;
 

@@ -1,6 +1,7 @@
 // The OS boundary: every call is counted by kind, commit/decommit show in the process's
 // resident memory, and injected failures come back as ENOMEM without side effects.
 #include "allocator/os_boundary/os.h"
+#include "allocator/os_boundary/os_testing.h"
 
 #include <errno.h>
 #include <signal.h>

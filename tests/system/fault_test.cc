@@ -10,6 +10,7 @@
 
 #include "allocator/hakmem.h"
 #include "allocator/os_boundary/os.h"
+#include "allocator/os_boundary/os_testing.h"
 #include "gtest/gtest.h"
 #include "tests/system/test_util.h"
 
