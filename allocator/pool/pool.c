@@ -1,6 +1,6 @@
 /* Pool tier: spans in per-thread arenas, the page registry, TLS free lists with batch
- * refill (POOL_TLS_PHASE1=1) or a shared sharded pool (=0), remote frees, thread exit
- * and adoption, decay of empty spans, debug-fail-fast checks. */
+ * refill (POOL_TLS_PHASE1=1; the sharded pool of =0 is in shared.c), remote frees,
+ * thread exit and adoption, decay of empty spans, debug-fail-fast checks. */
 #define _GNU_SOURCE
 #include "allocator/pool/pool.h"
 
@@ -17,6 +17,7 @@
 #include "allocator/internal/remote.h"
 #include "allocator/internal/trace.h"
 #include "allocator/os_boundary/os.h"
+#include "allocator/pool/pool_internal.h"
 
 const uint32_t hak_pool_class_size[HAK_POOL_CLASSES] = {
     1280,  1536,  1792,  2048,  2560,  3072,  3584,  4096,  5120,  6144,  7168,  8192,
@@ -24,7 +25,6 @@ const uint32_t hak_pool_class_size[HAK_POOL_CLASSES] = {
 };
 
 #define LIST_BYTES (256 * 1024) /* TLS list capacity per class, in bytes of blocks */
-#define SHARDS 8
 #define FILL_FREE 0xdf
 #define FILL_ALLOC 0xaa
 #define CHECKED_BYTES 256 /* debug: how much of a freed block is filled and checked */
@@ -40,9 +40,6 @@ static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER; /* region top, fr
 static hak_heap_registry_t heaps;
 static size_t registry_committed; /* bytes of the registry made usable, page multiple */
 static hak_slab_t *free_spans[HAK_POOL_MAX_SPAN_PAGES + 1]; /* empty spans by size */
-static pool_heap_t shards[SHARDS];
-static HAK_TLS unsigned shard_of_thread;
-static unsigned shard_next;
 static uint64_t foreign_frees, orphan_remote_frees;
 
 static unsigned span_pages(unsigned cls) {
@@ -91,10 +88,7 @@ int hak_pool_init(uintptr_t base, size_t size) {
   /* Right after the region, in the same claim; mapped as the arenas grow: 128 bytes per
    * 64 KiB page in use. */
   hak_pool_geom.registry = (pool_span_t *)(base + size);
-  for (unsigned i = 0; i < SHARDS; i++) {
-    pthread_mutex_init(&shards[i].lock, NULL);
-    shards[i].base.state = HAK_HEAP_LIVE;
-  }
+  hak_pool_shared_init();
   return hak_heap_registry_init(&heaps, &heap_ops, thread_exit_cb);
 }
 
@@ -215,7 +209,7 @@ static void span_release(pool_heap_t *h, pool_span_t *s) {
 /* ---- A heap's lists (owner, or shard lock held). ---- */
 
 /* A block goes back to its own span's free list; an emptied span is released. */
-static void return_block(pool_heap_t *h, pool_span_t *s, void *b) {
+void hak_pool_return_block(pool_heap_t *h, pool_span_t *s, void *b) {
   if (hak_slab_return_block(&h->avail[s->cls], &s->slab, b)) span_release(h, s);
 }
 
@@ -226,7 +220,7 @@ static void process_pending(pool_heap_t *h) {
     void *b = hak_remote_take(&s->remote);
     while (b) {
       void *nb = *(void **)b;
-      return_block(h, s, b);
+      hak_pool_return_block(h, s, b);
       b = nb;
     }
     s = next;
@@ -238,7 +232,7 @@ static void heap_bind(void *h) { hak_pool_tls = h; }
 static void heap_prewarm(void *tier);
 
 /* Moves up to `want` blocks of `cls` onto list l: span free lists first, then carving. */
-static uint32_t fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t want) {
+uint32_t hak_pool_fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t want) {
   uint32_t got = 0;
   size_t stride = hak_pool_class_size[cls];
   while (got < want) {
@@ -291,7 +285,7 @@ static int filled(const void *p, size_t from, size_t to) {
   return hak_bytes_are(p, from, to, FILL_FREE);
 }
 
-static void *checked_alloc(void *p, unsigned cls) {
+void *hak_pool_checked_alloc(void *p, unsigned cls) {
   char where[32];
   void *next = *(void **)p;
   if (next && ((uintptr_t)next - hak_pool_geom.base >= hak_pool_geom.size)) {
@@ -358,7 +352,7 @@ static uint32_t list_cap(unsigned cls) {
  * a program that may never use the class, so the counts stay small. */
 static void heap_prewarm(void *tier) {
   pool_heap_t *h = tier;
-  for (unsigned cls = 0; cls < 8; cls++) fill(h, cls, &h->list[cls], 4u >> (cls / 4));
+  for (unsigned cls = 0; cls < 8; cls++) hak_pool_fill(h, cls, &h->list[cls], 4u >> (cls / 4));
 }
 
 /* Gives every listed block back to its span, then drains the pending remote frees. */
@@ -367,7 +361,7 @@ static void heap_flush(void *tier) {
   for (unsigned cls = 0; cls < HAK_POOL_CLASSES; cls++) {
     pool_list_t *l = &h->list[cls];
     for (void *b; (b = hak_cache_pop(l)) != NULL;) {
-      return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
+      hak_pool_return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
     }
   }
   process_pending(h);
@@ -389,10 +383,10 @@ static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
     if (__atomic_load_n(&h->base.pending, __ATOMIC_RELAXED)) process_pending(h);
     h->refills++;
     HAK_TRACE_ROUTE(HAK_ROUTE_POOL_REFILL, 0, 0);
-    if (fill(h, cls, l, l->cap / 2 ? l->cap / 2 : 1) == 0) return NULL;
+    if (hak_pool_fill(h, cls, l, l->cap / 2 ? l->cap / 2 : 1) == 0) return NULL;
   }
   void *p = hak_cache_pop(l);
-  return HAK_CHECKS ? checked_alloc(p, cls) : p;
+  return HAK_CHECKS ? hak_pool_checked_alloc(p, cls) : p;
 }
 
 static void *tls_malloc_slow(unsigned cls) {
@@ -413,7 +407,7 @@ void hak_pool_overflow(pool_list_t *l) {
     void *b = hak_cache_pop(l);
     HAK_ASSERT(b != NULL, "a thread list holds fewer blocks than it counts at", l);
     last = span_of((uintptr_t)b - hak_pool_geom.base);
-    return_block(h, last, b);
+    hak_pool_return_block(h, last, b);
   }
   if (HAK_CHECKS && last && last->owner == h) hak_slab_validate(&last->slab);
   hak_heap_leave(&h->base.busy);
@@ -429,35 +423,6 @@ static void remote_free(pool_span_t *s, void *p) {
   hak_heap_remote_free(&heaps, &owner->base, s, &s->remote, (void **)&s->pending_next, p);
 }
 
-/* ---- Shards (POOL_TLS_PHASE1=0). ---- */
-
-static pool_heap_t *my_shard(void) {
-  if (shard_of_thread == 0) {
-    shard_of_thread = __atomic_fetch_add(&shard_next, 1, __ATOMIC_RELAXED) % SHARDS + 1;
-  }
-  return &shards[shard_of_thread - 1];
-}
-
-static void *shared_malloc(unsigned cls) {
-  pool_heap_t *h = my_shard();
-  pool_list_t one = {NULL, 1, 1}; /* room for one block */
-  HAK_TRACE_ROUTE(HAK_ROUTE_POOL_SHARED, 0, 0);
-  pthread_mutex_lock(&h->lock);
-  h->refills++;
-  fill(h, cls, &one, 1);
-  pthread_mutex_unlock(&h->lock);
-  return one.head && HAK_CHECKS ? checked_alloc(one.head, cls) : one.head;
-}
-
-static void shared_free(pool_span_t *s, void *p) {
-  pool_heap_t *h = s->owner;
-  HAK_TRACE_ROUTE(HAK_ROUTE_POOL_SHARED, p, 1);
-  if (h->base.state == HAK_HEAP_ORPHAN) return; /* a fork child's distrusted shard: left alone */
-  pthread_mutex_lock(&h->lock);
-  return_block(h, s, p);
-  pthread_mutex_unlock(&h->lock);
-}
-
 /* ---- Entry points. ---- */
 
 void *hak_pool_malloc(size_t n) {
@@ -471,7 +436,7 @@ void *hak_pool_malloc(size_t n) {
     }
     p = tls_malloc_slow(cls);
   } else {
-    p = shared_malloc(cls);
+    p = hak_pool_shared_malloc(cls);
   }
   if (!p) errno = ENOMEM;
   return p;
@@ -484,7 +449,7 @@ void hak_pool_free(void *p, uintptr_t off) {
     return;
   }
   if (!HAK_POOL_THREAD_CACHE) {
-    shared_free(s, p);
+    hak_pool_shared_free(s, p);
     return;
   }
   pool_heap_t *h = hak_pool_tls;
@@ -546,39 +511,19 @@ void hak_pool_maintain(int force) {
   pthread_mutex_unlock(&arena_lock);
 }
 
-/* Stands in, in a fork child, for a shard that a thread was changing at the fork: its
- * spans are handed to this heap, which never serves or takes blocks. */
-static pool_heap_t orphan_shard = {.base.state = HAK_HEAP_ORPHAN};
-
-/* A shard whose lock was held at the fork: its spans become the orphan's (their blocks
- * stay where they are), and the shard starts empty. */
-static void replace_shard(pool_heap_t *shard) {
-  uintptr_t pages = hak_pool_geom.top >> HAK_POOL_PAGE_SHIFT;
-  for (uintptr_t page = 0; page < pages; page++) {
-    pool_span_t *s = &hak_pool_geom.registry[page];
-    if (s->kind == HAK_POOL_HEAD && s->owner == shard) s->owner = &orphan_shard;
-  }
-  pthread_mutex_t lock = shard->lock;
-  memset(shard, 0, sizeof *shard);
-  shard->lock = lock;
-  shard->base.state = HAK_HEAP_LIVE;
-}
-
 /* The child's repair (see hak_tiny_fork_child). Free spans a thread was moving are
  * dropped with their list: they stay committed and unused. */
 void hak_pool_fork_child(void) {
   if (hak_fork_child_reset_lock(&arena_lock)) {
     for (unsigned pages = 0; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) free_spans[pages] = NULL;
   }
-  for (unsigned i = 0; i < SHARDS; i++) {
-    if (hak_fork_child_reset_lock(&shards[i].lock)) replace_shard(&shards[i]);
-  }
+  hak_pool_shared_fork_child();
   pool_heap_t *self = hak_pool_tls;
   if (self != &hak_pool_empty_heap && self->base.busy) hak_pool_tls = &hak_pool_empty_heap;
   hak_heap_fork_child(&heaps, hak_pool_tls != &hak_pool_empty_heap ? hak_pool_tls : NULL);
 }
 
-static void add_heap_stats(const pool_heap_t *h, hak_pool_stats_t *out) {
+void hak_pool_add_heap_stats(const pool_heap_t *h, hak_pool_stats_t *out) {
   out->refills += h->refills;
   out->remote_frees += h->remote_frees;
   out->arena_chunks += h->arena_chunks;
@@ -587,9 +532,11 @@ static void add_heap_stats(const pool_heap_t *h, hak_pool_stats_t *out) {
 void hak_pool_stats(hak_pool_stats_t *out) {
   memset(out, 0, sizeof *out);
   pthread_mutex_lock(&heaps.lock);
-  for (hak_heap_t *b = heaps.all; b; b = b->next_all) add_heap_stats(hak_heap_tier(&heaps, b), out);
+  for (hak_heap_t *b = heaps.all; b; b = b->next_all) {
+    hak_pool_add_heap_stats(hak_heap_tier(&heaps, b), out);
+  }
   pthread_mutex_unlock(&heaps.lock);
-  for (unsigned i = 0; i < SHARDS; i++) add_heap_stats(&shards[i], out);
+  hak_pool_shared_stats(out);
   out->remote_frees += __atomic_load_n(&orphan_remote_frees, __ATOMIC_RELAXED);
   out->foreign_frees = __atomic_load_n(&foreign_frees, __ATOMIC_RELAXED);
   pthread_mutex_lock(&arena_lock);

@@ -76,7 +76,6 @@ typedef struct hak_pool_heap {
   uintptr_t chunk_pos, chunk_end;                      /* the arena chunk spans are cut from */
   unsigned chunk_level, arena_chunks;
   uint64_t refills, remote_frees; /* statistics */
-  pthread_mutex_t lock;           /* shards only (POOL_TLS_PHASE1=0) */
   hak_heap_t base; /* the engine's part: life cycle, pending remote spans (heap/heap.h) */
 } hak_pool_heap_t;
 
