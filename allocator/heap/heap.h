@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "allocator/heap/slab.h"
 #include "allocator/internal/config.h"
 #include "allocator/internal/fork.h"
 #include "allocator/internal/remote.h"
@@ -101,6 +102,25 @@ void hak_heap_flush_dead(hak_heap_registry_t *r, uint64_t now_ms, int force);
 /* Fork child: re-initialises the lock, rebuilds the dead list from heaps really dead,
  * and makes every other heap but `self` (the forking thread's, or NULL) an orphan. */
 void hak_heap_fork_child(hak_heap_registry_t *r, void *self);
+
+/* Owner (or the collector holding the heap BUSY): takes every slab queued at heap h and
+ * drains each one's remote queue before anyone pops that slab's free list, so a block is
+ * never on both (the use-after-free of the allocator hakmem descends from). Each block
+ * goes to put(tier, slab, block): back to its slab, or into a thread cache. */
+HAK_INLINE void hak_heap_drain(hak_heap_t *h, void *tier,
+                               void (*put)(void *tier, hak_slab_t *slab, void *block)) {
+  hak_slab_t *s = (hak_slab_t *)hak_pending_take(&h->pending);
+  while (s) {
+    hak_slab_remote_t *r = hak_slab_remote(s);
+    hak_slab_t *next = (hak_slab_t *)r->pending_next;
+    for (void *b = hak_remote_take(&r->remote); b;) {
+      void *nb = *(void **)b;
+      put(tier, s, b);
+      b = nb;
+    }
+    s = next;
+  }
+}
 
 #ifdef __cplusplus
 }

@@ -46,6 +46,19 @@ typedef struct hak_slab {
 
 HAK_STATIC_ASSERT(sizeof(hak_slab_t) == 48, "the shared slab header is 48 bytes");
 
+/* The second cache line of every slab header, the one other threads write: a tier header
+ * puts `uintptr_t remote; <slab pointer> pending_next;` at HAK_SLAB_REMOTE_OFFSET (and
+ * asserts it), so the owner's first line is never shared. */
+#define HAK_SLAB_REMOTE_OFFSET 64
+typedef struct {
+  uintptr_t remote;   /* remote-free queue (internal/remote.h) */
+  void *pending_next; /* the owner's pending list of slabs with remote frees */
+} hak_slab_remote_t;
+
+HAK_INLINE hak_slab_remote_t *hak_slab_remote(hak_slab_t *s) {
+  return (hak_slab_remote_t *)((char *)s + HAK_SLAB_REMOTE_OFFSET);
+}
+
 HAK_INLINE void hak_slab_avail_push(hak_slab_t **list, hak_slab_t *s) {
   HAK_LIST_PUSH(list, s);
   s->state = HAK_SLAB_AVAIL;

@@ -213,19 +213,12 @@ void hak_pool_return_block(pool_heap_t *h, pool_span_t *s, void *b) {
   if (hak_slab_return_block(&h->avail[s->cls], &s->slab, b)) span_release(h, s);
 }
 
-static void process_pending(pool_heap_t *h) {
-  pool_span_t *s = hak_pending_take(&h->base.pending);
-  while (s) {
-    pool_span_t *next = s->pending_next;
-    void *b = hak_remote_take(&s->remote);
-    while (b) {
-      void *nb = *(void **)b;
-      hak_pool_return_block(h, s, b);
-      b = nb;
-    }
-    s = next;
-  }
+/* A drained block goes back to its span. */
+static void put_drained(void *tier, hak_slab_t *slab, void *b) {
+  hak_pool_return_block(tier, (pool_span_t *)slab, b);
 }
+
+static void process_pending(pool_heap_t *h) { hak_heap_drain(&h->base, h, put_drained); }
 
 static void heap_drain(void *h) { process_pending(h); }
 static void heap_bind(void *h) { hak_pool_tls = h; }

@@ -64,6 +64,9 @@ typedef struct hak_pool_span {
 } hak_pool_span_t;
 
 HAK_STATIC_ASSERT(sizeof(hak_pool_span_t) == 128, "registry entry size");
+HAK_STATIC_ASSERT(offsetof(hak_pool_span_t, remote) == HAK_SLAB_REMOTE_OFFSET &&
+                      offsetof(hak_pool_span_t, pending_next) == HAK_SLAB_REMOTE_OFFSET + 8,
+                  "the remote line where the engine's drain reads it");
 
 /* A thread's free list of one class: the engine's cache (heap/cache.h). */
 typedef hak_cache_t hak_pool_list_t;

@@ -306,27 +306,21 @@ static void return_block(hak_tiny_heap_t *h, hak_tiny_slab_t *s, void *b) {
 
 /* Takes every slab with remote frees off the heap's pending list and drains each slab's
  * remote queue into its free list before anyone pops that list. */
-static void process_pending(hak_tiny_heap_t *h) {
-  hak_tiny_slab_t *s = hak_pending_take(&h->base.pending);
-  while (s) {
-    hak_tiny_slab_t *next = s->pending_next;
-    hak_tiny_cache_t *c = &h->cache[s->cls];
-    void *b = hak_remote_take(&s->remote);
-    while (b) {
-      void *nb = *(void **)b;
-      /* Straight into the thread cache while it has room: the walk has just brought the
-       * block into this core's cache, and a block in a thread cache still counts as used,
-       * so nothing is counted twice. */
-      if (c->room > 0) {
-        hak_cache_push(c, b);
-      } else {
-        return_block(h, s, b);
-      }
-      b = nb;
-    }
-    s = next;
+/* A drained block goes straight into the thread cache while it has room: the walk has
+ * just brought it into this core's cache, and a block in a thread cache still counts as
+ * used, so nothing is counted twice. */
+static void put_drained(void *tier, hak_slab_t *slab, void *b) {
+  hak_tiny_heap_t *h = tier;
+  hak_tiny_slab_t *s = (hak_tiny_slab_t *)slab;
+  hak_tiny_cache_t *c = &h->cache[s->cls];
+  if (c->room > 0) {
+    hak_cache_push(c, b);
+  } else {
+    return_block(h, s, b);
   }
 }
+
+static void process_pending(hak_tiny_heap_t *h) { hak_heap_drain(&h->base, h, put_drained); }
 
 static void heap_flush(void *tier);
 

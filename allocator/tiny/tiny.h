@@ -90,6 +90,9 @@ typedef struct hak_tiny_slab {
 } hak_tiny_slab_t;
 
 HAK_STATIC_ASSERT(sizeof(hak_tiny_slab_t) == HAK_TINY_SLAB_HEADER, "slab header size");
+HAK_STATIC_ASSERT(offsetof(hak_tiny_slab_t, remote) == HAK_SLAB_REMOTE_OFFSET &&
+                      offsetof(hak_tiny_slab_t, pending_next) == HAK_SLAB_REMOTE_OFFSET + 8,
+                  "the remote line where the engine's drain reads it");
 
 /* The geometry of the Tiny region [base, base + size): zero (an empty region) until
  * hak_tiny_init succeeds, so the front end needs no "initialised" test. */
