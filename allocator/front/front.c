@@ -75,16 +75,15 @@ void hak_front_free_slow(void *p) {
     hak_pool_free(p, off - hak_tiny_geom.size);
     return;
   }
-  if (hak_owner_of(p).kind != HAK_OWNER_LARGE || !hak_large_free(p)) {
+  if (!hak_large_free(p)) { /* the Large lookup itself; it refuses anything else */
     foreign_free(p);
     return;
   }
   hak_front_maintain(0);
 }
 
-size_t hak_front_usable(const void *p) {
-  if (p == NULL) return 0;
-  hak_owner_t o = hak_owner_of(p);
+/* Usable bytes of p, already classified as `o` (0 for no block). */
+static size_t usable_of(const void *p, hak_owner_t o) {
   switch (o.kind) {
     case HAK_OWNER_TINY:
       return hak_tiny_usable(o.off);
@@ -96,6 +95,8 @@ size_t hak_front_usable(const void *p) {
       return 0;
   }
 }
+
+size_t hak_front_usable(const void *p) { return p ? usable_of(p, hak_owner_of(p)) : 0; }
 
 void *hak_front_calloc(size_t count, size_t size) {
   size_t n;
@@ -127,15 +128,15 @@ void *hak_front_realloc(void *p, size_t n) {
     hak_front_free(p);
     return NULL;
   }
-  hak_owner_kind_t owner = hak_owner_of(p).kind;
-  size_t usable = hak_front_usable(p);
+  hak_owner_t o = hak_owner_of(p);
+  size_t usable = usable_of(p, o);
   if (usable == 0) {
     if (HAK_CHECKS) hak_fatal("realloc of a pointer hakmem does not own", p, NULL);
     __atomic_fetch_add(&hak_front.foreign_frees, 1, __ATOMIC_RELAXED);
     errno = EINVAL;
     return NULL;
   }
-  if (owner == HAK_OWNER_LARGE && n > HAK_POOL_MAX) {
+  if (o.kind == HAK_OWNER_LARGE && n > HAK_POOL_MAX) {
     void *q = hak_large_realloc(p, n);
     if (q) return q;
   } else if (n <= usable && n > usable / 2) {

@@ -81,8 +81,8 @@ typedef struct {
 } hak_owner_t;
 
 /* Which tier p belongs to, from its address and hakmem's own tables only: no read of
- * memory hakmem did not map, no system call. Used by free's slow path, realloc,
- * malloc_usable_size and free_sized; the inline free uses the same predicates. */
+ * memory hakmem did not map, no system call. Used by realloc, malloc_usable_size and free_sized;
+ * free uses the same predicates, and for Large the lookup inside hak_large_free. */
 hak_owner_t hak_owner_of(const void *p);
 
 HAK_INLINE void hak_front_free(void *p) {
