@@ -1,6 +1,6 @@
 /* The front end: size dispatch to the tiers and ownership from the address alone.
- * Tiny and Pool memory lives in one reserved range [base, base + total): the low half is
- * Tiny's, the high half Pool's; everything else hakmem hands out is a Large mapping. */
+ * Tiny and Pool memory lives in one claimed range (mapped as used) [base, base + total): the low
+ * half is Tiny's, the high half Pool's; everything else hakmem hands out is a Large mapping. */
 #ifndef HAK_ALLOCATOR_FRONT_FRONT_H
 #define HAK_ALLOCATOR_FRONT_FRONT_H
 
@@ -15,7 +15,7 @@
 extern "C" {
 #endif
 
-/* The reserved range [base, base + total): Tiny's region (hak_tiny_geom) is its first
+/* The claimed range [base, base + total): Tiny's region (hak_tiny_geom) is its first
  * hak_tiny_geom.size bytes, Pool's the rest. */
 typedef struct {
   uintptr_t base;

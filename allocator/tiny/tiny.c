@@ -327,11 +327,10 @@ static void heap_flush(void *tier);
 /* The engine's hooks (heap/heap.h). A remote free into a dead heap only drains the queues,
  * so the heap keeps its warm caches for the thread that adopts it; the decay and
  * malloc_trim also give the cached blocks back to the slabs. */
-static void cache_set_cap(hak_tiny_cache_t *c, uint32_t cap);
 
 static void heap_init(void *h) {
   for (unsigned c = 0; c < HAK_TINY_CLASSES; c++)
-    cache_set_cap(&((hak_tiny_heap_t *)h)->cache[c], 32);
+    hak_cache_set_cap(&((hak_tiny_heap_t *)h)->cache[c], 32);
 }
 static void heap_drain(void *h) { process_pending(h); }
 static void heap_bind(void *h) { hak_tiny_tls = h; }
@@ -465,14 +464,12 @@ static uint32_t cache_max(unsigned cls) {
   return by_bytes < max ? by_bytes : max;
 }
 
-static void cache_set_cap(hak_tiny_cache_t *c, uint32_t cap) { hak_cache_set_cap(c, cap); }
-
 static void heap_prewarm(void *tier) {
   hak_tiny_heap_t *h = tier;
   for (unsigned cls = 0; cls < HOT_CLASSES; cls++) {
     uint32_t n = HAK_TINY_PREWARM_BUDGET / HOT_CLASSES / hak_tiny_class_size[cls];
     if (n > 64) n = 64;
-    if (h->cache[cls].cap < n) cache_set_cap(&h->cache[cls], n);
+    if (h->cache[cls].cap < n) hak_cache_set_cap(&h->cache[cls], n);
     fill(h, cls, n);
   }
 }
@@ -486,7 +483,7 @@ static void *refill_and_pop(hak_tiny_heap_t *h, unsigned cls) {
   if (c->head == NULL) {
     uint32_t max = cache_max(cls);
     hak_tiny_adapt_t *a = &h->adapt[cls];
-    if (++a->misses >= 2 && c->cap < max) cache_set_cap(c, c->cap * 2 > max ? max : c->cap * 2);
+    if (++a->misses >= 2 && c->cap < max) hak_cache_set_cap(c, c->cap * 2 > max ? max : c->cap * 2);
     a->idle = 0;
     h->refills++;
     HAK_TRACE_ROUTE(HAK_ROUTE_TINY_REFILL, 0, 0);
@@ -519,7 +516,7 @@ void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
   hak_tiny_adapt_t *a = &h->adapt[c - h->cache];
   /* Overflows with no refill in between mean the thread frees more than it allocates. */
   if (a->misses == 0 && ++a->idle >= 2 && c->cap > 16) {
-    cache_set_cap(c, c->cap / 2 < 16 ? 16 : c->cap / 2);
+    hak_cache_set_cap(c, c->cap / 2 < 16 ? 16 : c->cap / 2);
     a->idle = 0;
   }
   a->misses = 0;

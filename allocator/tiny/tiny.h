@@ -111,7 +111,7 @@ extern hak_tiny_geom_t hak_tiny_geom;
 extern hak_tiny_heap_t hak_tiny_empty_heap;
 extern HAK_TLS hak_tiny_heap_t *hak_tiny_tls;
 
-/* Takes [base, base+size) of the reserved range (size a power of two of 2 .. 2048 grid
+/* Takes [base, base+size) of the claimed range (size a power of two of 2 .. 2048 grid
  * rows, base aligned to a SuperSlab). Returns 0, EINVAL for a size out of those bounds,
  * or ENOMEM; on failure the region stays empty. Called once, before any other function. */
 int hak_tiny_init(uintptr_t base, size_t size);
