@@ -11,7 +11,9 @@
 #ifndef HAK_ALLOCATOR_HEAP_SLAB_H
 #define HAK_ALLOCATOR_HEAP_SLAB_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "allocator/internal/config.h"
 #include "allocator/internal/list.h"
@@ -23,6 +25,9 @@ enum {
   HAK_SLAB_CURRENT = 1, /* the heap's current slab of its class (refills come from it) */
   HAK_SLAB_AVAIL = 2,   /* on the heap's avail list of its class: has free blocks */
 };
+
+/* Debug builds: the byte freed and never-used blocks are filled with. */
+#define HAK_FILL_FREE 0xdf
 
 struct hak_slab;
 
@@ -96,6 +101,29 @@ HAK_INLINE uint32_t hak_slab_take_free(hak_slab_t *s, void **head, uint32_t want
   }
   s->used += got;
   return got;
+}
+
+/* Carves up to `want` never-used blocks of s onto the list at *head: block i of the
+ * slab is at base + i * stride. Debug builds fill the first `fill` bytes of each with
+ * HAK_FILL_FREE (checked when the block is handed out). Returns how many, already
+ * counted in `used`. */
+HAK_INLINE uint32_t hak_slab_carve(hak_slab_t *s, char *base, size_t stride, size_t fill,
+                                   void **head, uint32_t want) {
+  uint32_t got = 0;
+  while (got < want && s->carved < s->capacity) {
+    char *b = base + (size_t)s->carved * stride;
+    __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
+    if (HAK_CHECKS) memset(b, HAK_FILL_FREE, fill);
+    *(void **)b = *head;
+    *head = b;
+    got++;
+  }
+  s->used += got;
+  return got;
+}
+
+HAK_INLINE int hak_slab_exhausted(const hak_slab_t *s) {
+  return s->free == NULL && s->carved == s->capacity;
 }
 
 /* Debug builds: checks the counting invariant above (walking the free list), at refill

@@ -25,12 +25,17 @@ const uint32_t hak_pool_class_size[HAK_POOL_CLASSES] = {
 };
 
 #define LIST_BYTES (256 * 1024) /* TLS list capacity per class, in bytes of blocks */
-#define FILL_FREE 0xdf
 #define FILL_ALLOC 0xaa
 #define CHECKED_BYTES 256 /* debug: how much of a freed block is filled and checked */
 
 typedef hak_pool_span_t pool_span_t;
 typedef hak_pool_list_t pool_list_t;
+
+/* Debug: how many bytes of a block of `cls` are filled when freed and checked. */
+static size_t checked_len(unsigned cls) {
+  size_t size = hak_pool_class_size[cls];
+  return size < CHECKED_BYTES ? size : CHECKED_BYTES;
+}
 typedef hak_pool_heap_t pool_heap_t;
 
 hak_pool_geom_t hak_pool_geom;
@@ -243,18 +248,11 @@ uint32_t hak_pool_fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t wa
     uint32_t taken = hak_slab_take_free(&s->slab, &l->head, want - got);
     l->room -= (int32_t)taken;
     got += taken;
-    uint32_t before = got;
-    while (got < want && s->carved < s->capacity) {
-      char *b = span_base(s) + (size_t)s->carved * stride;
-      HAK_CHECK(b + stride <= span_base(s) + ((size_t)s->pages << HAK_POOL_PAGE_SHIFT),
-                "carving past the span end at", b, "pool");
-      __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
-      if (HAK_CHECKS) memset(b, FILL_FREE, stride < CHECKED_BYTES ? stride : CHECKED_BYTES);
-      hak_cache_push(l, b);
-      got++;
-    }
-    s->used += got - before;
-    if (s->free == NULL && s->carved == s->capacity) {
+    uint32_t carved =
+        hak_slab_carve(&s->slab, span_base(s), stride, checked_len(cls), &l->head, want - got);
+    l->room -= (int32_t)carved;
+    got += carved;
+    if (hak_slab_exhausted(&s->slab)) {
       s->state = HAK_SLAB_FULL;
       h->current[cls] = NULL;
     }
@@ -269,13 +267,8 @@ static const char *class_where(char *buf, size_t cap, unsigned cls) {
   return hak_class_where(buf, cap, "pool", cls);
 }
 
-static size_t checked_len(unsigned cls) {
-  size_t size = hak_pool_class_size[cls];
-  return size < CHECKED_BYTES ? size : CHECKED_BYTES;
-}
-
 static int filled(const void *p, size_t from, size_t to) {
-  return hak_bytes_are(p, from, to, FILL_FREE);
+  return hak_bytes_are(p, from, to, HAK_FILL_FREE);
 }
 
 void *hak_pool_checked_alloc(void *p, unsigned cls) {
@@ -323,7 +316,7 @@ static pool_span_t *checked_span(void *p, uintptr_t off) {
   if (!hak_bit_clear(&s->live_bits, (uint32_t)(rel / stride))) {
     hak_fatal("double free of", p, class_where(where, sizeof where, cls));
   }
-  memset(p, FILL_FREE, checked_len(cls));
+  memset(p, HAK_FILL_FREE, checked_len(cls));
   return s;
 }
 

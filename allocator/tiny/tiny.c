@@ -34,7 +34,6 @@ HAK_TLS hak_tiny_heap_t *hak_tiny_tls = &hak_tiny_empty_heap;
 enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2, SS_FROZEN = 3 };
 #define SS_NONE UINT32_MAX
 #define MAX_SS_PER_CLASS HAK_TINY_MAX_ROWS
-#define FILL_FREE 0xdf          /* debug: freed and never-allocated bytes */
 #define FILL_ALLOC 0xaa         /* debug: freshly allocated bytes */
 #define HOT_CLASSES 12          /* classes up to 256 B are pre-warmed */
 #define CACHE_BYTES (32 * 1024) /* per class and thread */
@@ -354,7 +353,7 @@ static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
   if (next != NULL && (noff >= hak_tiny_geom.size || !hak_tiny_owns(noff))) {
     hak_fatal("corrupted free list link in block", p, class_where(where, sizeof where, cls));
   }
-  if (!hak_bytes_are(p, sizeof(void *), size, FILL_FREE)) {
+  if (!hak_bytes_are(p, sizeof(void *), size, HAK_FILL_FREE)) {
     hak_fatal("write after free to block", p, class_where(where, sizeof where, cls));
   }
   hak_cache_pop(c);
@@ -387,27 +386,12 @@ static uint32_t take_free(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t want
 
 /* Carves up to `want` never-used blocks of slab s into the cache. */
 static uint32_t take_carve(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t want) {
-  uint32_t got = 0;
   size_t stride = hak_tiny_class_size[s->cls];
-  while (got < want && s->carved < s->capacity) {
-    char *b = block_start(s) + (size_t)s->carved * stride;
-    HAK_CHECK(((uintptr_t)b & (HAK_TINY_SLAB_SIZE - 1)) + stride <= HAK_TINY_SLAB_SIZE &&
-                  (uintptr_t)b >= (uintptr_t)block_start(s),
-              "carving past the slab end at", b, "tiny");
-    __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
-    if (HAK_CHECKS) memset(b, FILL_FREE, stride);
-    hak_cache_push(c, b);
-    got++;
-  }
-  s->used += got;
+  uint32_t got = hak_slab_carve(&s->slab, block_start(s), stride, stride, &c->head, want);
+  c->room -= (int32_t)got;
   return got;
 }
 
-static int slab_exhausted(const hak_tiny_slab_t *s) {
-  return s->free == NULL && s->carved == s->capacity;
-}
-
-/* Fills the cache of `cls` with up to `want` blocks. Returns how many it got. */
 /* Fills the cache of `cls` with up to `want` blocks: freed blocks first (the current
  * slab's, then another slab's), never-used memory only when no freed block is left, and
  * then at most CARVE_BYTES of it per refill, so the heap touches no page ahead of need.
@@ -434,7 +418,7 @@ static uint32_t fill(hak_tiny_heap_t *h, unsigned cls, uint32_t want) {
       got += carved;
       carve_left -= carved;
       if (got > 0 && carve_left == 0) break;
-      if (!slab_exhausted(s)) break;
+      if (!hak_slab_exhausted(&s->slab)) break;
       s->state = HAK_SLAB_FULL;
       h->current[cls] = NULL;
       continue;
@@ -584,7 +568,7 @@ void hak_tiny_free_slow(void *p, uintptr_t off) {
     if (s->live_bits && !hak_bit_clear(s->live_bits, index)) {
       hak_fatal("double free of", p, class_where(where, sizeof where, cls));
     }
-    memset(p, FILL_FREE, size);
+    memset(p, HAK_FILL_FREE, size);
   } else if (kind != BLOCK_OK) { /* release: refused, never put on a list */
     hak_tiny_bad_free(p);
     return;
