@@ -9,4 +9,5 @@ DRIVERS = [
     "cache_thrash",
     "realloc_grow",
     "pair_loop",
+    "burst_idle",
 ]

@@ -10,22 +10,30 @@
 #include "allocator/hakmem.h"
 #include "allocator/internal/clock.h"
 #include "allocator/internal/log.h"
+#include "allocator/internal/purge.h"
 #include "allocator/internal/trace.h"
 #include "allocator/large/large.h"
 #include "allocator/os_boundary/os.h"
 
 static uint64_t maintain_due_ms;
+static int maintain_waiting; /* the last pass's answer */
 
-/* Decay work of every tier, run from Large calls and malloc_trim; at most a few times per
- * decay period unless forced, so a Large malloc+free pair stays cheap. */
-void hak_front_maintain(int force) {
+/* Decay work of every tier, run from the purge thread, Large calls and malloc_trim; at
+ * most a few times per decay period unless forced, so a Large malloc+free pair stays
+ * cheap. */
+int hak_front_maintain(int force) {
   uint64_t now = hak_now_ms();
   uint64_t due = __atomic_load_n(&maintain_due_ms, __ATOMIC_RELAXED);
-  if (!force && now < due) return;
+  if (!force && now < due) return __atomic_load_n(&maintain_waiting, __ATOMIC_RELAXED);
   __atomic_store_n(&maintain_due_ms, now + hak_decay_step_ms(), __ATOMIC_RELAXED);
-  if (hak_front.ready) hak_tiny_maintain(force);
-  if (hak_front_pool_ready()) hak_pool_maintain(force);
-  hak_large_maintain(force);
+  int waiting = 0;
+  hak_purge_defer_begin(); /* the passes hold other heaps' claims and the registry locks */
+  if (hak_front.ready) waiting |= hak_tiny_maintain(force);
+  if (hak_front_pool_ready()) waiting |= hak_pool_maintain(force);
+  waiting |= hak_large_maintain(force);
+  hak_purge_defer_end();
+  __atomic_store_n(&maintain_waiting, waiting, __ATOMIC_RELAXED);
+  return waiting;
 }
 
 static void *large_malloc(size_t n, size_t align, int zero) {
@@ -240,10 +248,15 @@ void hak_front_free_sized(void *p, size_t n, size_t align) {
   hak_front_free(p);
 }
 
+/* Every free page goes back now: the calling thread's caches first (its own, so safe to
+ * take), then a forced pass (other live heaps' remote frees, dead heaps, every empty
+ * SuperSlab, free slab, span and cached mapping). Returns 1 when memory went back. */
 int hak_front_trim(size_t pad) {
   (void)pad;
   hak_os_counters_t before, after;
   hak_os_counters(&before);
+  if (hak_front.ready) hak_tiny_flush_thread();
+  if (hak_front_pool_ready()) hak_pool_flush_thread();
   hak_front_maintain(1);
   hak_os_counters(&after);
   return after.calls[HAK_OS_DECOMMIT] + after.calls[HAK_OS_RELEASE] >

@@ -10,6 +10,7 @@
 #include "allocator/front/init.h"
 #include "allocator/hakmem.h"
 #include "allocator/internal/options.h"
+#include "allocator/internal/purge.h"
 #include "allocator/large/large.h"
 #include "allocator/os_boundary/os.h"
 
@@ -26,6 +27,7 @@ static const char *env_get(const char *name) { return getenv(name); }
 /* fork takes no lock in the parent (internal/fork.h says why); the child repairs what
  * it inherited, tier by tier. */
 static void fork_child(void) {
+  hak_purge_fork_child();
   hak_os_fork_child();
   hak_large_fork_child();
   hak_pool_fork_child();
@@ -46,6 +48,9 @@ static size_t claim_range(void **base) {
   }
   return 0;
 }
+
+/* The purge thread's pass: every tier's decay, a step after the previous one. */
+static int purge_pass(void) { return hak_front_maintain(0); }
 
 void hak_front_init(void) {
   int expected = 0;
@@ -70,6 +75,7 @@ void hak_front_init(void) {
     }
   }
   pthread_atfork(NULL, NULL, fork_child);
+  hak_purge_set_pass(purge_pass);
   __atomic_store_n(&hak_front.ready, hak_tiny_geom.size != 0, __ATOMIC_RELEASE);
   __atomic_store_n(&hak_front_init_state, 2, __ATOMIC_RELEASE);
   in_init = 0;

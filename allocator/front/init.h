@@ -21,7 +21,9 @@ HAK_INLINE void hak_front_ensure_init(void) {
 /* Pool has a region (it exists only beside Tiny). */
 HAK_INLINE int hak_front_pool_ready(void) { return hak_front.pool_size != 0; }
 
-/* Runs every tier's decay pass when one is due (always with `force`). */
-void hak_front_maintain(int force);
+/* Runs every tier's decay pass when one is due (always with `force`): from the purge
+ * thread, Large calls and malloc_trim. Returns 1 while free memory still waits for its
+ * decay (the answer of the last pass when none was due). */
+int hak_front_maintain(int force);
 
 #endif /* HAK_ALLOCATOR_FRONT_INIT_H */

@@ -5,6 +5,7 @@
 #include <errno.h>
 
 #include "allocator/internal/clock.h"
+#include "allocator/internal/purge.h"
 #include "allocator/os_boundary/os.h"
 
 int hak_heap_registry_init(hak_heap_registry_t *r, const hak_heap_ops_t *ops,
@@ -44,10 +45,10 @@ void *hak_heap_attach(hak_heap_registry_t *r) {
   void *tier = hak_heap_tier(r, h);
   r->ops->bind(tier);
   pthread_setspecific(r->key, tier);
-  hak_heap_enter(&h->busy);
+  hak_heap_own(h);
   r->ops->drain(tier);
   if (created && HAK_PREWARM) r->ops->prewarm(tier);
-  hak_heap_leave(&h->busy);
+  hak_heap_disown(h);
   return tier;
 }
 
@@ -65,13 +66,16 @@ static void collect(hak_heap_registry_t *r, hak_heap_t *h, void (*fn)(void *tier
 
 void hak_heap_retire(hak_heap_registry_t *r, void *tier) {
   hak_heap_t *h = hak_heap_of(r, tier);
+  hak_heap_own(h); /* no reclaim runs while the heap turns DEAD */
   pthread_mutex_lock(&r->lock);
   h->died_ms = hak_now_ms();
   h->next_dead = r->dead;
   r->dead = h;
   __atomic_store_n(&h->state, HAK_HEAP_DEAD, __ATOMIC_SEQ_CST);
   pthread_mutex_unlock(&r->lock);
+  hak_heap_disown(h);
   if (__atomic_load_n(&h->pending, __ATOMIC_SEQ_CST)) collect(r, h, r->ops->drain);
+  hak_purge_kick(HAK_PURGE_HEAP_BYTES); /* its caches are flushed after the decay */
 }
 
 void hak_heap_remote_free(hak_heap_registry_t *r, hak_heap_t *owner, void *slab, uintptr_t *remote,
@@ -81,18 +85,47 @@ void hak_heap_remote_free(hak_heap_registry_t *r, hak_heap_t *owner, void *slab,
   if (__atomic_load_n(&owner->state, __ATOMIC_SEQ_CST) == HAK_HEAP_DEAD) {
     collect(r, owner, r->ops->drain);
   }
+  hak_purge_kick(HAK_PURGE_HEAP_BYTES / 16); /* the owner may never come back for them */
 }
 
-void hak_heap_flush_dead(hak_heap_registry_t *r, uint64_t now_ms, int force) {
-  if (!__atomic_load_n(&r->dead, __ATOMIC_RELAXED)) return;
+int hak_heap_flush_dead(hak_heap_registry_t *r, uint64_t now_ms, int force) {
+  if (!__atomic_load_n(&r->dead, __ATOMIC_RELAXED)) return 0;
+  int waiting = 0;
   pthread_mutex_lock(&r->lock);
   for (hak_heap_t *h = r->dead; h; h = h->next_dead) {
-    if (!h->flushed && hak_decay_due(h->died_ms, now_ms, force)) {
+    if (h->flushed) continue;
+    if (hak_decay_due(h->died_ms, now_ms, force)) {
       collect(r, h, r->ops->flush);
       h->flushed = 1;
+    } else {
+      waiting = 1;
     }
   }
   pthread_mutex_unlock(&r->lock);
+  return waiting;
+}
+
+int hak_heap_reclaim_idle(hak_heap_registry_t *r, int force) {
+  int waiting = 0;
+  for (hak_heap_t *h = __atomic_load_n(&r->all, __ATOMIC_ACQUIRE); h; h = h->next_all) {
+    if (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != HAK_HEAP_LIVE) continue;
+    uint32_t entries = __atomic_load_n(&h->slow_entries, __ATOMIC_RELAXED);
+    int idle = entries == h->seen_entries;
+    h->seen_entries = entries;
+    int due = __atomic_load_n(&h->pending, __ATOMIC_ACQUIRE) || h->reclaimed_entries != entries + 1;
+    int expected = HAK_CLAIM_FREE;
+    if (((idle && due) || force) &&
+        __atomic_compare_exchange_n(&h->claim, &expected, HAK_CLAIM_PURGE, 0, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_RELAXED)) {
+      /* Still LIVE: it turns DEAD only under the claim. */
+      if (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) == HAK_HEAP_LIVE)
+        r->ops->reclaim(hak_heap_tier(r, h));
+      h->reclaimed_entries = entries + 1;
+      __atomic_store_n(&h->claim, HAK_CLAIM_FREE, __ATOMIC_RELEASE);
+    }
+    waiting |= __atomic_load_n(&h->pending, __ATOMIC_RELAXED) != NULL;
+  }
+  return waiting;
 }
 
 /* Dead heaps were left consistent by their threads and stay adoptable: the dead list is
@@ -103,6 +136,7 @@ void hak_heap_fork_child(hak_heap_registry_t *r, void *self) {
   hak_heap_t *mine = self ? hak_heap_of(r, self) : NULL;
   r->dead = NULL;
   for (hak_heap_t *h = r->all; h; h = h->next_all) {
+    h->claim = HAK_CLAIM_FREE; /* a purge pass that held it does not exist here */
     if (h == mine) continue;
     if (h->state == HAK_HEAP_DEAD) {
       h->next_dead = r->dead;

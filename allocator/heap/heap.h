@@ -7,17 +7,28 @@
  *
  * States (internal/remote.h): LIVE (a thread uses it) -> DEAD (its thread exited; on the
  * dead list, adoptable) -> LIVE again on adoption; DEAD <-> BUSY while another thread
- * collects it; LIVE or BUSY -> ORPHAN in a fork child (never adopted or collected). */
+ * collects it; LIVE or BUSY -> ORPHAN in a fork child (never adopted or collected).
+ *
+ * The claim: the owner holds its heap's claim word around every slow-path change of its
+ * slabs (hak_heap_own / hak_heap_disown; fast paths touch only the caches and never take
+ * it). The purge thread takes it with a try, on a LIVE heap whose owner has made no slow
+ * path since the previous pass and that has remote frees waiting or was not reclaimed
+ * since its last slow path, and gives those blocks back to their slabs and its empty
+ * slabs back to the tier (the tier's `reclaim`, which never touches the caches): memory
+ * freed into a heap whose owner no longer allocates still goes back to the OS. A heap turns
+ * DEAD only under its claim, so a reclaim never overlaps a collection. */
 #ifndef HAK_ALLOCATOR_HEAP_HEAP_H
 #define HAK_ALLOCATOR_HEAP_HEAP_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "allocator/heap/slab.h"
 #include "allocator/internal/config.h"
 #include "allocator/internal/fork.h"
+#include "allocator/internal/purge.h"
 #include "allocator/internal/remote.h"
 
 #ifdef __cplusplus
@@ -28,6 +39,10 @@ extern "C" {
 typedef struct hak_heap {
   int state;                  /* HAK_HEAP_*; changed with atomics (remote.h) */
   int busy;                   /* owner inside a slow-path change (internal/fork.h) */
+  int claim;                  /* HAK_CLAIM_*: who may change the heap's slabs now */
+  uint32_t slow_entries;      /* owner's slow paths so far (owner only, read racily) */
+  uint32_t seen_entries;      /* slow_entries at the purge's previous pass (purge only) */
+  uint32_t reclaimed_entries; /* slow_entries + 1 at the purge's last reclaim (purge only) */
   void *pending;              /* MPSC list of the tier's slabs with remote frees */
   struct hak_heap *next_all;  /* every heap of the registry (prepend only) */
   struct hak_heap *next_dead; /* the dead list (registry lock) */
@@ -44,16 +59,51 @@ typedef struct {
   void (*prewarm)(void *tier); /* fills a new heap's caches at its thread's start */
   void (*drain)(void *tier);   /* moves pending remote frees to the heap's slabs and caches */
   void (*flush)(void *tier);   /* drain, then give every cached block back to its slab */
+  void (*reclaim)(void *tier); /* another thread holding the claim: drain into slabs only */
 } hak_heap_ops_t;
 
 /* A tier's table, from its heap type and hooks named heap_init, heap_bind, heap_prewarm,
- * heap_drain and heap_flush (each `static void (void *tier)`). */
+ * heap_drain, heap_flush and heap_reclaim (each `static void (void *tier)`). */
 #define HAK_HEAP_OPS(tier_heap_type)                                                    \
   {                                                                                     \
     .heap_size = sizeof(tier_heap_type), .heap_offset = offsetof(tier_heap_type, base), \
     .init = heap_init, .bind = heap_bind, .prewarm = heap_prewarm, .drain = heap_drain, \
-    .flush = heap_flush                                                                 \
+    .flush = heap_flush, .reclaim = heap_reclaim                                        \
   }
+
+/* What a kick of the purge thread counts for a dead heap (its caches) and, a sixteenth,
+ * for a slab queued with remote frees: the thread starts after 4 MiB of kicks. */
+#define HAK_PURGE_HEAP_BYTES ((uint64_t)1 << 20)
+
+enum { HAK_CLAIM_FREE = 0, HAK_CLAIM_OWNER = 1, HAK_CLAIM_PURGE = 2 };
+
+/* The owner starts a slow-path change of its heap (nested calls count): marks it busy
+ * for a fork from a signal handler, and takes the claim, waiting out a purge pass that
+ * holds it (one drain of the heap's remote frees at most). The purge thread, if a kick
+ * inside wants it, is started at the end, once the heap is consistent again. */
+HAK_INLINE void hak_heap_own(hak_heap_t *h) {
+  hak_purge_defer_begin();
+  hak_heap_enter(&h->busy);
+  if (h->busy != 1) return;
+  __atomic_store_n(&h->slow_entries, h->slow_entries + 1, __ATOMIC_RELAXED); /* purge reads */
+  for (int expected = HAK_CLAIM_FREE; !__atomic_compare_exchange_n(
+           &h->claim, &expected, HAK_CLAIM_OWNER, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+       expected = HAK_CLAIM_FREE) {
+    sched_yield();
+  }
+}
+
+HAK_INLINE void hak_heap_disown(hak_heap_t *h) {
+  if (h->busy == 1) __atomic_store_n(&h->claim, HAK_CLAIM_FREE, __ATOMIC_RELEASE);
+  hak_heap_leave(&h->busy);
+  hak_purge_defer_end();
+}
+
+/* Fork child, before hak_heap_fork_child: whether the forking thread's heap can be kept
+ * (no slow path of its own and no purge pass was changing it at the fork). */
+HAK_INLINE int hak_heap_intact_in_child(const hak_heap_t *h) {
+  return h->busy == 0 && h->claim != HAK_CLAIM_PURGE;
+}
 
 /* One per tier. */
 typedef struct {
@@ -96,8 +146,14 @@ void hak_heap_remote_free(hak_heap_registry_t *r, hak_heap_t *owner, void *slab,
                           void **pending_next, void *block);
 
 /* Flushes dead heaps idle for the decay (all of them with force): their cached blocks go
- * back to their slabs, so empty slabs can go back to the OS. */
-void hak_heap_flush_dead(hak_heap_registry_t *r, uint64_t now_ms, int force);
+ * back to their slabs, so empty slabs can go back to the OS. Returns 1 while a dead heap
+ * still waits for its flush. */
+int hak_heap_flush_dead(hak_heap_registry_t *r, uint64_t now_ms, int force);
+
+/* The purge's pass over live heaps (see the claim above): reclaims the remote frees of
+ * heaps whose owners made no slow path since the previous pass (of every live heap not
+ * in a slow path, with force). Returns 1 while some live heap has remote frees waiting. */
+int hak_heap_reclaim_idle(hak_heap_registry_t *r, int force);
 
 /* Fork child: re-initialises the lock, rebuilds the dead list from heaps really dead,
  * and makes every other heap but `self` (the forking thread's, or NULL) an orphan. */

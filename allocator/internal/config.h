@@ -1,6 +1,6 @@
-/* The only reader of hakmem's compile-time flags (variants/variants.bzl has the table). Maps HEADER_CLASSIDX,
- * POOL_TLS_PHASE1, PREWARM, BUILD_RELEASE and HAKMEM_TRACE to 0/1 constants, rejects
- * unknown values and conflicting combinations. With no flags at all the build is release;
+/* The only reader of hakmem's compile-time flags (variants/variants.bzl has the table). Maps
+ * HEADER_CLASSIDX, POOL_TLS_PHASE1, PREWARM, BUILD_RELEASE and HAKMEM_TRACE to 0/1 constants,
+ * rejects unknown values and conflicting combinations. With no flags at all the build is release;
  * nothing is inferred from NDEBUG. */
 #ifndef HAK_ALLOCATOR_INTERNAL_CONFIG_H
 #define HAK_ALLOCATOR_INTERNAL_CONFIG_H

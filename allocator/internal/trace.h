@@ -1,5 +1,5 @@
-/* Route counters and the free-route log of the trace variant (the README's Variants section). In other
- * variants HAK_TRACE_ROUTE compiles to nothing, so release fast paths carry no counters. */
+/* Route counters and the free-route log of the trace variant (the README's Variants section). In
+ * other variants HAK_TRACE_ROUTE compiles to nothing, so release fast paths carry no counters. */
 #ifndef HAK_ALLOCATOR_INTERNAL_TRACE_H
 #define HAK_ALLOCATOR_INTERNAL_TRACE_H
 

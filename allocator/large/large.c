@@ -9,6 +9,7 @@
 #include "allocator/internal/clock.h"
 #include "allocator/internal/fork.h"
 #include "allocator/internal/options.h"
+#include "allocator/internal/purge.h"
 #include "allocator/internal/trace.h"
 #include "allocator/os_boundary/os.h"
 
@@ -174,14 +175,16 @@ static void maintain_locked(int force) {
   }
 }
 
-void hak_large_maintain(int force) {
+int hak_large_maintain(int force) {
   if (!force && __atomic_load_n(&cached_blocks, __ATOMIC_RELAXED) == 0 &&
       __atomic_load_n(&unreleased_bytes, __ATOMIC_RELAXED) == 0) {
-    return;
+    return 0;
   }
   pthread_mutex_lock(&large_lock);
   maintain_locked(force);
+  int waiting = cached_blocks != 0 || unreleased_bytes != 0;
   pthread_mutex_unlock(&large_lock);
+  return waiting;
 }
 
 /* ---- Blocks. ---- */
@@ -266,8 +269,10 @@ int hak_large_free(void *p) {
   size_t size = h->map_size;
   unregister(h);
   HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, p, 1);
-  if (!cache_put(base, size)) release_mapping(base, size);
+  int cached = cache_put(base, size);
+  if (!cached) release_mapping(base, size);
   pthread_mutex_unlock(&large_lock);
+  if (cached) hak_purge_kick(size); /* a cached mapping starts its decay */
   return 1;
 }
 
@@ -338,6 +343,8 @@ void *hak_large_realloc(void *p, size_t n) {
   }
   pthread_mutex_unlock(&large_lock);
   if (!result) errno = ENOMEM;
+  /* A move may have cached the old mapping (at least 64 KiB). */
+  if (result && result != p) hak_purge_kick((uint64_t)64 << 10);
   return result;
 }
 

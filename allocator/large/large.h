@@ -35,7 +35,7 @@ size_t hak_large_usable(const void *p);
 void *hak_large_realloc(void *p, size_t n);
 
 /* Releases cached mappings idle for HAKMEM_DECAY_MS (all of them with force). */
-void hak_large_maintain(int force);
+int hak_large_maintain(int force); /* 1: cached memory still waits for its decay */
 
 /* In a fork child: unlocks the tier, dropping the BigCache if a thread was changing it. */
 void hak_large_fork_child(void);

@@ -14,6 +14,7 @@
 #include "allocator/internal/list.h"
 #include "allocator/internal/log.h"
 #include "allocator/internal/options.h"
+#include "allocator/internal/purge.h"
 #include "allocator/internal/remote.h"
 #include "allocator/internal/trace.h"
 #include "allocator/os_boundary/os.h"
@@ -174,6 +175,7 @@ static void span_to_free(pool_span_t *s) {
   pthread_mutex_lock(&arena_lock);
   HAK_LIST_PUSH(&free_spans[s->pages], &s->slab);
   pthread_mutex_unlock(&arena_lock);
+  hak_purge_kick((uint64_t)s->pages << HAK_POOL_PAGE_SHIFT); /* the span starts its decay */
 }
 
 static pool_span_t *span_acquire(pool_heap_t *h, unsigned cls) {
@@ -226,6 +228,12 @@ static void put_drained(void *tier, hak_slab_t *slab, void *b) {
 static void process_pending(pool_heap_t *h) { hak_heap_drain(&h->base, h, put_drained); }
 
 static void heap_drain(void *h) { process_pending(h); }
+/* The purge thread, holding the claim of an idle heap: drained blocks go back to their
+ * spans (Pool drains into spans anyway), and empty spans of the heap go to the arena. */
+static void heap_reclaim(void *h) {
+  process_pending(h);
+  hak_pool_heap_trim(h);
+}
 static void heap_bind(void *h) { hak_pool_tls = h; }
 static void heap_prewarm(void *tier);
 
@@ -378,15 +386,15 @@ static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
 static void *tls_malloc_slow(unsigned cls) {
   pool_heap_t *h = hak_pool_tls;
   if (h == &hak_pool_empty_heap && !(h = hak_heap_attach(&heaps))) return NULL;
-  hak_heap_enter(&h->base.busy);
+  hak_heap_own(&h->base);
   void *p = refill_and_pop(h, cls);
-  hak_heap_leave(&h->base.busy);
+  hak_heap_disown(&h->base);
   return p;
 }
 
 void hak_pool_overflow(pool_list_t *l) {
   pool_heap_t *h = hak_pool_tls;
-  hak_heap_enter(&h->base.busy);
+  hak_heap_own(&h->base);
   /* Down to half the capacity: room = cap - count reaches cap - cap / 2. */
   pool_span_t *last = NULL;
   while (l->room < (int32_t)(l->cap - l->cap / 2)) {
@@ -396,7 +404,7 @@ void hak_pool_overflow(pool_list_t *l) {
     hak_pool_return_block(h, last, b);
   }
   if (HAK_CHECKS && last && last->owner == h) hak_slab_validate(&last->slab);
-  hak_heap_leave(&h->base.busy);
+  hak_heap_disown(&h->base);
 }
 
 static void remote_free(pool_span_t *s, void *p) {
@@ -463,18 +471,46 @@ int hak_pool_registry_class(uintptr_t off) {
 
 /* ---- Thread exit, maintenance, fork, stats. ---- */
 
-/* Pool lists are flushed at thread exit (mid-sized blocks are worth more to other
- * threads than warm), and the spares go back before the heap is dead. */
-static void heap_die(pool_heap_t *h) {
-  hak_heap_enter(&h->base.busy);
-  heap_flush(h);
-  hak_heap_leave(&h->base.busy);
-  hak_pool_tls = &hak_pool_empty_heap;
-  /* Spares go before the heap is marked dead: from then on a collector may run. */
+/* Spare spans go back to the arena's free list, where the decay finds them. */
+static void spares_to_free(pool_heap_t *h) {
   for (unsigned pages = 0; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) {
     if (h->spare[pages]) span_to_free(h->spare[pages]);
     h->spare[pages] = NULL;
   }
+}
+
+void hak_pool_heap_trim(pool_heap_t *h) {
+  for (unsigned cls = 0; cls < HAK_POOL_CLASSES; cls++) {
+    pool_span_t *s = h->current[cls];
+    if (s && s->used == 0) { /* blocks in a list count as used: none is out */
+      h->current[cls] = NULL;
+      s->state = HAK_SLAB_FULL;
+      __atomic_store_n(&s->owner, NULL, __ATOMIC_RELEASE);
+      span_to_free(s);
+    }
+  }
+  spares_to_free(h);
+}
+
+void hak_pool_flush_thread(void) {
+  pool_heap_t *h = hak_pool_tls;
+  if (!HAK_POOL_THREAD_CACHE || h == &hak_pool_empty_heap) return;
+  hak_heap_own(&h->base);
+  heap_flush(h);
+  hak_pool_heap_trim(h);
+  hak_heap_disown(&h->base);
+}
+
+/* Pool lists are flushed at thread exit (mid-sized blocks are worth more to other
+ * threads than warm), and the spares go back before the heap is dead. */
+static void heap_die(pool_heap_t *h) {
+  hak_heap_own(&h->base);
+  heap_flush(h);
+  /* Spares go before the heap is marked dead (from then on a collector may run), and
+   * under the claim (a purge pass may release emptied spans to them). */
+  spares_to_free(h);
+  hak_heap_disown(&h->base);
+  hak_pool_tls = &hak_pool_empty_heap;
   hak_heap_retire(&heaps, h);
 }
 
@@ -482,19 +518,29 @@ static void thread_exit_cb(void *arg) {
   if (arg && arg == hak_pool_tls) heap_die(arg);
 }
 
-void hak_pool_maintain(int force) {
+int hak_pool_maintain(int force) {
   uint64_t now = hak_now_ms();
+  int waiting = 0;
+  if (HAK_POOL_THREAD_CACHE) {
+    waiting |= hak_heap_reclaim_idle(&heaps, force);
+    waiting |= hak_heap_flush_dead(&heaps, now, force);
+  } else {
+    hak_pool_shared_trim();
+  }
   pthread_mutex_lock(&arena_lock);
   for (unsigned pages = 1; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) {
     for (pool_span_t *s = (pool_span_t *)free_spans[pages]; s; s = (pool_span_t *)s->avail_next) {
-      if (s->committed && hak_decay_due(s->emptied_ms, now, force)) {
-        if (hak_os_decommit(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT) == 0) {
-          s->committed = 0;
-        }
+      if (!s->committed) continue;
+      if (hak_decay_due(s->emptied_ms, now, force) &&
+          hak_os_decommit(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT) == 0) {
+        s->committed = 0;
+      } else {
+        waiting = 1;
       }
     }
   }
   pthread_mutex_unlock(&arena_lock);
+  return waiting;
 }
 
 /* The child's repair (see hak_tiny_fork_child). Free spans a thread was moving are
@@ -505,7 +551,8 @@ void hak_pool_fork_child(void) {
   }
   hak_pool_shared_fork_child();
   pool_heap_t *self = hak_pool_tls;
-  if (self != &hak_pool_empty_heap && self->base.busy) hak_pool_tls = &hak_pool_empty_heap;
+  if (self != &hak_pool_empty_heap && !hak_heap_intact_in_child(&self->base))
+    hak_pool_tls = &hak_pool_empty_heap;
   hak_heap_fork_child(&heaps, hak_pool_tls != &hak_pool_empty_heap ? hak_pool_tls : NULL);
 }
 

@@ -138,7 +138,9 @@ void hak_pool_free(void *p, uintptr_t off);
 size_t hak_pool_usable(uintptr_t off);
 
 /* Returns empty spans idle for HAKMEM_DECAY_MS to the OS (all of them with force). */
-void hak_pool_maintain(int force);
+int hak_pool_maintain(int force);
+/* malloc_trim: the calling thread's lists, spare spans and pending remote frees go back. */
+void hak_pool_flush_thread(void); /* 1: memory still waits for its decay */
 /* In a fork child: the same repair as hak_tiny_fork_child, for heaps, shards and the
  * free-span lists (internal/fork.h). */
 void hak_pool_fork_child(void);

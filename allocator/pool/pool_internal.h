@@ -12,6 +12,10 @@ uint32_t hak_pool_fill(hak_pool_heap_t *h, unsigned cls, hak_pool_list_t *l, uin
 /* Block b goes back onto span s of heap h; an emptied span is released. Same rule. */
 void hak_pool_return_block(hak_pool_heap_t *h, hak_pool_span_t *s, void *b);
 
+/* Empty current spans and the spares of heap h go to the arena's free list, where the
+ * decay finds them. Same rule. */
+void hak_pool_heap_trim(hak_pool_heap_t *h);
+
 /* Debug builds: checks a block about to be handed out and marks it allocated. */
 void *hak_pool_checked_alloc(void *p, unsigned cls);
 
@@ -24,5 +28,6 @@ void *hak_pool_shared_malloc(unsigned cls);
 void hak_pool_shared_free(hak_pool_span_t *s, void *p);
 void hak_pool_shared_fork_child(void);
 void hak_pool_shared_stats(hak_pool_stats_t *out);
+void hak_pool_shared_trim(void); /* every shard's hak_pool_heap_trim */
 
 #endif /* HAK_ALLOCATOR_POOL_POOL_INTERNAL_H */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "allocator/internal/fork.h"
+#include "allocator/internal/purge.h"
 #include "allocator/internal/trace.h"
 #include "allocator/pool/pool_internal.h"
 
@@ -42,10 +43,12 @@ void *hak_pool_shared_malloc(unsigned cls) {
   shard_t *sh = my_shard();
   hak_pool_list_t one = {NULL, 1, 1}; /* room for one block */
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_SHARED, 0, 0);
+  hak_purge_defer_begin(); /* a new thread's first malloc may come to this shard */
   pthread_mutex_lock(&sh->lock);
   sh->heap.refills++;
   hak_pool_fill(&sh->heap, cls, &one, 1);
   pthread_mutex_unlock(&sh->lock);
+  hak_purge_defer_end();
   return one.head && HAK_CHECKS ? hak_pool_checked_alloc(one.head, cls) : one.head;
 }
 
@@ -54,9 +57,11 @@ void hak_pool_shared_free(hak_pool_span_t *s, void *p) {
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_SHARED, p, 1);
   if (h->base.state == HAK_HEAP_ORPHAN) return; /* a fork child's distrusted shard: left alone */
   shard_t *sh = (shard_t *)h;
+  hak_purge_defer_begin();
   pthread_mutex_lock(&sh->lock);
   hak_pool_return_block(h, s, p);
   pthread_mutex_unlock(&sh->lock);
+  hak_purge_defer_end();
 }
 
 /* A shard whose lock was held at the fork: its spans become the orphan's (their blocks
@@ -74,6 +79,14 @@ static void replace_shard(shard_t *sh) {
 void hak_pool_shared_fork_child(void) {
   for (unsigned i = 0; i < SHARDS; i++) {
     if (hak_fork_child_reset_lock(&shards[i].lock)) replace_shard(&shards[i]);
+  }
+}
+
+void hak_pool_shared_trim(void) {
+  for (unsigned i = 0; i < SHARDS; i++) {
+    pthread_mutex_lock(&shards[i].lock);
+    if (shards[i].heap.base.state == HAK_HEAP_LIVE) hak_pool_heap_trim(&shards[i].heap);
+    pthread_mutex_unlock(&shards[i].lock);
   }
 }
 

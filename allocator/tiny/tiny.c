@@ -11,6 +11,7 @@
 #include "allocator/internal/fork.h"
 #include "allocator/internal/list.h"
 #include "allocator/internal/options.h"
+#include "allocator/internal/purge.h"
 #include "allocator/internal/remote.h"
 #include "allocator/os_boundary/os.h"
 #include "allocator/tiny/tiny.h"
@@ -163,16 +164,39 @@ static void maintain_locked(uint64_t now, int force) {
   }
 }
 
-void hak_tiny_maintain(int force) {
-  uint64_t now = hak_now_ms();
-  hak_heap_flush_dead(&heaps, now, force);
-  if (!force &&
-      __atomic_load_n(&lru_count, __ATOMIC_RELAXED) <= (uint64_t)hak_opt(HAK_OPT_SS_LRU_SIZE)) {
-    return;
+/* Free slabs of SuperSlabs still in use (one live slab keeps 2 MiB otherwise): pages
+ * after the first, which holds the header and the list links, go back once the slab has
+ * been free for the decay. Returns 1 while some free slab still waits. */
+static int decay_free_slabs_locked(uint64_t now, int force) {
+  int waiting = 0;
+  for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
+    for (hak_slab_t *l = classes[cls].free_slabs; l; l = l->avail_next) {
+      hak_tiny_slab_t *s = (hak_tiny_slab_t *)l;
+      if (s->cold) continue;
+      char *base = (char *)((uintptr_t)s & ~(uintptr_t)(HAK_TINY_SLAB_SIZE - 1));
+      if (hak_decay_due(s->released_ms, now, force) &&
+          hak_os_decommit(base + HAK_TINY_FIRST_PAGE, HAK_TINY_SLAB_SIZE - HAK_TINY_FIRST_PAGE) ==
+              0) {
+        s->cold = 1;
+      } else {
+        waiting = 1;
+      }
+    }
   }
+  return waiting;
+}
+
+int hak_tiny_maintain(int force) {
+  uint64_t now = hak_now_ms();
+  int waiting = hak_heap_reclaim_idle(&heaps, force);
+  waiting |= hak_heap_flush_dead(&heaps, now, force);
+  uint64_t keep = (uint64_t)hak_opt(HAK_OPT_SS_LRU_SIZE);
   pthread_mutex_lock(&tiny_lock);
   maintain_locked(now, force);
+  waiting |= lru_count > keep;
+  waiting |= decay_free_slabs_locked(now, force);
   pthread_mutex_unlock(&tiny_lock);
+  return waiting;
 }
 
 /* ---- Slabs and SuperSlabs (tiny_lock held). ---- */
@@ -221,7 +245,8 @@ static hak_tiny_slab_t *slab_acquire(unsigned cls, int *fresh) {
     s = (hak_tiny_slab_t *)cs->free_slabs;
     free_slabs_unlink(cs, s);
     ss_meta[cls][ss_of(s)].free_slabs--;
-    *fresh = 0;
+    *fresh = s->cold; /* its free list was in pages that went back: carve afresh */
+    s->cold = 0;
   } else if ((cs->carve_ss != SS_NONE && cs->carve_next < HAK_TINY_SLABS_PER_SS) || ss_take(cls)) {
     s = slab_at(cls, cs->carve_ss, cs->carve_next++);
     *fresh = 1;
@@ -243,6 +268,8 @@ static void slab_release(hak_tiny_slab_t *s) {
     pthread_mutex_unlock(&tiny_lock);
     return;
   }
+  s->released_ms = hak_now_ms();
+  s->cold = 0;
   HAK_LIST_PUSH(&cs->free_slabs, &s->slab);
   uint32_t handed_out = ss == cs->carve_ss ? cs->carve_next : HAK_TINY_SLABS_PER_SS;
   if (++m->free_slabs == handed_out) {
@@ -254,6 +281,9 @@ static void slab_release(hak_tiny_slab_t *s) {
     cs->empty_head = ss + 1;
     lru_push_tail(cls * MAX_SS_PER_CLASS + ss);
     maintain_locked(m->emptied_ms, 0);
+    pthread_mutex_unlock(&tiny_lock);
+    hak_purge_kick(HAK_TINY_SS_SIZE); /* the empty SuperSlab starts its decay */
+    return;
   }
   pthread_mutex_unlock(&tiny_lock);
 }
@@ -332,6 +362,25 @@ static void heap_init(void *h) {
     hak_cache_set_cap(&((hak_tiny_heap_t *)h)->cache[c], 32);
 }
 static void heap_drain(void *h) { process_pending(h); }
+
+static void put_to_slab(void *tier, hak_slab_t *slab, void *b) {
+  return_block(tier, (hak_tiny_slab_t *)slab, b);
+}
+/* The purge thread, holding the claim of an idle heap: the owner may be using its caches
+ * right now, so drained blocks go to their slabs; a current slab with no block out (one
+ * in a cache counts as out) goes back to its SuperSlab. */
+static void heap_reclaim(void *tier) {
+  hak_tiny_heap_t *h = tier;
+  hak_heap_drain(&h->base, h, put_to_slab);
+  for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
+    hak_tiny_slab_t *s = h->current[cls];
+    if (s && s->used == 0) {
+      h->current[cls] = NULL;
+      s->state = HAK_SLAB_FULL;
+      slab_release(s);
+    }
+  }
+}
 static void heap_bind(void *h) { hak_tiny_tls = h; }
 static void heap_prewarm(void *tier);
 
@@ -489,14 +538,14 @@ void *hak_tiny_malloc_slow(unsigned cls) {
       return NULL;
     }
   }
-  hak_heap_enter(&h->base.busy);
+  hak_heap_own(&h->base);
   void *p = refill_and_pop(h, cls);
-  hak_heap_leave(&h->base.busy);
+  hak_heap_disown(&h->base);
   return p;
 }
 
 void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
-  hak_heap_enter(&h->base.busy);
+  hak_heap_own(&h->base);
   hak_tiny_adapt_t *a = &h->adapt[c - h->cache];
   /* Overflows with no refill in between mean the thread frees more than it allocates. */
   if (a->misses == 0 && ++a->idle >= 2 && c->cap > 16) {
@@ -515,7 +564,7 @@ void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
     return_block(h, last, b);
   }
   if (HAK_CHECKS && last && last->owner == h) hak_slab_validate(&last->slab);
-  hak_heap_leave(&h->base.busy);
+  hak_heap_disown(&h->base);
 }
 
 /* ---- Frees of blocks owned by other threads. ---- */
@@ -593,14 +642,22 @@ static void heap_flush(void *tier) {
   }
 }
 
+void hak_tiny_flush_thread(void) {
+  hak_tiny_heap_t *h = hak_tiny_tls;
+  if (h == &hak_tiny_empty_heap) return;
+  hak_heap_own(&h->base);
+  heap_flush(h);
+  hak_heap_disown(&h->base);
+}
+
 /* A dying thread leaves its caches in the heap: the next thread adopts them warm, so a
  * thread exit costs O(1) instead of a flush and a refill of thousands of blocks. Blocks
  * of heaps that stay dead are flushed after the decay (hak_tiny_maintain) or when other
  * threads' frees collect the heap. */
 static void heap_die(hak_tiny_heap_t *h) {
-  hak_heap_enter(&h->base.busy);
+  hak_heap_own(&h->base);
   process_pending(h);
-  hak_heap_leave(&h->base.busy);
+  hak_heap_disown(&h->base);
   hak_tiny_tls = &hak_tiny_empty_heap;
   hak_heap_retire(&heaps, h);
 }
@@ -631,7 +688,8 @@ static void freeze_superslabs(void) {
 void hak_tiny_fork_child(void) {
   int lists_torn = hak_fork_child_reset_lock(&tiny_lock);
   hak_tiny_heap_t *self = hak_tiny_tls;
-  if (self != &hak_tiny_empty_heap && self->base.busy) hak_tiny_tls = &hak_tiny_empty_heap;
+  if (self != &hak_tiny_empty_heap && !hak_heap_intact_in_child(&self->base))
+    hak_tiny_tls = &hak_tiny_empty_heap;
   hak_heap_fork_child(&heaps, hak_tiny_tls != &hak_tiny_empty_heap ? hak_tiny_tls : NULL);
   if (lists_torn) freeze_superslabs();
 }

@@ -42,6 +42,11 @@ extern "C" {
  * L1 cache set, and the owner check of free() would miss the cache every time. */
 #define HAK_TINY_SLAB_HEADER 128
 #define HAK_TINY_COLOURS 16
+/* A free slab's decay keeps its first page: the header (at most 15 colours in) and the
+ * links of its list live there. */
+#define HAK_TINY_FIRST_PAGE 4096
+HAK_STATIC_ASSERT(HAK_TINY_COLOURS *HAK_TINY_SLAB_HEADER <= HAK_TINY_FIRST_PAGE,
+                  "every header lies in its slab's first page");
 #define HAK_TINY_PREWARM_BUDGET (32 * 1024) /* bytes of blocks per thread at start */
 
 extern const uint16_t hak_tiny_class_size[HAK_TINY_CLASSES];
@@ -86,7 +91,11 @@ typedef struct hak_tiny_slab {
    * list, so that flag and chain change together in one atomic operation. */
   uintptr_t remote;
   struct hak_tiny_slab *pending_next; /* the owner's pending list */
-  char pad2[64 - 16];
+  /* While on its class's free-slab list (no owner, so no remote writes to this line):
+   * when it got there, and whether its pages after the first went back to the OS. */
+  uint64_t released_ms;
+  uint8_t cold;
+  char pad2[64 - 25];
 } hak_tiny_slab_t;
 
 HAK_STATIC_ASSERT(sizeof(hak_tiny_slab_t) == HAK_TINY_SLAB_HEADER, "slab header size");
@@ -124,7 +133,9 @@ void hak_tiny_free_slow(void *p, uintptr_t off); /* every free but the fast one 
 HAK_COLD void hak_tiny_bad_free(const void *p);
 
 /* Returns empty SuperSlabs past the LRU to the OS; `force` ignores the decay time. */
-void hak_tiny_maintain(int force);
+int hak_tiny_maintain(int force); /* 1: memory still waits for its decay */
+/* malloc_trim: the calling thread's caches and pending remote frees go back to slabs. */
+void hak_tiny_flush_thread(void);
 /* In a fork child: keeps the forking thread's heap (unless the fork interrupted a change
  * of it), makes every other thread's heap an orphan, rebuilds the dead-heap list, and
  * stops reusing the SuperSlab lists if a thread was changing them (internal/fork.h). */

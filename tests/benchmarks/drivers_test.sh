@@ -10,6 +10,7 @@ declare -A short=(
   [larson]="1 8 1024 200 2000 1 2" [random_mixed]="200000 1024 1 256"
   [mid_large_mt]="2 20000 64 1" [pool_tls]="2 20000 64 1" [xthread]="2 50000 1"
   [cache_thrash]="2 5000 10 8" [realloc_grow]="20 262144 1" [pair_loop]="64 1000"
+  [burst_idle]="3 16 100 1"
 )
 failures=0
 passes=0

@@ -1,0 +1,122 @@
+/* The purge thread of purge.h. */
+#define _GNU_SOURCE
+#include "allocator/internal/purge.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+
+#include "allocator/internal/clock.h"
+#include "allocator/internal/options.h"
+
+enum { PURGE_NONE = 0, PURGE_STARTING = 1, PURGE_RUNNING = 2, PURGE_FAILED = 3 };
+
+static int state;             /* PURGE_*; NONE until the first kick */
+static int kicked;            /* a kick since the thread last looked (sequentially consistent) */
+static int sleeping;          /* the thread waits for a kick (sequentially consistent) */
+static uint64_t passes;       /* passes run, for tests and statistics */
+static uint64_t kicked_bytes; /* what the kicks reported before the start */
+static int start_wanted;      /* the kicks reached the start inside a deferred region */
+static HAK_TLS int defer;     /* this thread's nesting of deferred regions */
+static int (*pass_fn)(void);
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* the wait below */
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
+
+void hak_purge_set_pass(int (*pass)(void)) { pass_fn = pass; }
+
+static void sleep_ms(uint64_t ms) {
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+/* Runs passes a step apart while memory waits; sleeps for a kick when none does. The
+ * sleeping flag and the kicked flag are a Dekker pair (both sequentially consistent): a
+ * kick either sees the thread asleep and signals it, or the thread sees the kick. */
+static void *purge_main(void *arg) {
+  (void)arg;
+  pthread_setname_np(pthread_self(), "hakmem-purge");
+  for (;;) {
+    __atomic_store_n(&kicked, 0, __ATOMIC_SEQ_CST);
+    int waiting = pass_fn();
+    __atomic_fetch_add(&passes, 1, __ATOMIC_RELAXED);
+    if (!waiting) {
+      pthread_mutex_lock(&lock);
+      __atomic_store_n(&sleeping, 1, __ATOMIC_SEQ_CST);
+      while (!__atomic_load_n(&kicked, __ATOMIC_SEQ_CST)) pthread_cond_wait(&wake, &lock);
+      __atomic_store_n(&sleeping, 0, __ATOMIC_SEQ_CST);
+      pthread_mutex_unlock(&lock);
+    }
+    sleep_ms(hak_decay_step_ms());
+  }
+  return NULL;
+}
+
+static void start(void) {
+  int expected = PURGE_NONE;
+  if (!__atomic_compare_exchange_n(&state, &expected, PURGE_STARTING, 0, __ATOMIC_ACQ_REL,
+                                   __ATOMIC_ACQUIRE)) {
+    return;
+  }
+  /* No signal of the program is ever delivered to this thread. pthread_create may call
+   * malloc (thread-local storage); the STARTING state keeps that from starting another. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_attr_t attr;
+  pthread_t th;
+  int ok = pthread_attr_init(&attr) == 0;
+  if (ok) {
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    ok = pthread_create(&th, &attr, purge_main, NULL) == 0;
+    pthread_attr_destroy(&attr);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  /* A failed start is not retried: the passes still run from allocator calls. */
+  __atomic_store_n(&state, ok ? PURGE_RUNNING : PURGE_FAILED, __ATOMIC_RELEASE);
+}
+
+void hak_purge_kick(uint64_t bytes) {
+  if (!pass_fn || !hak_opt(HAK_OPT_PURGE_THREAD)) return;
+  int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
+  if (s == PURGE_NONE) {
+    if (__atomic_add_fetch(&kicked_bytes, bytes, __ATOMIC_RELAXED) >= HAK_PURGE_START_BYTES) {
+      if (defer)
+        __atomic_store_n(&start_wanted, 1, __ATOMIC_RELAXED);
+      else
+        start();
+    }
+    return;
+  }
+  if (s != PURGE_RUNNING || __atomic_load_n(&kicked, __ATOMIC_RELAXED)) return;
+  __atomic_store_n(&kicked, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&sleeping, __ATOMIC_SEQ_CST)) {
+    pthread_mutex_lock(&lock);
+    pthread_cond_signal(&wake);
+    pthread_mutex_unlock(&lock);
+  }
+}
+
+void hak_purge_defer_begin(void) { defer++; }
+
+void hak_purge_defer_end(void) {
+  if (--defer == 0 && __atomic_load_n(&start_wanted, __ATOMIC_RELAXED) &&
+      __atomic_load_n(&state, __ATOMIC_ACQUIRE) == PURGE_NONE) {
+    start();
+  }
+}
+
+void hak_purge_fork_child(void) {
+  pthread_mutex_init(&lock, NULL);
+  pthread_cond_init(&wake, NULL);
+  kicked = sleeping = 0;
+  kicked_bytes = 0;
+  start_wanted = 0;
+  defer = 0; /* the forking thread may have forked from inside one (a signal handler) */
+  state = PURGE_NONE;
+}
+
+uint64_t hak_purge_passes(void) { return __atomic_load_n(&passes, __ATOMIC_RELAXED); }
+
+int hak_purge_running(void) { return __atomic_load_n(&state, __ATOMIC_ACQUIRE) == PURGE_RUNNING; }

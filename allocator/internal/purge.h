@@ -1,0 +1,50 @@
+/* The purge thread: runs the decay passes of every tier on time, also when the program
+ * makes no allocator call at all (the tiers' own slow paths only pass by now and then).
+ *
+ * It is started lazily, once the kicks a tier makes when memory becomes free and starts
+ * its decay (an emptied SuperSlab or span, a cached Large block, a dead heap, a slab
+ * queued with remote frees) add up to HAK_PURGE_START_BYTES: a program that never frees
+ * much never gets the thread. While some free memory
+ * still waits for its decay, the thread runs a pass every hak_decay_step_ms; when none
+ * does, it sleeps until the next kick. It blocks every signal, allocates nothing, and is
+ * started again in a fork child on its first kick there. HAKMEM_PURGE_THREAD=0 turns it
+ * off: the passes then run only from allocator calls (Large calls, malloc_trim). */
+#ifndef HAK_ALLOCATOR_INTERNAL_PURGE_H
+#define HAK_ALLOCATOR_INTERNAL_PURGE_H
+
+#include <stdint.h>
+
+#include "allocator/internal/config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The pass the thread runs: returns non-zero while free memory still waits for its decay.
+ * Set once, before the first kick. */
+void hak_purge_set_pass(int (*pass)(void));
+
+#define HAK_PURGE_START_BYTES ((uint64_t)4 << 20)
+
+/* `bytes` of free memory started their decay. Cheap once the thread runs (two loads);
+ * must be called with no allocator lock held, since a call may create the thread. */
+void hak_purge_kick(uint64_t bytes);
+
+/* Around code that holds what a new thread's first malloc may need (the registry lock,
+ * another heap's claim, a Pool shard): a kick inside only notes that the thread is
+ * wanted, and the outermost end starts it. Thread-local, nestable. */
+void hak_purge_defer_begin(void);
+void hak_purge_defer_end(void);
+
+/* Fork child: the thread does not exist there; the next kick starts a new one. */
+void hak_purge_fork_child(void);
+
+/* For tests and statistics: passes run by the thread so far, and whether it runs. */
+uint64_t hak_purge_passes(void);
+int hak_purge_running(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HAK_ALLOCATOR_INTERNAL_PURGE_H */

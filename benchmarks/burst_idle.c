@@ -1,0 +1,261 @@
+/* burst_idle: what an allocator gives back after a spike. A burst of blocks of 16 B ..
+ * 320 KiB (each power of two with the same share of the bytes) is written and freed, then the
+ * program goes quiet for IDLE_MS; the driver reports peak RSS, RSS right after the frees
+ * and RSS at the end of the quiet phase, all read from /proc/self.
+ *   mode 0: one thread allocates MIB MiB, keeps it all, frees it all; the quiet phase
+ *           makes 64 malloc(64)+free pairs per millisecond (fast paths only).
+ *   mode 1: the same burst, then a quiet phase with no allocator call at all.
+ *   mode 2: a producer thread allocates MIB MiB in total and hands every block to a
+ *           consumer thread that only frees (at most RING blocks in flight); the
+ *           producer then stops allocating and both threads stay alive and quiet.
+ *   mode 3: a thread allocates the whole burst and hands it to a thread that frees it
+ *           all; then both stay alive and quiet (every block went back through a heap
+ *           whose owner never allocates again).
+ * The ops/s of the result line are blocks allocated per second of the burst.
+ * usage: burst_idle MODE MIB IDLE_MS SEED */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "benchmarks/driver_util.h"
+
+#define USAGE "MODE MIB IDLE_MS SEED   (defaults: 0 400 2000 1)"
+#define RING 1024
+
+/* 16 << j bytes plus up to a quarter more (16 B .. 320 KiB), j = 0..14 with probability
+ * 2^-(j+1): every power of two gets about the same share of the bytes, so about half of
+ * them are in blocks of at most 1 KiB and most blocks are small. */
+static size_t burst_size(drv_rng_t *rng) {
+  uint64_t r = drv_next(rng) | (1ull << 14);
+  size_t base = (size_t)16 << __builtin_ctzll(r);
+  return base + (size_t)drv_range(rng, 0, base / 4);
+}
+
+/* Fills a block with a pattern of its index that check() verifies before the free. */
+static void fill(uint64_t *b, size_t n, uint64_t i) {
+  for (size_t k = 0; k < n / 8; k += 512) b[k] = i + k;
+}
+
+static int check(const uint64_t *b, size_t n, uint64_t i) {
+  for (size_t k = 0; k < n / 8; k += 512)
+    if (b[k] != i + k) return 0;
+  return 1;
+}
+
+static uint64_t rss_kib(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long long size = 0, rss = 0;
+  if (f) {
+    if (fscanf(f, "%llu %llu", &size, &rss) != 2) rss = 0;
+    fclose(f);
+  }
+  return (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
+}
+
+static uint64_t peak_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  unsigned long long kib = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (sscanf(line, "VmHWM: %llu", &kib) == 1) break;
+  if (f) fclose(f);
+  return kib;
+}
+
+static void sleep_ms(uint64_t ms) {
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+typedef struct {
+  _Atomic(void *) slot[RING];
+  size_t size[RING];
+  uint64_t bytes, seed, blocks;
+  int failed;
+  atomic_int done;
+} pc_t;
+
+static void *producer(void *arg) {
+  pc_t *p = arg;
+  drv_rng_t rng;
+  drv_seed(&rng, p->seed);
+  uint64_t total = 0, i = 0;
+  for (; total < p->bytes; i++) {
+    size_t n = burst_size(&rng);
+    uint64_t *b = malloc(n);
+    if (!b) {
+      p->failed = 1;
+      break;
+    }
+    fill(b, n, i);
+    total += n;
+    _Atomic(void *) *s = &p->slot[i % RING];
+    while (atomic_load_explicit(s, memory_order_acquire) != NULL) sched_yield();
+    p->size[i % RING] = n;
+    atomic_store_explicit(s, b, memory_order_release);
+  }
+  p->blocks = i;
+  atomic_store_explicit(&p->done, 1, memory_order_release);
+  while (atomic_load_explicit(&p->done, memory_order_acquire) != 2) sleep_ms(1);
+  return NULL;
+}
+
+static void *consumer(void *arg) {
+  pc_t *p = arg;
+  for (uint64_t i = 0;; i++) {
+    _Atomic(void *) *s = &p->slot[i % RING];
+    uint64_t *b;
+    while ((b = atomic_load_explicit(s, memory_order_acquire)) == NULL) {
+      if (atomic_load_explicit(&p->done, memory_order_acquire) && i >= p->blocks) goto quiet;
+      sched_yield();
+    }
+    size_t n = p->size[i % RING];
+    atomic_store_explicit(s, NULL, memory_order_release);
+    if (!check(b, n, i)) p->failed = 1;
+    free(b);
+  }
+quiet:
+  while (atomic_load_explicit(&p->done, memory_order_acquire) != 2) sleep_ms(1);
+  return NULL;
+}
+
+typedef struct {
+  uint64_t bytes, seed, blocks;
+  uint64_t **ptr;
+  size_t *len;
+  int failed;
+  atomic_int stage; /* 1: allocated, 2: freed, 3: exit */
+} handoff_t;
+
+static void *handoff_producer(void *arg) {
+  handoff_t *h = arg;
+  drv_rng_t rng;
+  drv_seed(&rng, h->seed);
+  uint64_t cap = 1024, total = 0, n = 0;
+  h->ptr = malloc(cap * sizeof *h->ptr);
+  h->len = malloc(cap * sizeof *h->len);
+  for (; total < h->bytes && !h->failed; n++) {
+    if (n == cap) {
+      cap *= 2;
+      h->ptr = realloc(h->ptr, cap * sizeof *h->ptr);
+      h->len = realloc(h->len, cap * sizeof *h->len);
+    }
+    h->len[n] = burst_size(&rng);
+    h->ptr[n] = malloc(h->len[n]);
+    if (!h->ptr[n]) {
+      h->failed = 1;
+      break;
+    }
+    fill(h->ptr[n], h->len[n], n);
+    total += h->len[n];
+  }
+  h->blocks = n;
+  atomic_store_explicit(&h->stage, 1, memory_order_release);
+  while (atomic_load_explicit(&h->stage, memory_order_acquire) != 3) sleep_ms(1);
+  return NULL;
+}
+
+static void *handoff_consumer(void *arg) {
+  handoff_t *h = arg;
+  while (atomic_load_explicit(&h->stage, memory_order_acquire) != 1) sleep_ms(1);
+  for (uint64_t i = 0; i < h->blocks; i++) {
+    if (!check(h->ptr[i], h->len[i], i)) h->failed = 1;
+    free(h->ptr[i]);
+  }
+  free(h->ptr);
+  free(h->len);
+  atomic_store_explicit(&h->stage, 2, memory_order_release);
+  while (atomic_load_explicit(&h->stage, memory_order_acquire) != 3) sleep_ms(1);
+  return NULL;
+}
+
+int main(int argc, char **argv) {
+  drv_check_argc(argc, argv, 4, USAGE);
+  uint64_t mode = drv_arg(argc, argv, 1, 0, 0, 3, USAGE);
+  uint64_t mib = drv_arg(argc, argv, 2, 400, 1, 1 << 20, USAGE);
+  uint64_t idle_ms = drv_arg(argc, argv, 3, 2000, 0, 3600000, USAGE);
+  uint64_t seed = drv_arg(argc, argv, 4, 1, 0, UINT64_MAX, USAGE);
+  int failed = 0;
+  uint64_t blocks = 0, after_free, after_idle;
+  double start = drv_now(), secs;
+  if (mode < 2) {
+    drv_rng_t rng;
+    drv_seed(&rng, seed);
+    uint64_t cap = 1024, total = 0;
+    uint64_t **ptr = malloc(cap * sizeof *ptr);
+    size_t *len = malloc(cap * sizeof *len);
+    for (; total < mib << 20; blocks++) {
+      if (blocks == cap) {
+        cap *= 2;
+        ptr = realloc(ptr, cap * sizeof *ptr);
+        len = realloc(len, cap * sizeof *len);
+        if (!ptr || !len) return 1;
+      }
+      len[blocks] = burst_size(&rng);
+      ptr[blocks] = malloc(len[blocks]);
+      if (!ptr[blocks]) return 1;
+      fill(ptr[blocks], len[blocks], blocks);
+      total += len[blocks];
+    }
+    secs = drv_now() - start;
+    for (uint64_t i = 0; i < blocks; i++) {
+      if (!check(ptr[i], len[i], i)) failed = 1;
+      free(ptr[i]);
+    }
+    free(ptr);
+    free(len);
+    after_free = rss_kib();
+    double quiet_end = drv_now() + (double)idle_ms / 1000;
+    while (drv_now() < quiet_end) {
+      if (mode == 0) {
+        for (int k = 0; k < 64; k++) {
+          void *volatile q = malloc(64);
+          free(q);
+        }
+      }
+      sleep_ms(1);
+    }
+    after_idle = rss_kib();
+  } else if (mode == 3) {
+    handoff_t h = {.bytes = mib << 20, .seed = seed};
+    pthread_t th[2];
+    pthread_create(&th[0], NULL, handoff_producer, &h);
+    pthread_create(&th[1], NULL, handoff_consumer, &h);
+    while (atomic_load_explicit(&h.stage, memory_order_acquire) != 2) sleep_ms(1);
+    secs = drv_now() - start;
+    blocks = h.blocks;
+    after_free = rss_kib();
+    sleep_ms(idle_ms);
+    after_idle = rss_kib();
+    atomic_store_explicit(&h.stage, 3, memory_order_release);
+    pthread_join(th[0], NULL);
+    pthread_join(th[1], NULL);
+    failed = h.failed;
+  } else {
+    pc_t *p = calloc(1, sizeof *p);
+    p->bytes = mib << 20;
+    p->seed = seed;
+    pthread_t th[2];
+    pthread_create(&th[0], NULL, producer, p);
+    pthread_create(&th[1], NULL, consumer, p);
+    while (atomic_load_explicit(&p->done, memory_order_acquire) != 1) sleep_ms(1);
+    /* The consumer may still be freeing the last blocks of the ring. */
+    for (uint64_t k = 0; k < RING; k++)
+      while (atomic_load_explicit(&p->slot[k], memory_order_acquire) != NULL) sleep_ms(1);
+    secs = drv_now() - start;
+    blocks = p->blocks;
+    after_free = rss_kib();
+    sleep_ms(idle_ms);
+    after_idle = rss_kib();
+    atomic_store_explicit(&p->done, 2, memory_order_release);
+    pthread_join(th[0], NULL);
+    pthread_join(th[1], NULL);
+    failed = p->failed;
+  }
+  drv_report("burst_idle", blocks, secs);
+  printf("rss_kib: peak %llu after_free %llu after_idle %llu\n", (unsigned long long)peak_kib(),
+         (unsigned long long)after_free, (unsigned long long)after_idle);
+  if (failed) fprintf(stderr, "burst_idle: a block lost its contents or an allocation failed\n");
+  return failed ? 1 : 0;
+}

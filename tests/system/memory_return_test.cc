@@ -1,0 +1,344 @@
+// Memory goes back to the OS on time, judged by the process's RSS read from /proc (not by
+// hakmem's own counters): after a burst is freed, with no allocator call afterwards, in
+// a heap whose owner never allocates again, after threads exit, and at malloc_trim(0).
+// Each case runs in a fresh child process (RunSelf) with its own options, so the peak
+// (VmHWM) and the RSS are the case's own.
+#include <dirent.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/system/test_util.h"
+
+namespace {
+
+using hak_test::InChild;
+using hak_test::RunSelf;
+
+constexpr int kDecayMs = 200;
+
+// A /proc/self/status field in KiB, read with system calls only: reading it must not
+// make an allocator call, or the "no call at all" cases would not be.
+uint64_t StatusKib(const char *field) {
+  char buf[4096];
+  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char *at = strstr(buf, field);
+  return at ? strtoull(at + strlen(field) + 1, nullptr, 10) : 0;
+}
+uint64_t RssKib() { return StatusKib("VmRSS"); }
+uint64_t PeakKib() { return StatusKib("VmHWM"); }
+
+uint64_t NowMs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + uint64_t(ts.tv_nsec) / 1000000;
+}
+
+void SleepMs(uint64_t ms) {
+  struct timespec ts = {time_t(ms / 1000), long(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+// Polls RSS (system calls only) until it is at most `limit_kib` or `deadline_ms` have
+// passed since `start_ms`; returns the last reading.
+uint64_t WaitForRss(uint64_t limit_kib, uint64_t start_ms, uint64_t deadline_ms) {
+  uint64_t rss = RssKib();
+  while (rss > limit_kib && NowMs() - start_ms < deadline_ms) {
+    SleepMs(10);
+    rss = RssKib();
+  }
+  return rss;
+}
+
+// Sizes 16 B .. 320 KiB, each power of two with about the same share of the bytes:
+// Tiny, Pool and Large all hold a good part of a burst.
+size_t BurstSize(uint64_t *rng) {
+  *rng ^= *rng << 13;
+  *rng ^= *rng >> 7;
+  *rng ^= *rng << 17;
+  size_t base = size_t{16} << __builtin_ctzll(*rng | (uint64_t{1} << 14));
+  return base + (*rng >> 40) % (base / 4 + 1);
+}
+
+struct Burst {
+  std::vector<void *> blocks;
+  std::vector<size_t> sizes;
+};
+
+// Allocates `mib` MiB, every page written.
+Burst Allocate(size_t mib, uint64_t seed) {
+  Burst b;
+  b.blocks.reserve(mib * 8000);
+  b.sizes.reserve(mib * 8000);
+  uint64_t rng = seed * 0x9e3779b97f4a7c15ULL + 1;
+  for (size_t total = 0; total < (mib << 20);) {
+    size_t n = BurstSize(&rng);
+    void *p = malloc(n);
+    if (!p) {
+      ADD_FAILURE() << "malloc(" << n << ") failed after " << total << " bytes";
+      break;
+    }
+    for (size_t off = 0; off < n; off += 4096) static_cast<char *>(p)[off] = 1;
+    b.blocks.push_back(p);
+    b.sizes.push_back(n);
+    total += n;
+  }
+  return b;
+}
+
+// Frees the blocks and the two vectors (16 MiB of bookkeeping for 256 MiB).
+void FreeAll(Burst *b) {
+  for (void *p : b->blocks) free(p);
+  std::vector<void *>().swap(b->blocks);
+  std::vector<size_t>().swap(b->sizes);
+}
+
+// Whether a thread of this process is named hakmem-purge.
+bool PurgeThreadExists() {
+  DIR *d = opendir("/proc/self/task");
+  bool found = false;
+  while (dirent *e = d ? readdir(d) : nullptr) {
+    std::string comm = std::string("/proc/self/task/") + e->d_name + "/comm";
+    char name[32] = {0};
+    int fd = open(comm.c_str(), O_RDONLY);
+    if (fd < 0) continue;
+    ssize_t n = read(fd, name, sizeof name - 1);
+    close(fd);
+    if (n > 0 && strncmp(name, "hakmem-purge", 12) == 0) found = true;
+  }
+  if (d) closedir(d);
+  return found;
+}
+
+void ExpectChildPasses(const char *test, std::vector<std::pair<std::string, std::string>> env) {
+  env.push_back({"HAKMEM_DECAY_MS", std::to_string(kDecayMs)});
+  int status = RunSelf(std::string("MemoryReturnChild.") + test, 0, env);
+  ASSERT_NE(status, -1) << test << " hung";
+  ASSERT_TRUE(WIFEXITED(status)) << test << " died with signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << test << " failed (its output is above)";
+}
+
+#define CHILD_ONLY() \
+  if (!InChild()) GTEST_SKIP() << "runs in a child of MemoryReturnTest"
+
+// ---- The children. ----
+
+// A burst of 256 MiB is freed and the program makes no allocator call at all: within
+// twice the decay its RSS is at most a tenth of the peak.
+TEST(MemoryReturnChild, IdleAfterBurst) {
+  CHILD_ONLY();
+  Burst b = Allocate(256, 1);
+  FreeAll(&b);
+  uint64_t start = NowMs();
+  uint64_t peak = PeakKib();
+  uint64_t rss = WaitForRss(peak / 10, start, 2 * kDecayMs);
+  uint64_t took = NowMs() - start;
+  EXPECT_LE(rss, peak / 10) << "RSS " << rss << " KiB of a peak of " << peak << " KiB after "
+                            << took << " ms without a call";
+  EXPECT_TRUE(PurgeThreadExists());
+}
+
+// HAKMEM_PURGE_THREAD=0: nothing returns without a call; malloc_trim(0) returns it all
+// at once and says so, and a second trim has nothing left to return.
+TEST(MemoryReturnChild, WithoutThePurgeThreadTrimReturnsEverything) {
+  CHILD_ONLY();
+  Burst b = Allocate(256, 2);
+  FreeAll(&b);
+  SleepMs(3 * kDecayMs);
+  uint64_t peak = PeakKib();
+  // (The debug variant's frees are slow enough for the decay of what was freed first to
+  // fall due during the later frees, so not all of it waits.)
+  EXPECT_GT(RssKib(), peak / 5) << "without the thread, memory waits for an allocator call";
+  EXPECT_FALSE(PurgeThreadExists());
+  EXPECT_EQ(malloc_trim(0), 1);
+  EXPECT_LE(RssKib(), peak / 10);
+  EXPECT_EQ(malloc_trim(0), 0) << "nothing was left to return";
+}
+
+// malloc_trim(0) right after the free, long before the decay (1 hour here).
+TEST(MemoryReturnChild, TrimReturnsEveryFreePageAtOnce) {
+  CHILD_ONLY();
+  Burst b = Allocate(256, 3);
+  FreeAll(&b);
+  uint64_t peak = PeakKib();
+  EXPECT_GT(RssKib(), peak / 2) << "the decay is an hour: nothing went back by itself";
+  EXPECT_EQ(malloc_trim(0), 1);
+  EXPECT_LE(RssKib(), peak / 10);
+}
+
+// One thread allocates the whole burst and never allocates again; another frees it all
+// (every free is remote). The blocks wait in the first thread's heap, which the purge
+// reclaims: RSS falls to a tenth of the peak while both threads stay alive.
+TEST(MemoryReturnChild, BlocksFreedIntoAnIdleOwnerGoBack) {
+  CHILD_ONLY();
+  Burst b;
+  std::atomic<int> stage{0};
+  std::thread owner([&] {
+    b = Allocate(256, 4);
+    stage = 1;
+    while (stage != 3) SleepMs(1);
+  });
+  std::thread freer([&] {
+    while (stage != 1) SleepMs(1);
+    FreeAll(&b);
+    stage = 2;
+    while (stage != 3) SleepMs(1);
+  });
+  while (stage != 2) SleepMs(1);
+  uint64_t start = NowMs();
+  uint64_t peak = PeakKib();
+  uint64_t rss = WaitForRss(peak / 10, start, 2 * kDecayMs + 2 * kDecayMs / 8);
+  stage = 3;
+  owner.join();
+  freer.join();
+  EXPECT_LE(rss, peak / 10) << "RSS " << rss << " KiB of a peak of " << peak << " KiB";
+}
+
+// A producer hands 400 MiB, block by block, to a consumer that only frees (at most 1,024
+// blocks in flight): RSS never grows past 60 MiB, and every block arrives intact.
+TEST(MemoryReturnChild, AFreeOnlyThreadKeepsRssBounded) {
+  CHILD_ONLY();
+  constexpr size_t kRing = 1024;
+  std::vector<std::atomic<uint64_t *>> ring(kRing);
+  std::vector<size_t> sizes(kRing);
+  std::atomic<uint64_t> produced{0};
+  std::atomic<bool> bad{false};
+  uint64_t base = RssKib();
+  std::thread producer([&] {
+    uint64_t rng = 5;
+    size_t total = 0;
+    uint64_t i = 0;
+    for (; total < (size_t{400} << 20); i++) {
+      size_t n = BurstSize(&rng);
+      auto *p = static_cast<uint64_t *>(malloc(n));
+      for (size_t k = 0; k < n / 8; k += 512) p[k] = i + k;
+      total += n;
+      while (ring[i % kRing].load(std::memory_order_acquire) != nullptr) std::this_thread::yield();
+      sizes[i % kRing] = n;
+      ring[i % kRing].store(p, std::memory_order_release);
+    }
+    produced = i;
+  });
+  std::thread consumer([&] {
+    for (uint64_t i = 0;; i++) {
+      uint64_t *p;
+      while ((p = ring[i % kRing].load(std::memory_order_acquire)) == nullptr) {
+        if (produced != 0 && i >= produced) return;
+        std::this_thread::yield();
+      }
+      size_t n = sizes[i % kRing];
+      ring[i % kRing].store(nullptr, std::memory_order_release);
+      for (size_t k = 0; k < n / 8; k += 512)
+        if (p[k] != i + k) bad = true;
+      free(p);
+    }
+  });
+  producer.join();
+  consumer.join();
+  EXPECT_FALSE(bad) << "a block lost its contents on the way";
+  EXPECT_LE(PeakKib() - base, uint64_t{60} << 10) << "peak RSS above the start, KiB";
+}
+
+// Eight threads each allocate and free 24 MiB and exit: the caches they leave behind go
+// back within twice the decay.
+TEST(MemoryReturnChild, ThreadsThatExitGiveTheirMemoryBack) {
+  CHILD_ONLY();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; t++) {
+    threads.emplace_back([t] {
+      Burst b = Allocate(24, 10 + t);
+      FreeAll(&b);
+    });
+  }
+  for (auto &t : threads) t.join();
+  uint64_t start = NowMs();
+  uint64_t peak = PeakKib();
+  uint64_t rss = WaitForRss(peak / 10, start, 2 * kDecayMs);
+  EXPECT_LE(rss, peak / 10) << "RSS " << rss << " KiB of a peak of " << peak << " KiB";
+}
+
+// A program whose frees never empty a slab (a small working set reused in place) gets no
+// thread it does not need.
+TEST(MemoryReturnChild, NoThreadForAProgramThatFreesLittle) {
+  CHILD_ONLY();
+  std::vector<void *> keep;
+  for (int i = 0; i < 200000; i++) keep.push_back(malloc(48 + i % 900));
+  for (int round = 0; round < 100; round++) {
+    for (int i = 0; i < 1000; i++) free(malloc(16 + i % 4000));
+  }
+  SleepMs(50);
+  EXPECT_FALSE(PurgeThreadExists());
+  for (void *p : keep) free(p);
+}
+
+// A fork child has no purge thread at first; its own burst starts one, which returns the
+// child's memory as it would the parent's.
+TEST(MemoryReturnChild, AForkChildReturnsMemoryToo) {
+  CHILD_ONLY();
+  Burst warm = Allocate(16, 6);
+  FreeAll(&warm);
+  SleepMs(10);
+  ASSERT_TRUE(PurgeThreadExists()) << "the parent's burst started the thread";
+  fflush(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (PurgeThreadExists()) _exit(3);
+    Burst b = Allocate(256, 7);
+    FreeAll(&b);
+    uint64_t start = NowMs();
+    uint64_t peak = PeakKib();
+    uint64_t rss = WaitForRss(peak / 10, start, 2 * kDecayMs);
+    _exit(rss <= peak / 10 ? 0 : 4);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "3: the child inherited a thread; 4: RSS stayed high";
+}
+
+// ---- The cases, each in its own process. ----
+
+TEST(MemoryReturnTest, IdleAfterBurst) { ExpectChildPasses("IdleAfterBurst", {}); }
+TEST(MemoryReturnTest, WithoutThePurgeThreadTrimReturnsEverything) {
+  ExpectChildPasses("WithoutThePurgeThreadTrimReturnsEverything", {{"HAKMEM_PURGE_THREAD", "0"}});
+}
+TEST(MemoryReturnTest, TrimReturnsEveryFreePageAtOnce) {
+  int status = RunSelf("MemoryReturnChild.TrimReturnsEveryFreePageAtOnce", 0,
+                       {{"HAKMEM_DECAY_MS", "3600000"}});
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+TEST(MemoryReturnTest, BlocksFreedIntoAnIdleOwnerGoBack) {
+  ExpectChildPasses("BlocksFreedIntoAnIdleOwnerGoBack", {});
+}
+TEST(MemoryReturnTest, AFreeOnlyThreadKeepsRssBounded) {
+  ExpectChildPasses("AFreeOnlyThreadKeepsRssBounded", {});
+}
+TEST(MemoryReturnTest, ThreadsThatExitGiveTheirMemoryBack) {
+  ExpectChildPasses("ThreadsThatExitGiveTheirMemoryBack", {});
+}
+TEST(MemoryReturnTest, NoThreadForAProgramThatFreesLittle) {
+  ExpectChildPasses("NoThreadForAProgramThatFreesLittle", {});
+}
+TEST(MemoryReturnTest, AForkChildReturnsMemoryToo) {
+  ExpectChildPasses("AForkChildReturnsMemoryToo", {});
+}
+
+}  // namespace
