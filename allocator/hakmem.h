@@ -46,28 +46,33 @@ enum {
 
 /* Every scalar counter of hak_stats_t, listed once: X(field, label, what it counts).
  * The struct below and hak_stats_print's lines ("  <label> <value>") come from it. */
-#define HAK_STATS_COUNTERS(X)                                                                \
-  X(tiny_refills, "tiny refills", "Tiny thread-cache refills")                               \
-  X(tiny_overflows, "tiny overflows", "Tiny thread caches trimmed on overflow")              \
-  X(tiny_remote_frees, "tiny remote frees", "Tiny blocks freed by a thread not their owner") \
-  X(tiny_slabs_in_use, "tiny slabs in use", "64 KiB Tiny slabs owned by a heap")             \
-  X(tiny_superslabs, "tiny superslabs", "2 MiB Tiny SuperSlabs ever handed out")             \
-  X(tiny_empty_superslabs, "tiny empty superslabs", "SuperSlabs with no slab in use")        \
-  X(tiny_decommitted_superslabs, "tiny decommitted superslabs",                              \
-    "empty SuperSlabs whose pages went back to the OS")                                      \
-  X(pool_refills, "pool refills", "Pool thread-list refills (or shard calls)")               \
-  X(pool_remote_frees, "pool remote frees", "Pool blocks freed by a thread not their owner") \
-  X(pool_pages_in_use, "pool pages in use", "64 KiB Pool pages of spans in use")             \
-  X(large_live_blocks, "large live blocks", "Large blocks allocated")                        \
-  X(large_live_bytes, "large live bytes", "bytes of their mappings")                         \
-  X(large_cached_blocks, "bigcache cached blocks", "freed Large mappings kept for reuse")    \
-  X(large_cached_bytes, "bigcache cached bytes", "bytes of those mappings")                  \
-  X(bigcache_hits, "bigcache hits", "Large requests served from the cache")                  \
-  X(bigcache_misses, "bigcache misses", "Large requests that needed a new mapping")          \
-  X(large_unreleased_bytes, "large unreleased bytes",                                        \
-    "freed Large mappings the kernel refused to unmap: decommitted, kept, retried")          \
-  X(foreign_frees, "foreign frees", "frees of pointers hakmem did not hand out (release)")   \
-  X(reserved_bytes, "claimed bytes", "address space claimed for Tiny and Pool (mapped as used)")
+#define HAK_STATS_COUNTERS(X)                                                                    \
+  X(tiny_refills, "tiny refills", "Tiny thread-cache refills")                                   \
+  X(tiny_overflows, "tiny overflows", "Tiny thread caches trimmed on overflow")                  \
+  X(tiny_remote_frees, "tiny remote frees", "Tiny blocks freed by a thread not their owner")     \
+  X(tiny_slabs_in_use, "tiny slabs in use", "64 KiB Tiny slabs owned by a heap")                 \
+  X(tiny_superslabs, "tiny superslabs", "2 MiB Tiny SuperSlabs ever handed out")                 \
+  X(tiny_empty_superslabs, "tiny empty superslabs", "SuperSlabs with no slab in use")            \
+  X(tiny_decommitted_superslabs, "tiny decommitted superslabs",                                  \
+    "empty SuperSlabs whose pages went back to the OS")                                          \
+  X(pool_refills, "pool refills", "Pool thread-list refills (or shard calls)")                   \
+  X(pool_remote_frees, "pool remote frees", "Pool blocks freed by a thread not their owner")     \
+  X(pool_pages_in_use, "pool pages in use", "64 KiB Pool pages of spans in use")                 \
+  X(large_live_blocks, "large live blocks", "Large blocks allocated")                            \
+  X(large_live_bytes, "large live bytes", "bytes of their mappings")                             \
+  X(large_cached_blocks, "bigcache cached blocks", "freed Large mappings kept for reuse")        \
+  X(large_cached_bytes, "bigcache cached bytes", "bytes of those mappings")                      \
+  X(bigcache_hits, "bigcache hits", "Large requests served from the cache")                      \
+  X(bigcache_misses, "bigcache misses", "Large requests that needed a new mapping")              \
+  X(large_unreleased_bytes, "large unreleased bytes",                                            \
+    "freed Large mappings the kernel refused to unmap: decommitted, kept, retried")              \
+  X(foreign_frees, "foreign frees", "frees of pointers hakmem did not hand out (release)")       \
+  X(reserved_bytes, "claimed bytes", "address space claimed for Tiny and Pool (mapped as used)") \
+  X(resident_bytes, "resident bytes",                                                            \
+    "bytes of hakmem's memory in RAM now (mincore): the sum of the three below")                 \
+  X(tiny_resident_bytes, "tiny resident bytes", "of Tiny SuperSlabs not decommitted")            \
+  X(pool_resident_bytes, "pool resident bytes", "of the Pool arena")                             \
+  X(large_resident_bytes, "large resident bytes", "of Large blocks and cached mappings")
 
 typedef struct hak_stats {
   uint64_t os_calls[HAK_STAT_OS_KINDS];    /* memory system calls by kind */

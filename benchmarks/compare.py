@@ -45,10 +45,16 @@ WORKLOADS = [
     ("xthread", "xthread", "1 4000000 1", "1 500000 1"),
     ("cache_thrash", "cache_thrash", "2 1000000 100 8", "2 100000 100 8"),
     ("realloc_grow", "realloc_grow", "1000 1048576 1", "150 1048576 1"),
+    # 400 MiB burst freed, then 2 s of fast-path calls (mode 0) or of nothing while the
+    # thread that allocated it all stays alive and another freed it (mode 3): the "RSS
+    # after free" row is what the process holds at the end of the quiet phase.
+    ("burst, idle", "burst_idle", "0 400 2000 1", "0 64 500 1"),
+    ("burst, freed remotely", "burst_idle", "3 400 2000 1", "3 64 500 1"),
 ]
 
 RESULT = re.compile(r"(\d+) ops in ([\d.]+) s = ([\d.]+) ops/s")
 SYSCALLS = re.compile(r"memory system calls .* total=(\d+)")
+AFTER_FREE = re.compile(r"^rss_after_free_kib: (\d+)$", re.M)
 MEMORY_SYSCALLS = {"mmap", "munmap", "mremap", "madvise", "mprotect", "brk"}
 
 
@@ -100,7 +106,8 @@ def allocators():
 
 
 def run_once(binary, args, lib, timeout, env_extra=None, wrapper=None):
-    """Runs one driver; returns (ops, ops/s, peak RSS KiB, stderr, error or None).
+    """Runs one driver; returns (ops, ops/s, peak RSS KiB, RSS after free KiB or None,
+    stderr, error or None).
 
     Peak RSS comes from GNU time, a small process that forks the driver: a child forked
     from this Python process would report Python's own resident size as its peak. Only
@@ -124,7 +131,7 @@ def run_once(binary, args, lib, timeout, env_extra=None, wrapper=None):
             elif time.monotonic() > deadline:
                 os.killpg(proc.pid, signal.SIGKILL)
                 os.wait4(proc.pid, 0)
-                return None, None, None, "", "timeout"
+                return None, None, None, None, "", "timeout"
             else:
                 time.sleep(0.01)
         proc.returncode = 0  # reaped above
@@ -135,15 +142,17 @@ def run_once(binary, args, lib, timeout, env_extra=None, wrapper=None):
         rss_text = rss_file.read().strip().splitlines()
     peak = int(rss_text[-1]) if rss_text and rss_text[-1].isdigit() else rusage.ru_maxrss
     if "Command terminated by signal" in stderr:
-        return None, None, None, stderr, "crash (" + stderr.split("signal")[-1].strip() + ")"
+        return None, None, None, None, stderr, "crash (" + stderr.split("signal")[-1].strip() + ")"
     if os.WIFSIGNALED(status):
-        return None, None, None, stderr, "crash (%s)" % signal.Signals(os.WTERMSIG(status)).name
+        return None, None, None, None, stderr, "crash (%s)" % signal.Signals(os.WTERMSIG(status)).name
     if os.WEXITSTATUS(status) != 0:
-        return None, None, None, stderr, "exit %d" % os.WEXITSTATUS(status)
+        return None, None, None, None, stderr, "exit %d" % os.WEXITSTATUS(status)
     m = RESULT.search(stdout)
     if not m:
-        return None, None, None, stderr, "no result"
-    return int(m.group(1)), float(m.group(3)), peak, stderr, None
+        return None, None, None, None, stderr, "no result"
+    after = AFTER_FREE.search(stdout)
+    return (int(m.group(1)), float(m.group(3)), peak, int(after.group(1)) if after else None,
+            stderr, None)
 
 
 def strace_syscalls(binary, args, lib, timeout):
@@ -151,7 +160,7 @@ def strace_syscalls(binary, args, lib, timeout):
     if not shutil.which("strace"):
         return None
     with tempfile.NamedTemporaryFile(mode="r") as report:
-        ops, _, _, _, error = run_once(binary, args, lib, timeout * 4,
+        ops, _, _, _, _, error = run_once(binary, args, lib, timeout * 4,
                                        wrapper=["strace", "-f", "-c", "-o", report.name, "--"])
         if error or not ops:
             return None
@@ -197,7 +206,7 @@ def main(argv):
 
     results = {}  # (workload, allocator) -> dict
     raw = open(os.path.join(out_dir, "runs.csv"), "w")  # every run, for a second look
-    raw.write("workload,allocator,round,ops_per_s,peak_rss_kib\n")
+    raw.write("workload,allocator,round,ops_per_s,peak_rss_kib,rss_after_free_kib\n")
     total_runs = len(workloads) * len(allocs) * args.runs
     done, started = 0, time.monotonic()
     for wname, driver, full, quick in workloads:
@@ -212,16 +221,21 @@ def main(argv):
                 print("[%3d/%d] %-16s on %-8s run %d/%d  (about %ds left)" %
                       (done, total_runs, wname, aname, r + 1, args.runs, left), flush=True)
                 env = {"HAKMEM_STATS": "1"} if aname == "hakmem" else None
-                ops, rate, rss, stderr, error = run_once(binary, dargs, lib, args.timeout, env)
-                cell = results.setdefault((wname, aname), {"rates": {}, "rss": [], "sys": []})
+                ops, rate, rss, after, stderr, error = run_once(binary, dargs, lib, args.timeout,
+                                                                env)
+                cell = results.setdefault((wname, aname),
+                                          {"rates": {}, "rss": [], "after": [], "sys": []})
                 if error:
                     cell["error"] = error
                     print("         %s on %s: %s" % (wname, aname, error), flush=True)
                     continue
                 cell["rates"][r] = rate
-                raw.write("%s,%s,%d,%.0f,%d\n" % (wname, aname, r, rate, rss))
+                raw.write("%s,%s,%d,%.0f,%d,%s\n" % (wname, aname, r, rate, rss,
+                                                     "" if after is None else after))
                 raw.flush()
                 cell["rss"].append(rss)
+                if after is not None:
+                    cell["after"].append(after)
                 m = SYSCALLS.search(stderr)
                 if m:
                     cell["sys"].append(int(m.group(1)) * 1e6 / ops)
@@ -238,7 +252,7 @@ def main(argv):
     lines = ["| workload | " + " | ".join(names) + " |",
              "|---|" + "---|" * len(names)]
     rows = {"ops/s (median)": [], "vs mimalloc": [], "vs system": [], "peak RSS": [],
-            "mem syscalls / M ops": []}
+            "RSS after free": [], "mem syscalls / M ops": []}
     table = []
     for wname, *_ in workloads:
         med, vs_mimalloc = {}, {}
@@ -260,6 +274,8 @@ def main(argv):
                 if base == "mimalloc":
                     vs_mimalloc[a] = ratio
             cells["peak RSS"].append("%.1f MB" % (statistics.median(c["rss"]) / 1024))
+            cells["RSS after free"].append(
+                "%.1f MB" % (statistics.median(c["after"]) / 1024) if c["after"] else "-")
             cells["mem syscalls / M ops"].append(
                 "%.0f" % statistics.median(c["sys"]) if c["sys"] else "-")
         for k in rows:

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* xorshift64*: deterministic for a seed, cheap enough not to dominate a malloc. */
 typedef struct {
@@ -58,10 +59,24 @@ static inline void drv_check_argc(int argc, char **argv, int max, const char *us
   }
 }
 
-/* The result line: "<driver>: <ops> ops in <seconds> s = <ops/s> ops/s". */
+/* The process's resident set now, in KiB (/proc/self/statm), or 0 if unreadable. */
+static inline unsigned long long drv_rss_kib(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long long size = 0, rss = 0;
+  if (f) {
+    if (fscanf(f, "%llu %llu", &size, &rss) != 2) rss = 0;
+    fclose(f);
+  }
+  return rss * (unsigned long long)sysconf(_SC_PAGESIZE) / 1024;
+}
+
+/* The result lines: "<driver>: <ops> ops in <seconds> s = <ops/s> ops/s", then
+ * "rss_after_free_kib: <KiB>". Every driver calls it after freeing all it allocated, so
+ * the second is what the allocator still holds (the compare table's "RSS after free"). */
 static inline void drv_report(const char *name, uint64_t ops, double seconds) {
   printf("%s: %llu ops in %.3f s = %.0f ops/s\n", name, (unsigned long long)ops, seconds,
          seconds > 0 ? (double)ops / seconds : 0.0);
+  printf("rss_after_free_kib: %llu\n", drv_rss_kib());
 }
 
 /* Touches the first and last byte so the allocator's memory is really used. */

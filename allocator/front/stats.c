@@ -30,6 +30,7 @@ void hak_stats_get(hak_stats_t *out) {
     out->tiny_superslabs = t.superslabs;
     out->tiny_empty_superslabs = t.empty_superslabs;
     out->tiny_decommitted_superslabs = t.decommitted_superslabs;
+    out->tiny_resident_bytes = t.resident_bytes;
     out->foreign_frees += hak_tiny_foreign_frees();
   }
   if (hak_front_pool_ready()) {
@@ -38,6 +39,7 @@ void hak_stats_get(hak_stats_t *out) {
     out->pool_refills = p.refills;
     out->pool_remote_frees = p.remote_frees;
     out->pool_pages_in_use = p.pages_in_use;
+    out->pool_resident_bytes = p.resident_bytes;
     out->foreign_frees += p.foreign_frees;
   }
   hak_large_stats_t l;
@@ -49,6 +51,8 @@ void hak_stats_get(hak_stats_t *out) {
   out->bigcache_hits = l.cache_hits;
   out->bigcache_misses = l.cache_misses;
   out->large_unreleased_bytes = l.unreleased_bytes;
+  out->large_resident_bytes = l.resident_bytes;
+  out->resident_bytes = out->tiny_resident_bytes + out->pool_resident_bytes + l.resident_bytes;
   out->foreign_frees += __atomic_load_n(&hak_front.foreign_frees, __ATOMIC_RELAXED);
   out->reserved_bytes = hak_front.total;
 }

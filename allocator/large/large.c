@@ -358,9 +358,29 @@ void hak_large_fork_child(void) {
   }
 }
 
+/* Resident bytes of every live block's mapping (a walk of the page map: statistics
+ * only) and of every cached mapping. large_lock held. */
+static uint64_t resident_locked(void) {
+  uint64_t bytes = 0;
+  for (size_t i1 = 0; i1 < (1u << L1_BITS); i1++) {
+    large_header_t **l2 = page_map[i1];
+    if (!l2) continue;
+    for (size_t i2 = 0; i2 < (1u << L2_BITS); i2++) {
+      large_header_t *h = l2[i2];
+      if (h) bytes += hak_os_resident(h->map_base, h->map_size);
+    }
+  }
+  for (unsigned c = 0; c < CACHE_CLASSES; c++) {
+    for (unsigned i = 0; i < cache_count[c]; i++) {
+      bytes += hak_os_resident(cache[c][i].base, cache[c][i].size);
+    }
+  }
+  return bytes;
+}
+
 void hak_large_stats(hak_large_stats_t *out) {
   pthread_mutex_lock(&large_lock);
-  *out = (hak_large_stats_t){live_blocks, live_bytes,   cached_blocks,   cached_bytes,
-                             cache_hits,  cache_misses, unreleased_bytes};
+  *out = (hak_large_stats_t){live_blocks, live_bytes,   cached_blocks,    cached_bytes,
+                             cache_hits,  cache_misses, unreleased_bytes, resident_locked()};
   pthread_mutex_unlock(&large_lock);
 }

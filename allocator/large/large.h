@@ -43,6 +43,7 @@ void hak_large_fork_child(void);
 typedef struct {
   uint64_t live_blocks, live_bytes, cached_blocks, cached_bytes, cache_hits, cache_misses;
   uint64_t unreleased_bytes; /* freed mappings the kernel refused to unmap, retried */
+  uint64_t resident_bytes;   /* of live blocks' and cached mappings, from mincore */
 } hak_large_stats_t;
 void hak_large_stats(hak_large_stats_t *out);
 

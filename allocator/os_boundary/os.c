@@ -225,6 +225,22 @@ int hak_os_decommit(void *p, size_t size) {
   return 0;
 }
 
+size_t hak_os_resident(const void *p, size_t size) {
+  size_t ps = hak_os_page_size();
+  uintptr_t start = (uintptr_t)p & ~(uintptr_t)(ps - 1);
+  uintptr_t end = ((uintptr_t)p + size + ps - 1) & ~(uintptr_t)(ps - 1);
+  unsigned char vec[4096];
+  size_t resident = 0;
+  while (start < end) {
+    size_t pages = (end - start) / ps < sizeof vec ? (end - start) / ps : sizeof vec;
+    if (mincore((void *)start, pages * ps, vec) == 0) {
+      for (size_t i = 0; i < pages; i++) resident += vec[i] & 1;
+    }
+    start += pages * ps;
+  }
+  return resident * ps;
+}
+
 int hak_os_release(void *p, size_t size) {
   int err = os_enter(HAK_OS_RELEASE, size);
   if (err) return os_fail(HAK_OS_RELEASE, err);

@@ -70,6 +70,10 @@ int hak_os_commit(void *p, size_t size);
 /* Returns the pages of [p, p+size) to the OS; the range stays mapped and reads as zero. */
 int hak_os_decommit(void *p, size_t size);
 
+/* Bytes of [p, p + size) resident in memory now (mincore), for statistics; 0 for a range
+ * that is not mapped. A query, not a change: not counted among the calls above. */
+size_t hak_os_resident(const void *p, size_t size);
+
 /* Unmaps [p, p+size) (reserved or mapped). */
 int hak_os_release(void *p, size_t size);
 

@@ -577,5 +577,7 @@ void hak_pool_stats(hak_pool_stats_t *out) {
     const pool_span_t *s = &hak_pool_geom.registry[page];
     if (s->kind == HAK_POOL_HEAD && s->owner && s->used) out->pages_in_use += s->pages;
   }
+  uintptr_t top = hak_pool_geom.top;
   pthread_mutex_unlock(&arena_lock);
+  out->resident_bytes = hak_os_resident((void *)hak_pool_geom.base, top);
 }

@@ -711,6 +711,8 @@ void hak_tiny_stats(hak_tiny_stats_t *out) {
     out->superslabs += cs->top_ss;
     for (uint32_t ss = 0; ss < cs->top_ss; ss++) {
       const ss_meta_t *m = &ss_meta[cls][ss];
+      if (m->state != SS_DECOMMITTED)
+        out->resident_bytes += hak_os_resident(ss_base(cls, ss), HAK_TINY_SS_SIZE);
       if (m->state != SS_ACTIVE) {
         out->empty_superslabs++;
         out->decommitted_superslabs += m->state == SS_DECOMMITTED;

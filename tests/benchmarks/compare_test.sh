@@ -11,6 +11,7 @@ rc=$?
 echo "$log" | grep -q "^| xthread | " || { echo "FAIL no xthread row: $log"; failures=$((failures + 1)); }
 echo "$log" | grep -q "^| workload | hakmem | system" || { echo "FAIL no hakmem column"; failures=$((failures + 1)); }
 echo "$log" | grep -Eq "^\|   vs system \| [0-9.]+x" || { echo "FAIL no ratios"; failures=$((failures + 1)); }
+echo "$log" | grep -Eq "^\|   RSS after free \| [0-9.]+ MB" || { echo "FAIL no RSS after free"; failures=$((failures + 1)); }
 [ -s "$out/results.md" ] || { echo "FAIL no results.md"; failures=$((failures + 1)); }
 grep -q "^xthread,hakmem,0," "$out/runs.csv" || { echo "FAIL no hakmem run in runs.csv"; failures=$((failures + 1)); }
 [ "$(echo "$log" | tail -1)" = "results written to $out" ] || { echo "FAIL last line"; failures=$((failures + 1)); }
@@ -20,5 +21,5 @@ grep -q "^xthread,hakmem,0," "$out/runs.csv" || { echo "FAIL no hakmem run in ru
 [ $? -eq 2 ] || { echo "FAIL a bad flag did not exit 2"; failures=$((failures + 1)); }
 "$compare" --only nothing >/dev/null 2>&1
 [ $? -eq 2 ] || { echo "FAIL --only matching nothing did not exit 2"; failures=$((failures + 1)); }
-echo "$((9 - failures)) passed, $failures failed"
+echo "$((10 - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]
