@@ -14,6 +14,7 @@ the last line.
 """
 
 import argparse
+import csv
 import datetime
 import os
 import platform
@@ -48,8 +49,8 @@ WORKLOADS = [
     # 400 MiB burst freed, then 2 s of fast-path calls (mode 0) or of nothing while the
     # thread that allocated it all stays alive and another freed it (mode 3): the "RSS
     # after free" row is what the process holds at the end of the quiet phase.
-    ("burst, idle", "burst_idle", "0 400 2000 1", "0 64 500 1"),
-    ("burst, freed remotely", "burst_idle", "3 400 2000 1", "3 64 500 1"),
+    ("burst idle", "burst_idle", "0 400 2000 1", "0 64 500 1"),
+    ("burst freed remotely", "burst_idle", "3 400 2000 1", "3 64 500 1"),
 ]
 
 RESULT = re.compile(r"(\d+) ops in ([\d.]+) s = ([\d.]+) ops/s")
@@ -205,8 +206,10 @@ def main(argv):
     os.makedirs(out_dir, exist_ok=True)
 
     results = {}  # (workload, allocator) -> dict
-    raw = open(os.path.join(out_dir, "runs.csv"), "w")  # every run, for a second look
-    raw.write("workload,allocator,round,ops_per_s,peak_rss_kib,rss_after_free_kib\n")
+    raw = open(os.path.join(out_dir, "runs.csv"), "w", newline="")  # every run, for a second look
+    rows_csv = csv.writer(raw, lineterminator="\n")
+    rows_csv.writerow(["workload", "allocator", "round", "ops_per_s", "peak_rss_kib",
+                       "rss_after_free_kib"])
     total_runs = len(workloads) * len(allocs) * args.runs
     done, started = 0, time.monotonic()
     for wname, driver, full, quick in workloads:
@@ -230,8 +233,8 @@ def main(argv):
                     print("         %s on %s: %s" % (wname, aname, error), flush=True)
                     continue
                 cell["rates"][r] = rate
-                raw.write("%s,%s,%d,%.0f,%d,%s\n" % (wname, aname, r, rate, rss,
-                                                     "" if after is None else after))
+                rows_csv.writerow([wname, aname, r, "%.0f" % rate, rss,
+                                   "" if after is None else after])
                 raw.flush()
                 cell["rss"].append(rss)
                 if after is not None:

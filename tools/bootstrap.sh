@@ -11,7 +11,7 @@ PACKAGES=(
   # Peer allocators for the comparison suite.
   libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4
   # Real programs the preload tests run.
-  python3 libpython3.11-testsuite sqlite3 perl git coreutils make
+  python3 libpython3.11-testsuite sqlite3 perl git coreutils make redis-server redis-tools
   # Measurement tools.
   strace valgrind binutils gnuplot-nox procps time bc
 )
