@@ -27,7 +27,7 @@ int hak_front_maintain(int force) {
   if (!force && now < due) return __atomic_load_n(&maintain_waiting, __ATOMIC_RELAXED);
   __atomic_store_n(&maintain_due_ms, now + hak_decay_step_ms(), __ATOMIC_RELAXED);
   int waiting = 0;
-  hak_purge_defer_begin(); /* the passes hold other heaps' claims and the registry locks */
+  hak_purge_defer_begin(); /* the passes change other heaps and hold the registry locks */
   if (hak_front.ready) waiting |= hak_tiny_maintain(force);
   if (hak_front_pool_ready()) waiting |= hak_pool_maintain(force);
   waiting |= hak_large_maintain(force);

@@ -12,6 +12,7 @@ int hak_heap_registry_init(hak_heap_registry_t *r, const hak_heap_ops_t *ops,
                            void (*on_thread_exit)(void *tier)) {
   r->ops = ops;
   pthread_mutex_init(&r->lock, NULL);
+  pthread_mutex_init(&r->reclaim_lock, NULL);
   r->all = r->dead = NULL;
   return pthread_key_create(&r->key, on_thread_exit) == 0 ? 0 : ENOMEM;
 }
@@ -105,26 +106,50 @@ int hak_heap_flush_dead(hak_heap_registry_t *r, uint64_t now_ms, int force) {
   return waiting;
 }
 
+/* Whether heap h is worth a reclaim now: LIVE, and idle for a pass with remote frees
+ * waiting or not reclaimed since its last slow path (any LIVE heap, with force). */
+static int reclaim_wanted(hak_heap_t *h, int force) {
+  if (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != HAK_HEAP_LIVE) return 0;
+  uint32_t entries = __atomic_load_n(&h->slow_entries, __ATOMIC_RELAXED);
+  int idle = entries == h->seen_entries;
+  h->seen_entries = entries;
+  int due = __atomic_load_n(&h->pending, __ATOMIC_ACQUIRE) || h->reclaimed_entries != entries + 1;
+  return force || (idle && due);
+}
+
 int hak_heap_reclaim_idle(hak_heap_registry_t *r, int force) {
+  if (force) {
+    pthread_mutex_lock(&r->reclaim_lock);
+  } else if (pthread_mutex_trylock(&r->reclaim_lock) != 0) {
+    return 1; /* another pass is at it; ask to be run again */
+  }
+  hak_heap_t *all = __atomic_load_n(&r->all, __ATOMIC_ACQUIRE);
+  int asked = 0;
+  for (hak_heap_t *h = all; h; h = h->next_all) {
+    if (!reclaim_wanted(h, force)) continue;
+    __atomic_store_n(&h->request, 1, __ATOMIC_RELAXED);
+    asked++;
+  }
+  /* Every owner's busy mark is visible now, or it will see its request (heap.h). */
+  int barrier = asked ? hak_os_barrier_all() : 0;
   int waiting = 0;
-  for (hak_heap_t *h = __atomic_load_n(&r->all, __ATOMIC_ACQUIRE); h; h = h->next_all) {
-    if (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != HAK_HEAP_LIVE) continue;
-    uint32_t entries = __atomic_load_n(&h->slow_entries, __ATOMIC_RELAXED);
-    int idle = entries == h->seen_entries;
-    h->seen_entries = entries;
-    int due = __atomic_load_n(&h->pending, __ATOMIC_ACQUIRE) || h->reclaimed_entries != entries + 1;
-    int expected = HAK_CLAIM_FREE;
-    if (((idle && due) || force) &&
-        __atomic_compare_exchange_n(&h->claim, &expected, HAK_CLAIM_PURGE, 0, __ATOMIC_ACQUIRE,
-                                    __ATOMIC_RELAXED)) {
-      /* Still LIVE: it turns DEAD only under the claim. */
-      if (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) == HAK_HEAP_LIVE)
-        r->ops->reclaim(hak_heap_tier(r, h));
-      h->reclaimed_entries = entries + 1;
-      __atomic_store_n(&h->claim, HAK_CLAIM_FREE, __ATOMIC_RELEASE);
+  for (hak_heap_t *h = all; h; h = h->next_all) {
+    if (!__atomic_load_n(&h->request, __ATOMIC_RELAXED)) {
+      waiting |= __atomic_load_n(&h->state, __ATOMIC_RELAXED) == HAK_HEAP_LIVE &&
+                 __atomic_load_n(&h->pending, __ATOMIC_RELAXED) != NULL;
+      continue;
     }
+    /* The owner is outside its slow paths and stays out while the request stands; it
+     * turns DEAD only inside one, so LIVE still holds. */
+    if (barrier == 0 && __atomic_load_n(&h->busy, __ATOMIC_ACQUIRE) == 0 &&
+        __atomic_load_n(&h->state, __ATOMIC_ACQUIRE) == HAK_HEAP_LIVE) {
+      r->ops->reclaim(hak_heap_tier(r, h));
+      h->reclaimed_entries = __atomic_load_n(&h->slow_entries, __ATOMIC_RELAXED) + 1;
+    }
+    __atomic_store_n(&h->request, 0, __ATOMIC_RELEASE);
     waiting |= __atomic_load_n(&h->pending, __ATOMIC_RELAXED) != NULL;
   }
+  pthread_mutex_unlock(&r->reclaim_lock);
   return waiting;
 }
 
@@ -133,10 +158,11 @@ int hak_heap_reclaim_idle(hak_heap_registry_t *r, int force) {
  * being collected) may be half-changed and becomes an orphan. */
 void hak_heap_fork_child(hak_heap_registry_t *r, void *self) {
   hak_fork_child_reset_lock(&r->lock);
+  hak_fork_child_reset_lock(&r->reclaim_lock);
   hak_heap_t *mine = self ? hak_heap_of(r, self) : NULL;
   r->dead = NULL;
   for (hak_heap_t *h = r->all; h; h = h->next_all) {
-    h->claim = HAK_CLAIM_FREE; /* a purge pass that held it does not exist here */
+    h->request = 0; /* the reclaimer that asked does not exist here */
     if (h == mine) continue;
     if (h->state == HAK_HEAP_DEAD) {
       h->next_dead = r->dead;

@@ -9,14 +9,21 @@
  * dead list, adoptable) -> LIVE again on adoption; DEAD <-> BUSY while another thread
  * collects it; LIVE or BUSY -> ORPHAN in a fork child (never adopted or collected).
  *
- * The claim: the owner holds its heap's claim word around every slow-path change of its
- * slabs (hak_heap_own / hak_heap_disown; fast paths touch only the caches and never take
- * it). The purge thread takes it with a try, on a LIVE heap whose owner has made no slow
- * path since the previous pass and that has remote frees waiting or was not reclaimed
- * since its last slow path, and gives those blocks back to their slabs and its empty
- * slabs back to the tier (the tier's `reclaim`, which never touches the caches): memory
- * freed into a heap whose owner no longer allocates still goes back to the OS. A heap turns
- * DEAD only under its claim, so a reclaim never overlaps a collection. */
+ * Reclaim of live heaps: memory freed into a heap whose owner no longer allocates must
+ * still go back to the OS, so a purge pass may change another thread's heap: give the
+ * remote frees waiting there back to their slabs and its empty slabs to the tier (the
+ * tier's `reclaim`, which never touches the caches, the only thing fast paths use). It
+ * does so only on a LIVE heap whose owner has made no slow path for a whole pass, and
+ * only while the owner is outside its slow paths, by an asymmetric handshake that costs
+ * the owner no atomic read-modify-write (a CAS per slow path cost pool_tls 5%):
+ *   owner (hak_heap_own):  busy = 1;  if (request) { busy = 0; wait for !request; retry }
+ *   purge:                 request = 1;  membarrier();  if (busy == 0) reclaim;  request = 0
+ * membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) makes every thread of the process pass a
+ * full barrier: an owner whose busy = 1 came before it is seen busy, one whose came after
+ * sees the request. Without membarrier (an old kernel, a seccomp filter) live heaps are
+ * not reclaimed. A heap turns DEAD only inside hak_heap_own, so a reclaim never overlaps
+ * a dead heap's collection; reclaimers exclude each other with the registry's
+ * reclaim_lock. */
 #ifndef HAK_ALLOCATOR_HEAP_HEAP_H
 #define HAK_ALLOCATOR_HEAP_HEAP_H
 
@@ -39,7 +46,7 @@ extern "C" {
 typedef struct hak_heap {
   int state;                  /* HAK_HEAP_*; changed with atomics (remote.h) */
   int busy;                   /* owner inside a slow-path change (internal/fork.h) */
-  int claim;                  /* HAK_CLAIM_*: who may change the heap's slabs now */
+  int request;                /* a reclaimer wants the heap (see the handshake above) */
   uint32_t slow_entries;      /* owner's slow paths so far (owner only, read racily) */
   uint32_t seen_entries;      /* slow_entries at the purge's previous pass (purge only) */
   uint32_t reclaimed_entries; /* slow_entries + 1 at the purge's last reclaim (purge only) */
@@ -75,43 +82,42 @@ typedef struct {
  * for a slab queued with remote frees: the thread starts after 4 MiB of kicks. */
 #define HAK_PURGE_HEAP_BYTES ((uint64_t)1 << 20)
 
-enum { HAK_CLAIM_FREE = 0, HAK_CLAIM_OWNER = 1, HAK_CLAIM_PURGE = 2 };
-
 /* The owner starts a slow-path change of its heap (nested calls count): marks it busy
- * for a fork from a signal handler, and takes the claim, waiting out a purge pass that
- * holds it (one drain of the heap's remote frees at most). The purge thread, if a kick
- * inside wants it, is started at the end, once the heap is consistent again. */
+ * (also for a fork from a signal handler) and, when a reclaimer has asked for the heap,
+ * steps back until it is done (one drain of the heap's remote frees at most). The purge
+ * thread, if a kick inside wants it, is started at the end, once the heap is consistent. */
 HAK_INLINE void hak_heap_own(hak_heap_t *h) {
   hak_purge_defer_begin();
   hak_heap_enter(&h->busy);
   if (h->busy != 1) return;
   __atomic_store_n(&h->slow_entries, h->slow_entries + 1, __ATOMIC_RELAXED); /* purge reads */
-  for (int expected = HAK_CLAIM_FREE; !__atomic_compare_exchange_n(
-           &h->claim, &expected, HAK_CLAIM_OWNER, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
-       expected = HAK_CLAIM_FREE) {
-    sched_yield();
+  while (HAK_UNLIKELY(__atomic_load_n(&h->request, __ATOMIC_ACQUIRE))) {
+    __atomic_store_n(&h->busy, 0, __ATOMIC_RELEASE);
+    while (__atomic_load_n(&h->request, __ATOMIC_ACQUIRE)) sched_yield();
+    __atomic_store_n(&h->busy, 1, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
   }
 }
 
 HAK_INLINE void hak_heap_disown(hak_heap_t *h) {
-  if (h->busy == 1) __atomic_store_n(&h->claim, HAK_CLAIM_FREE, __ATOMIC_RELEASE);
   hak_heap_leave(&h->busy);
   hak_purge_defer_end();
 }
 
 /* Fork child, before hak_heap_fork_child: whether the forking thread's heap can be kept
- * (no slow path of its own and no purge pass was changing it at the fork). */
+ * (no slow path of its own and no reclaim was asking for it at the fork). */
 HAK_INLINE int hak_heap_intact_in_child(const hak_heap_t *h) {
-  return h->busy == 0 && h->claim != HAK_CLAIM_PURGE;
+  return h->busy == 0 && h->request == 0;
 }
 
 /* One per tier. */
 typedef struct {
   const hak_heap_ops_t *ops;
-  pthread_mutex_t lock; /* the lists below */
-  hak_heap_t *all;      /* every heap ever made (read without the lock: prepend only) */
-  hak_heap_t *dead;     /* adoptable heaps */
-  pthread_key_t key;    /* its destructor retires a thread's heap */
+  pthread_mutex_t lock;         /* the lists below */
+  hak_heap_t *all;              /* every heap ever made (read without the lock: prepend only) */
+  hak_heap_t *dead;             /* adoptable heaps */
+  pthread_mutex_t reclaim_lock; /* one reclaimer of live heaps at a time */
+  pthread_key_t key;            /* its destructor retires a thread's heap */
 } hak_heap_registry_t;
 
 /* The tier heap around an engine part, and back. */

@@ -22,15 +22,17 @@ HAK_INLINE int hak_fork_child_reset_lock(pthread_mutex_t *m) {
 
 /* A thread marks its heap busy around every slow-path change of it, so that a fork from
  * a signal handler that interrupted such a change leaves a child that knows its own heap
- * is not to be trusted. A signal fence suffices: only the same thread's handler reads it. */
+ * is not to be trusted. For that a signal fence suffices; the stores are atomic (plain
+ * moves) because the heap engine's reclaimer reads the mark from another thread, after a
+ * membarrier (heap/heap.h), and the leave is a release for it. */
 HAK_INLINE void hak_heap_enter(int *busy) {
-  *busy += 1;
+  __atomic_store_n(busy, *busy + 1, __ATOMIC_RELAXED);
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
 }
 
 HAK_INLINE void hak_heap_leave(int *busy) {
   __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  *busy -= 1;
+  __atomic_store_n(busy, *busy - 1, __ATOMIC_RELEASE);
 }
 
 #endif /* HAK_ALLOCATOR_INTERNAL_FORK_H */

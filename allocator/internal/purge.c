@@ -16,8 +16,8 @@ static int kicked;            /* a kick since the thread last looked (sequential
 static int sleeping;          /* the thread waits for a kick (sequentially consistent) */
 static uint64_t passes;       /* passes run, for tests and statistics */
 static uint64_t kicked_bytes; /* what the kicks reported before the start */
-static int start_wanted;      /* the kicks reached the start inside a deferred region */
-static HAK_TLS int defer;     /* this thread's nesting of deferred regions */
+int hak_purge_start_wanted;
+HAK_TLS int hak_purge_defer_depth;
 static int (*pass_fn)(void);
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* the wait below */
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
@@ -82,8 +82,8 @@ void hak_purge_kick(uint64_t bytes) {
   int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
   if (s == PURGE_NONE) {
     if (__atomic_add_fetch(&kicked_bytes, bytes, __ATOMIC_RELAXED) >= HAK_PURGE_START_BYTES) {
-      if (defer)
-        __atomic_store_n(&start_wanted, 1, __ATOMIC_RELAXED);
+      if (hak_purge_defer_depth)
+        __atomic_store_n(&hak_purge_start_wanted, 1, __ATOMIC_RELAXED);
       else
         start();
     }
@@ -98,13 +98,9 @@ void hak_purge_kick(uint64_t bytes) {
   }
 }
 
-void hak_purge_defer_begin(void) { defer++; }
-
-void hak_purge_defer_end(void) {
-  if (--defer == 0 && __atomic_load_n(&start_wanted, __ATOMIC_RELAXED) &&
-      __atomic_load_n(&state, __ATOMIC_ACQUIRE) == PURGE_NONE) {
-    start();
-  }
+void hak_purge_start_deferred(void) {
+  if (__atomic_load_n(&state, __ATOMIC_ACQUIRE) == PURGE_NONE) start();
+  __atomic_store_n(&hak_purge_start_wanted, 0, __ATOMIC_RELAXED);
 }
 
 void hak_purge_fork_child(void) {
@@ -112,8 +108,9 @@ void hak_purge_fork_child(void) {
   pthread_cond_init(&wake, NULL);
   kicked = sleeping = 0;
   kicked_bytes = 0;
-  start_wanted = 0;
-  defer = 0; /* the forking thread may have forked from inside one (a signal handler) */
+  hak_purge_start_wanted = 0;
+  /* The forking thread may have forked from inside a deferred region (a signal handler):
+   * its count stays, so that the region's end still balances. */
   state = PURGE_NONE;
 }
 

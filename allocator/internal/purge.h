@@ -33,8 +33,19 @@ void hak_purge_kick(uint64_t bytes);
 /* Around code that holds what a new thread's first malloc may need (the registry lock,
  * another heap's claim, a Pool shard): a kick inside only notes that the thread is
  * wanted, and the outermost end starts it. Thread-local, nestable. */
-void hak_purge_defer_begin(void);
-void hak_purge_defer_end(void);
+extern HAK_TLS int hak_purge_defer_depth; /* this thread's nesting of such regions */
+extern int hak_purge_start_wanted;        /* a kick inside one reached the start */
+void hak_purge_start_deferred(void);
+
+/* Inline: every slow path of a thread heap passes through both. */
+HAK_INLINE void hak_purge_defer_begin(void) { hak_purge_defer_depth++; }
+
+HAK_INLINE void hak_purge_defer_end(void) {
+  if (--hak_purge_defer_depth == 0 &&
+      HAK_UNLIKELY(__atomic_load_n(&hak_purge_start_wanted, __ATOMIC_RELAXED))) {
+    hak_purge_start_deferred();
+  }
+}
 
 /* Fork child: the thread does not exist there; the next kick starts a new one. */
 void hak_purge_fork_child(void);

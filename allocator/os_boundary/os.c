@@ -4,9 +4,11 @@
 #include "allocator/os_boundary/os.h"
 
 #include <errno.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -223,6 +225,14 @@ int hak_os_decommit(void *p, size_t size) {
   if (err) return os_fail(HAK_OS_DECOMMIT, err);
   if (madvise(p, size, MADV_DONTNEED) != 0) return os_fail(HAK_OS_DECOMMIT, errno);
   return 0;
+}
+
+int hak_os_barrier_all(void) {
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return 0;
+  if (errno != EPERM) return errno;
+  /* Not registered (the first call, or the first in a fork child). */
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) return errno;
+  return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? 0 : errno;
 }
 
 size_t hak_os_resident(const void *p, size_t size) {

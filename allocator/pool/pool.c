@@ -525,7 +525,7 @@ int hak_pool_maintain(int force) {
     waiting |= hak_heap_reclaim_idle(&heaps, force);
     waiting |= hak_heap_flush_dead(&heaps, now, force);
   } else {
-    hak_pool_shared_trim();
+    hak_pool_shared_trim(force);
   }
   pthread_mutex_lock(&arena_lock);
   for (unsigned pages = 1; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) {

@@ -28,6 +28,6 @@ void *hak_pool_shared_malloc(unsigned cls);
 void hak_pool_shared_free(hak_pool_span_t *s, void *p);
 void hak_pool_shared_fork_child(void);
 void hak_pool_shared_stats(hak_pool_stats_t *out);
-void hak_pool_shared_trim(void); /* every shard's hak_pool_heap_trim */
+void hak_pool_shared_trim(int force); /* hak_pool_heap_trim of idle shards */
 
 #endif /* HAK_ALLOCATOR_POOL_POOL_INTERNAL_H */

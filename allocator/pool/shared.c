@@ -46,6 +46,7 @@ void *hak_pool_shared_malloc(unsigned cls) {
   hak_purge_defer_begin(); /* a new thread's first malloc may come to this shard */
   pthread_mutex_lock(&sh->lock);
   sh->heap.refills++;
+  sh->heap.base.slow_entries++; /* activity, for the trim below */
   hak_pool_fill(&sh->heap, cls, &one, 1);
   pthread_mutex_unlock(&sh->lock);
   hak_purge_defer_end();
@@ -59,6 +60,7 @@ void hak_pool_shared_free(hak_pool_span_t *s, void *p) {
   shard_t *sh = (shard_t *)h;
   hak_purge_defer_begin();
   pthread_mutex_lock(&sh->lock);
+  h->base.slow_entries++;
   hak_pool_return_block(h, s, p);
   pthread_mutex_unlock(&sh->lock);
   hak_purge_defer_end();
@@ -82,10 +84,16 @@ void hak_pool_shared_fork_child(void) {
   }
 }
 
-void hak_pool_shared_trim(void) {
+/* A shard no call has used since the previous pass (any shard, with force) gives its
+ * empty spans back: trimming a busy one would only make it take them back at once. */
+void hak_pool_shared_trim(int force) {
   for (unsigned i = 0; i < SHARDS; i++) {
+    hak_heap_t *b = &shards[i].heap.base;
     pthread_mutex_lock(&shards[i].lock);
-    if (shards[i].heap.base.state == HAK_HEAP_LIVE) hak_pool_heap_trim(&shards[i].heap);
+    if (b->state == HAK_HEAP_LIVE && (force || b->slow_entries == b->seen_entries)) {
+      hak_pool_heap_trim(&shards[i].heap);
+    }
+    b->seen_entries = b->slow_entries;
     pthread_mutex_unlock(&shards[i].lock);
   }
 }
