@@ -21,10 +21,18 @@ static int maintain_waiting; /* the last pass's answer */
 /* Decay work of every tier, run from the purge thread, Large calls and malloc_trim; at
  * most a few times per decay period unless forced, so a Large malloc+free pair stays
  * cheap. */
+static HAK_COLD int maintain_pass(uint64_t now, int force);
+
 int hak_front_maintain(int force) {
   uint64_t now = hak_now_ms();
-  uint64_t due = __atomic_load_n(&maintain_due_ms, __ATOMIC_RELAXED);
-  if (!force && now < due) return __atomic_load_n(&maintain_waiting, __ATOMIC_RELAXED);
+  if (!force && now < __atomic_load_n(&maintain_due_ms, __ATOMIC_RELAXED)) {
+    return __atomic_load_n(&maintain_waiting, __ATOMIC_RELAXED);
+  }
+  return maintain_pass(now, force);
+}
+
+/* The pass itself, out of line: a Large malloc+free pair mostly finds none due. */
+static int maintain_pass(uint64_t now, int force) {
   __atomic_store_n(&maintain_due_ms, now + hak_decay_step_ms(), __ATOMIC_RELAXED);
   int waiting = 0;
   hak_purge_defer_begin(); /* the passes change other heaps and hold the registry locks */

@@ -12,7 +12,7 @@
 enum { PURGE_NONE = 0, PURGE_STARTING = 1, PURGE_RUNNING = 2, PURGE_FAILED = 3 };
 
 static int state;             /* PURGE_*; NONE until the first kick */
-static int kicked;            /* a kick since the thread last looked (sequentially consistent) */
+int hak_purge_kicked;         /* a kick since the thread last looked (sequentially consistent) */
 static int sleeping;          /* the thread waits for a kick (sequentially consistent) */
 static uint64_t passes;       /* passes run, for tests and statistics */
 static uint64_t kicked_bytes; /* what the kicks reported before the start */
@@ -37,13 +37,13 @@ static void *purge_main(void *arg) {
   (void)arg;
   pthread_setname_np(pthread_self(), "hakmem-purge");
   for (;;) {
-    __atomic_store_n(&kicked, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&hak_purge_kicked, 0, __ATOMIC_SEQ_CST);
     int waiting = pass_fn();
     __atomic_fetch_add(&passes, 1, __ATOMIC_RELAXED);
     if (!waiting) {
       pthread_mutex_lock(&lock);
       __atomic_store_n(&sleeping, 1, __ATOMIC_SEQ_CST);
-      while (!__atomic_load_n(&kicked, __ATOMIC_SEQ_CST)) pthread_cond_wait(&wake, &lock);
+      while (!__atomic_load_n(&hak_purge_kicked, __ATOMIC_SEQ_CST)) pthread_cond_wait(&wake, &lock);
       __atomic_store_n(&sleeping, 0, __ATOMIC_SEQ_CST);
       pthread_mutex_unlock(&lock);
     }
@@ -77,7 +77,7 @@ static void start(void) {
   __atomic_store_n(&state, ok ? PURGE_RUNNING : PURGE_FAILED, __ATOMIC_RELEASE);
 }
 
-void hak_purge_kick(uint64_t bytes) {
+void hak_purge_kick_slow(uint64_t bytes) {
   if (!pass_fn || !hak_opt(HAK_OPT_PURGE_THREAD)) return;
   int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
   if (s == PURGE_NONE) {
@@ -89,8 +89,8 @@ void hak_purge_kick(uint64_t bytes) {
     }
     return;
   }
-  if (s != PURGE_RUNNING || __atomic_load_n(&kicked, __ATOMIC_RELAXED)) return;
-  __atomic_store_n(&kicked, 1, __ATOMIC_SEQ_CST);
+  if (s != PURGE_RUNNING || __atomic_load_n(&hak_purge_kicked, __ATOMIC_RELAXED)) return;
+  __atomic_store_n(&hak_purge_kicked, 1, __ATOMIC_SEQ_CST);
   if (__atomic_load_n(&sleeping, __ATOMIC_SEQ_CST)) {
     pthread_mutex_lock(&lock);
     pthread_cond_signal(&wake);
@@ -106,7 +106,7 @@ void hak_purge_start_deferred(void) {
 void hak_purge_fork_child(void) {
   pthread_mutex_init(&lock, NULL);
   pthread_cond_init(&wake, NULL);
-  kicked = sleeping = 0;
+  hak_purge_kicked = sleeping = 0;
   kicked_bytes = 0;
   hak_purge_start_wanted = 0;
   /* The forking thread may have forked from inside a deferred region (a signal handler):

@@ -28,7 +28,13 @@ void hak_purge_set_pass(int (*pass)(void));
 
 /* `bytes` of free memory started their decay. Cheap once the thread runs (two loads);
  * must be called with no allocator lock held, since a call may create the thread. */
-void hak_purge_kick(uint64_t bytes);
+extern int hak_purge_kicked; /* set by a kick, cleared by the thread at each pass */
+void hak_purge_kick_slow(uint64_t bytes);
+HAK_INLINE void hak_purge_kick(uint64_t bytes) {
+  /* The common case once the thread runs: it has been kicked and not looked yet. */
+  if (HAK_LIKELY(__atomic_load_n(&hak_purge_kicked, __ATOMIC_RELAXED))) return;
+  hak_purge_kick_slow(bytes);
+}
 
 /* Around code that holds what a new thread's first malloc may need (the registry lock,
  * another heap's claim, a Pool shard): a kick inside only notes that the thread is
