@@ -24,7 +24,7 @@ void *hak_heap_attach(hak_heap_registry_t *r) {
   for (hak_heap_t **pp = &r->dead; *pp; pp = &(*pp)->next_dead) {
     if (hak_heap_transition(&(*pp)->state, HAK_HEAP_DEAD, HAK_HEAP_LIVE)) {
       h = *pp;
-      *pp = h->next_dead;
+      __atomic_store_n(pp, h->next_dead, __ATOMIC_RELAXED); /* flush_dead peeks at r->dead */
       h->flushed = 0;
       break;
     }
@@ -71,7 +71,7 @@ void hak_heap_retire(hak_heap_registry_t *r, void *tier) {
   pthread_mutex_lock(&r->lock);
   h->died_ms = hak_now_ms();
   h->next_dead = r->dead;
-  r->dead = h;
+  __atomic_store_n(&r->dead, h, __ATOMIC_RELAXED); /* flush_dead peeks without the lock */
   __atomic_store_n(&h->state, HAK_HEAP_DEAD, __ATOMIC_SEQ_CST);
   pthread_mutex_unlock(&r->lock);
   hak_heap_disown(h);
@@ -160,13 +160,13 @@ void hak_heap_fork_child(hak_heap_registry_t *r, void *self) {
   hak_fork_child_reset_lock(&r->lock);
   hak_fork_child_reset_lock(&r->reclaim_lock);
   hak_heap_t *mine = self ? hak_heap_of(r, self) : NULL;
-  r->dead = NULL;
+  __atomic_store_n(&r->dead, NULL, __ATOMIC_RELAXED);
   for (hak_heap_t *h = r->all; h; h = h->next_all) {
     h->request = 0; /* the reclaimer that asked does not exist here */
     if (h == mine) continue;
     if (h->state == HAK_HEAP_DEAD) {
       h->next_dead = r->dead;
-      r->dead = h;
+      __atomic_store_n(&r->dead, h, __ATOMIC_RELAXED);
     } else {
       h->state = HAK_HEAP_ORPHAN;
     }
