@@ -231,9 +231,9 @@ TEST_F(HeapEngineTest, APurgePassReclaimsOnlyIdleLiveHeaps) {
   hak_heap_remote_free(&r_, &h->base, &slab, &slab.remote, &slab.pending_next, blocks[1]);
   hak_heap_reclaim_idle(&r_, 0);
   EXPECT_EQ(h->reclaims, 2) << "new remote frees into the idle heap";
-  hak_heap_own(&h->base);  // a slow path in progress: the claim is the owner's
+  hak_heap_own(&h->base);  // a slow path in progress: the owner is marked busy
   hak_heap_reclaim_idle(&r_, 1);
-  EXPECT_EQ(h->reclaims, 2) << "never while the owner holds the claim, even forced";
+  EXPECT_EQ(h->reclaims, 2) << "never while the owner is busy, even forced";
   hak_heap_disown(&h->base);
   hak_heap_reclaim_idle(&r_, 1);
   EXPECT_EQ(h->reclaims, 3) << "forced: whatever the owner did since";
@@ -243,9 +243,10 @@ TEST_F(HeapEngineTest, APurgePassReclaimsOnlyIdleLiveHeaps) {
 }
 
 // An owner changing its heap in slow paths while the purge reclaims it, forced, in a
-// loop: the claim keeps the two apart (every change counted once; run under
-// --config=tsan, which sees any overlap of the unsynchronised counter).
-TEST_F(HeapEngineTest, TheClaimKeepsOwnerAndPurgeApart) {
+// loop: the busy mark, the request and the membarrier keep the two apart (every change
+// counted once; run under --config=tsan, which sees any overlap of the unsynchronised
+// counter).
+TEST_F(HeapEngineTest, TheHandshakeKeepsOwnerAndReclaimerApart) {
   int created;
   FakeHeap *h = Attach(&created);
   std::atomic<bool> done{false};
