@@ -43,6 +43,50 @@ static int check(const uint64_t *b, size_t n, uint64_t i) {
   return 1;
 }
 
+/* A burst: every block written with its index, kept until burst_free. */
+typedef struct {
+  uint64_t **ptr;
+  size_t *len;
+  uint64_t blocks;
+} burst_t;
+
+/* Allocates `bytes` in blocks of burst_size; returns 0, or 1 when an allocation failed. */
+static int burst_alloc(burst_t *b, uint64_t bytes, uint64_t seed) {
+  drv_rng_t rng;
+  drv_seed(&rng, seed);
+  uint64_t cap = 1024, total = 0;
+  b->ptr = malloc(cap * sizeof *b->ptr);
+  b->len = malloc(cap * sizeof *b->len);
+  for (b->blocks = 0; total < bytes; b->blocks++) {
+    if (b->blocks == cap) {
+      cap *= 2;
+      b->ptr = realloc(b->ptr, cap * sizeof *b->ptr);
+      b->len = realloc(b->len, cap * sizeof *b->len);
+    }
+    if (!b->ptr || !b->len) return 1;
+    size_t n = burst_size(&rng);
+    uint64_t *p = malloc(n);
+    if (!p) return 1;
+    fill(p, n, b->blocks);
+    b->ptr[b->blocks] = p;
+    b->len[b->blocks] = n;
+    total += n;
+  }
+  return 0;
+}
+
+/* Checks and frees every block, and the burst's arrays; returns 1 if one lost its data. */
+static int burst_free(burst_t *b) {
+  int bad = 0;
+  for (uint64_t i = 0; i < b->blocks; i++) {
+    if (!check(b->ptr[i], b->len[i], i)) bad = 1;
+    free(b->ptr[i]);
+  }
+  free(b->ptr);
+  free(b->len);
+  return bad;
+}
+
 static uint64_t peak_kib(void) {
   FILE *f = fopen("/proc/self/status", "r");
   char line[256];
@@ -111,36 +155,15 @@ quiet:
 }
 
 typedef struct {
-  uint64_t bytes, seed, blocks;
-  uint64_t **ptr;
-  size_t *len;
+  uint64_t bytes, seed;
+  burst_t burst;
   int failed;
   atomic_int stage; /* 1: allocated, 2: freed, 3: exit */
 } handoff_t;
 
 static void *handoff_producer(void *arg) {
   handoff_t *h = arg;
-  drv_rng_t rng;
-  drv_seed(&rng, h->seed);
-  uint64_t cap = 1024, total = 0, n = 0;
-  h->ptr = malloc(cap * sizeof *h->ptr);
-  h->len = malloc(cap * sizeof *h->len);
-  for (; total < h->bytes && !h->failed; n++) {
-    if (n == cap) {
-      cap *= 2;
-      h->ptr = realloc(h->ptr, cap * sizeof *h->ptr);
-      h->len = realloc(h->len, cap * sizeof *h->len);
-    }
-    h->len[n] = burst_size(&rng);
-    h->ptr[n] = malloc(h->len[n]);
-    if (!h->ptr[n]) {
-      h->failed = 1;
-      break;
-    }
-    fill(h->ptr[n], h->len[n], n);
-    total += h->len[n];
-  }
-  h->blocks = n;
+  h->failed = burst_alloc(&h->burst, h->bytes, h->seed);
   atomic_store_explicit(&h->stage, 1, memory_order_release);
   while (atomic_load_explicit(&h->stage, memory_order_acquire) != 3) sleep_ms(1);
   return NULL;
@@ -149,12 +172,7 @@ static void *handoff_producer(void *arg) {
 static void *handoff_consumer(void *arg) {
   handoff_t *h = arg;
   while (atomic_load_explicit(&h->stage, memory_order_acquire) != 1) sleep_ms(1);
-  for (uint64_t i = 0; i < h->blocks; i++) {
-    if (!check(h->ptr[i], h->len[i], i)) h->failed = 1;
-    free(h->ptr[i]);
-  }
-  free(h->ptr);
-  free(h->len);
+  if (burst_free(&h->burst)) h->failed = 1;
   atomic_store_explicit(&h->stage, 2, memory_order_release);
   while (atomic_load_explicit(&h->stage, memory_order_acquire) != 3) sleep_ms(1);
   return NULL;
@@ -170,31 +188,11 @@ int main(int argc, char **argv) {
   uint64_t blocks = 0, after_free, after_idle;
   double start = drv_now(), secs;
   if (mode < 2) {
-    drv_rng_t rng;
-    drv_seed(&rng, seed);
-    uint64_t cap = 1024, total = 0;
-    uint64_t **ptr = malloc(cap * sizeof *ptr);
-    size_t *len = malloc(cap * sizeof *len);
-    for (; total < mib << 20; blocks++) {
-      if (blocks == cap) {
-        cap *= 2;
-        ptr = realloc(ptr, cap * sizeof *ptr);
-        len = realloc(len, cap * sizeof *len);
-        if (!ptr || !len) return 1;
-      }
-      len[blocks] = burst_size(&rng);
-      ptr[blocks] = malloc(len[blocks]);
-      if (!ptr[blocks]) return 1;
-      fill(ptr[blocks], len[blocks], blocks);
-      total += len[blocks];
-    }
+    burst_t b;
+    if (burst_alloc(&b, mib << 20, seed)) return 1;
     secs = drv_now() - start;
-    for (uint64_t i = 0; i < blocks; i++) {
-      if (!check(ptr[i], len[i], i)) failed = 1;
-      free(ptr[i]);
-    }
-    free(ptr);
-    free(len);
+    blocks = b.blocks;
+    failed = burst_free(&b);
     after_free = (uint64_t)drv_rss_kib();
     double quiet_end = drv_now() + (double)idle_ms / 1000;
     while (drv_now() < quiet_end) {
@@ -214,7 +212,7 @@ int main(int argc, char **argv) {
     pthread_create(&th[1], NULL, handoff_consumer, &h);
     while (atomic_load_explicit(&h.stage, memory_order_acquire) != 2) sleep_ms(1);
     secs = drv_now() - start;
-    blocks = h.blocks;
+    blocks = h.burst.blocks;
     after_free = (uint64_t)drv_rss_kib();
     sleep_ms(idle_ms);
     after_idle = (uint64_t)drv_rss_kib();
