@@ -19,6 +19,7 @@ static uint64_t os_calls[HAK_OS_KIND_COUNT];
 static uint64_t os_bytes[HAK_OS_KIND_COUNT];
 static uint64_t os_failures[HAK_OS_KIND_COUNT];
 static uint64_t os_fail_countdown[HAK_OS_KIND_COUNT];
+static int os_fail_every[HAK_OS_KIND_COUNT];
 static size_t os_page_size;
 
 static const char *const os_kind_names[HAK_OS_KIND_COUNT] = {
@@ -41,6 +42,7 @@ size_t hak_os_page_size(void) {
 static int os_enter(hak_os_kind_t kind, size_t bytes) {
   __atomic_fetch_add(&os_calls[kind], 1, __ATOMIC_RELAXED);
   __atomic_fetch_add(&os_bytes[kind], bytes, __ATOMIC_RELAXED);
+  if (__atomic_load_n(&os_fail_every[kind], __ATOMIC_RELAXED)) return ENOMEM;
   uint64_t n = __atomic_load_n(&os_fail_countdown[kind], __ATOMIC_RELAXED);
   while (n != 0) {
     if (__atomic_compare_exchange_n(&os_fail_countdown[kind], &n, n - 1, 0, __ATOMIC_RELAXED,
@@ -331,4 +333,8 @@ uint64_t hak_os_total_calls(const hak_os_counters_t *c) {
 
 void hak_os_fail_nth(hak_os_kind_t kind, uint64_t n) {
   __atomic_store_n(&os_fail_countdown[kind], n, __ATOMIC_RELAXED);
+}
+
+void hak_os_fail_every(hak_os_kind_t kind, int on) {
+  __atomic_store_n(&os_fail_every[kind], on, __ATOMIC_RELAXED);
 }

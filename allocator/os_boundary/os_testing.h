@@ -14,6 +14,9 @@ extern "C" {
  * reaching the kernel; n == 0 cancels. */
 void hak_os_fail_nth(hak_os_kind_t kind, uint64_t n);
 
+/* Every call of `kind` fails with ENOMEM while `on` is non-zero. */
+void hak_os_fail_every(hak_os_kind_t kind, int on);
+
 #ifdef __cplusplus
 }
 #endif
