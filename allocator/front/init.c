@@ -34,17 +34,23 @@ static void fork_child(void) {
   hak_tiny_fork_child();
 }
 
+/* Where Large's region starts in a claim of `size` for Tiny and Pool: after Pool's page
+ * registry, on a 2 MiB boundary. */
+static size_t large_offset(size_t size) {
+  size_t end = size + hak_pool_registry_bytes(size / 2);
+  return (end + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+}
+
 /* The range Tiny and Pool live in: the largest power of two not above HAKMEM_RESERVE_GB,
- * with Pool's page registry after it. It is claimed, not reserved (os.h): only what is
- * used gets mapped, so an address-space limit, set before the start or lowered later,
- * is left to the program (a 64 GiB reservation used to count against it whole). Halved
- * when no free range is found; returns 0 when none is (Large then serves everything). */
+ * with Pool's page registry after it, then Large's region, half as big. It is claimed, not reserved
+ * (os.h): only what is used gets mapped, so an address-space limit, set before the start or lowered
+ * later, is left to the program (a 64 GiB reservation used to count against it whole). Halved when
+ * no free range is found; returns 0 when none is (Large then serves everything). */
 static size_t claim_range(void **base) {
   size_t size = (size_t)1 << 30;
   while (size * 2 <= ((size_t)hak_opt(HAK_OPT_RESERVE_GB) << 30)) size *= 2;
   for (; size >= MIN_RESERVE; size /= 2) {
-    size_t registry = hak_pool_registry_bytes(size / 2);
-    if (hak_os_claim(size + registry, HAK_TINY_SS_SIZE, base) == 0) return size;
+    if (hak_os_claim(large_offset(size) + size / 2, HAK_TINY_SS_SIZE, base) == 0) return size;
   }
   return 0;
 }
@@ -73,6 +79,7 @@ void hak_front_init(void) {
       hak_front.total = hak_pool_init(b + size / 2, size / 2) == 0 ? size : size / 2;
       hak_front.pool_size = hak_front.total - size / 2;
     }
+    hak_large_init(b + large_offset(size), size / 2);
   }
   pthread_atfork(NULL, NULL, fork_child);
   hak_purge_set_pass(purge_pass);

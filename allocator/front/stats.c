@@ -52,6 +52,7 @@ void hak_stats_get(hak_stats_t *out) {
   out->bigcache_misses = l.cache_misses;
   out->large_unreleased_bytes = l.unreleased_bytes;
   out->large_resident_bytes = l.resident_bytes;
+  out->committed_bytes -= l.os_committed_bytes; /* the Tiny/Pool range's alone */
   out->resident_bytes = out->tiny_resident_bytes + out->pool_resident_bytes + l.resident_bytes;
   out->foreign_frees += __atomic_load_n(&hak_front.foreign_frees, __ATOMIC_RELAXED);
   out->reserved_bytes = hak_front.total;

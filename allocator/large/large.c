@@ -1,9 +1,27 @@
-/* Large tier: mappings, the page map that proves ownership, and the BigCache. */
+/* Large tier: a page heap in a claimed region, cut into arenas, and direct mappings for
+ * the blocks the region cannot hold.
+ *
+ * Call trees:
+ *   hak_large_malloc -> arena_of_thread -> lock -> span_find (bins) | arena_grow (one
+ *     fixed mapping at the arena's top) -> span_carve (split, page map) -> unlock
+ *                    -> huge_malloc (no region, arena full, or too big: one mapping)
+ *   hak_large_free   -> arena_of_address -> lock -> span_lookup -> span_release (coalesce
+ *                       with both neighbours, bin, dirty list) -> unlock -> purge kick
+ *                    -> huge_free (cache of freed mappings, or munmap)
+ *   hak_large_maintain -> each arena: decommit dirty free spans past the decay, then
+ *                         the huge cache
+ *
+ * Counting invariant of an arena (lock held): [base, top) is mapped and covered exactly by
+ * its spans, each USED or FREE; free_pages is the sum of the FREE spans' pages and
+ * dirty_pages the sum over those of them that are dirty (on the dirty list). Two FREE
+ * spans that touch differ in dirtiness (like ones are coalesced at once): a dirty span's
+ * pages may be resident, a clean one's read as zero, and neither guess is ever mixed. */
 #define _GNU_SOURCE
 #include "allocator/large/large.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
 
 #include "allocator/internal/clock.h"
@@ -13,75 +31,390 @@
 #include "allocator/internal/trace.h"
 #include "allocator/os_boundary/os.h"
 
+#define PAGE_SHIFT 12
+#define PAGE ((size_t)1 << PAGE_SHIFT)
 #define L1_BITS 17 /* address bits 47..30 */
 #define L2_BITS 18 /* address bits 29..12 */
-#define PAGE_SHIFT 12
-#define CACHE_CLASSES 192 /* 4 per power of two up to 2^48 */
-#define CACHE_SLOTS 8
-#define HEADER_MAGIC 0x6861b16b10c4a11dULL
+#define ARENAS_MAX 8
+#define BINS 192                            /* exact below 16 pages, then 4 per power of two */
+#define BIN_SCAN 32                         /* spans of a bin looked at for the best fit */
+#define GROW_BYTES ((size_t)2 << 20)        /* an arena's top grows by at least this */
+#define HUGE_SLOTS 8                        /* freed direct mappings kept for reuse */
+#define LARGE_LIMIT ((size_t)1 << 46)       /* no size or alignment above this is served */
+#define REALLOC_HEADROOM ((size_t)64 << 20) /* most extra bytes a moved block gets */
+
+typedef enum { SPAN_SPARE, SPAN_FREE, SPAN_USED, SPAN_MAPPED } span_state_t;
+
+/* One record per span of an arena, and per direct mapping. Records live out of band (in
+ * metadata memory, recycled through a spare list, never unmapped), so a stale page-map
+ * entry only ever points at a record: a lookup checks that the record still describes the
+ * page it came from. */
+typedef struct span {
+  uintptr_t start; /* first byte: the user address of a USED span or MAPPED block */
+  size_t pages;    /* FREE/USED: length in pages; MAPPED: the mapping's size in bytes */
+  uint8_t state;   /* span_state_t */
+  uint8_t dirty;   /* FREE: pages may be resident (freed, not purged since) */
+  uint8_t bin;     /* FREE: the bin it is on */
+  uint8_t arena;   /* FREE/USED: its arena */
+  uint32_t unused;
+  uint64_t freed_ms;        /* FREE and dirty: when its oldest dirty part was freed */
+  struct span *next, *prev; /* FREE: its bin; SPARE: the spare list; MAPPED: all mapped */
+  union {
+    struct {
+      struct span *dnext, *dprev; /* FREE and dirty: the arena's dirty list */
+    };
+    uintptr_t map_base; /* MAPPED: the mapping the block sits in */
+  };
+} span_t;
+
+HAK_STATIC_ASSERT(sizeof(span_t) == 64, "span record size");
 
 typedef struct {
-  uint64_t magic;  /* HEADER_MAGIC ^ user address: a live block's header */
-  char *map_base;  /* the mapping the block sits in */
-  size_t map_size; /* its size (page multiple) */
-  void *user;      /* the address handed out, 64 bytes or an alignment past map_base */
-  char pad[HAK_LARGE_HEADER - 32];
-} large_header_t;
+  pthread_mutex_t lock;
+  uintptr_t base, end; /* the arena's slice of the region */
+  uintptr_t top;       /* [base, top) is mapped and covered by spans */
+  span_t *bins[BINS];  /* FREE spans by size, most recently freed first */
+  uint64_t nonempty[BINS / 64];
+  span_t *dirty; /* FREE spans whose pages may be resident */
+  span_t *spare; /* unused records */
+  uint64_t free_pages, dirty_pages, live_blocks, live_pages, hits, misses;
+  int64_t committed; /* bytes of its commit calls less those of its decommit calls */
+  int frozen;        /* fork child: a thread was changing the arena at the fork; not used again */
+} __attribute__((aligned(64))) arena_t;
 
-HAK_STATIC_ASSERT(sizeof(large_header_t) == HAK_LARGE_HEADER, "large header size");
+static arena_t arenas[ARENAS_MAX];
+static uintptr_t region_base, region_end;
+static size_t slice_bytes;
+static unsigned arena_count;          /* arenas in use; 0 = no region (written last, acquire) */
+static unsigned arena_next;           /* round-robin choice of a thread's arena */
+static HAK_TLS unsigned thread_arena; /* 1 + the calling thread's arena, 0 = not chosen */
+static uint64_t dirty_bytes_total;    /* over every arena (relaxed atomics) */
 
-typedef struct {
-  char *base;        /* a freed mapping kept for reuse */
-  size_t size;       /* its size */
-  uint64_t freed_ms; /* when it was freed (the decay's clock) */
-} cache_entry_t;
+static span_t **page_map[1u << L1_BITS];
 
-static large_header_t **page_map[1u << L1_BITS];
-static pthread_mutex_t large_lock = PTHREAD_MUTEX_INITIALIZER;
-static cache_entry_t cache[CACHE_CLASSES][CACHE_SLOTS];
-static uint8_t cache_count[CACHE_CLASSES];
-static uint64_t cached_bytes, cached_blocks, live_blocks, live_bytes, cache_hits, cache_misses;
+/* ---- The page map: the first and last page of every span, and the first page of a
+ * MAPPED block, point at its record. Entries are single atomic words. ---- */
 
-/* Mappings are sized to the page, not to their cache class: rounding them up (to four
- * classes per power of two) cost no memory but up to 25% more address space, which is
- * what an address-space limit counts. *cls is the cache class, four per power of two; a
- * cached mapping serves a request of its class only if it is big enough. */
-static size_t class_round(size_t m, unsigned *cls) {
-  size_t page = hak_os_page_size();
-  m = (m + page - 1) & ~(page - 1);
-  unsigned bit = 63u - (unsigned)__builtin_clzll((m - 1) | 1);
-  unsigned q = (unsigned)((m - 1) >> (bit >= 2 ? bit - 2 : 0)) & 3u;
-  *cls = bit * 4 + q;
-  if (*cls >= CACHE_CLASSES) *cls = CACHE_CLASSES - 1;
-  return m;
-}
-
-/* ---- The page map (writers hold large_lock; readers are lock-free). ---- */
-
-static large_header_t **map_slot(const void *p, int create) {
-  uintptr_t a = (uintptr_t)p;
+static span_t **map_slot(uintptr_t a, int create) {
   uintptr_t i1 = a >> (PAGE_SHIFT + L2_BITS);
   if (i1 >= (1u << L1_BITS)) return NULL;
-  large_header_t **l2 = __atomic_load_n(&page_map[i1], __ATOMIC_ACQUIRE);
+  span_t **l2 = __atomic_load_n(&page_map[i1], __ATOMIC_ACQUIRE);
   if (!l2) {
     void *fresh;
     if (!create || hak_os_map(sizeof(void *) << L2_BITS, 0, &fresh) != 0) return NULL;
-    l2 = fresh;
-    __atomic_store_n(&page_map[i1], l2, __ATOMIC_RELEASE);
+    span_t **expected = NULL;
+    if (__atomic_compare_exchange_n(&page_map[i1], &expected, (span_t **)fresh, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE)) {
+      l2 = fresh;
+    } else {
+      hak_os_release(fresh, sizeof(void *) << L2_BITS);
+      l2 = expected;
+    }
   }
   return &l2[(a >> PAGE_SHIFT) & ((1u << L2_BITS) - 1)];
 }
 
-static large_header_t *lookup(const void *p) {
-  if (((uintptr_t)p & 15) != 0) return NULL;
-  large_header_t **slot = map_slot(p, 0);
-  if (!slot) return NULL;
-  large_header_t *h = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-  if (!h || h->user != p || h->magic != (HEADER_MAGIC ^ (uintptr_t)p)) return NULL;
-  return h;
+static span_t *map_get(uintptr_t a) {
+  span_t **slot = map_slot(a, 0);
+  return slot ? __atomic_load_n(slot, __ATOMIC_ACQUIRE) : NULL;
 }
 
-/* ---- Unmapping (large_lock held). ---- */
+/* Points the first and last page of s at it. The slots exist: arena_grow creates them for
+ * every page it maps. */
+static void map_span(span_t *s) {
+  __atomic_store_n(map_slot(s->start, 0), s, __ATOMIC_RELEASE);
+  __atomic_store_n(map_slot(s->start + (s->pages - 1) * PAGE, 0), s, __ATOMIC_RELEASE);
+}
+
+static uintptr_t span_end(const span_t *s) { return s->start + s->pages * PAGE; }
+
+/* ---- Records. ---- */
+
+static span_t *record_new(span_t **spare) {
+  if (!*spare) {
+    span_t *chunk;
+    if (hak_os_meta_alloc(64 * sizeof(span_t), (void **)&chunk) != 0) return NULL;
+    for (int i = 0; i < 64; i++) {
+      chunk[i].next = *spare;
+      *spare = &chunk[i];
+    }
+  }
+  span_t *s = *spare;
+  *spare = s->next;
+  return s;
+}
+
+static void record_free(span_t **spare, span_t *s) {
+  s->state = SPAN_SPARE;
+  s->next = *spare;
+  *spare = s;
+}
+
+/* ---- Bins and the dirty list (arena lock held). ---- */
+
+static unsigned bin_of(size_t pages) {
+  if (pages < 16) return (unsigned)pages;
+  unsigned bit = 63u - (unsigned)__builtin_clzll(pages);
+  unsigned b = 16 + (bit - 4) * 4 + (unsigned)((pages >> (bit - 2)) & 3);
+  return b < BINS ? b : BINS - 1;
+}
+
+static void free_insert(arena_t *a, span_t *s) {
+  unsigned b = bin_of(s->pages);
+  s->state = SPAN_FREE;
+  s->bin = (uint8_t)b;
+  s->prev = NULL;
+  s->next = a->bins[b];
+  if (s->next) s->next->prev = s;
+  a->bins[b] = s;
+  a->nonempty[b / 64] |= 1ull << (b % 64);
+  a->free_pages += s->pages;
+  if (s->dirty) {
+    s->dprev = NULL;
+    s->dnext = a->dirty;
+    if (s->dnext) s->dnext->dprev = s;
+    a->dirty = s;
+    __atomic_store_n(&a->dirty_pages, a->dirty_pages + s->pages, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&dirty_bytes_total, s->pages * PAGE, __ATOMIC_RELAXED);
+  }
+  map_span(s);
+}
+
+static void dirty_remove(arena_t *a, span_t *s) {
+  if (s->dprev)
+    s->dprev->dnext = s->dnext;
+  else
+    a->dirty = s->dnext;
+  if (s->dnext) s->dnext->dprev = s->dprev;
+  __atomic_store_n(&a->dirty_pages, a->dirty_pages - s->pages, __ATOMIC_RELAXED);
+  __atomic_fetch_sub(&dirty_bytes_total, s->pages * PAGE, __ATOMIC_RELAXED);
+}
+
+static void free_remove(arena_t *a, span_t *s) {
+  unsigned b = s->bin;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    a->bins[b] = s->next;
+  if (s->next) s->next->prev = s->prev;
+  if (!a->bins[b]) a->nonempty[b / 64] &= ~(1ull << (b % 64));
+  a->free_pages -= s->pages;
+  if (s->dirty) dirty_remove(a, s);
+}
+
+/* A FREE span of at least `pages`: the best fit among the first spans of its own bin, else
+ * the most recently freed span of the next bin that has one (all of whose spans fit). */
+static span_t *span_find(arena_t *a, size_t pages) {
+  unsigned b = bin_of(pages);
+  span_t *best = NULL;
+  unsigned scanned = 0;
+  for (span_t *s = a->bins[b]; s && scanned < BIN_SCAN; s = s->next, scanned++) {
+    if (s->pages < pages) continue;
+    if (!best || s->pages < best->pages) best = s;
+    if (s->pages == pages) break;
+  }
+  if (best) return best;
+  for (unsigned w = (b + 1) / 64; w < BINS / 64; w++) {
+    uint64_t bits = a->nonempty[w];
+    if (w == (b + 1) / 64) bits &= ~0ull << ((b + 1) % 64);
+    if (bits) return a->bins[w * 64 + (unsigned)__builtin_ctzll(bits)];
+  }
+  return NULL;
+}
+
+/* Takes [s->start + lead pages, + pages) out of the FREE span s (removed from its bin by
+ * the caller) as a USED span; what is left on either side goes back to the bins. Returns
+ * the USED span, or NULL (s back in the bins) when no record is left for a remainder. */
+static span_t *span_carve(arena_t *a, span_t *s, size_t lead, size_t pages) {
+  size_t tail = s->pages - lead - pages;
+  span_t *l = NULL, *t = NULL;
+  if ((lead && !(l = record_new(&a->spare))) || (tail && !(t = record_new(&a->spare)))) {
+    if (l) record_free(&a->spare, l);
+    free_insert(a, s);
+    return NULL;
+  }
+  if (l) {
+    *l = (span_t){.start = s->start,
+                  .pages = lead,
+                  .dirty = s->dirty,
+                  .arena = s->arena,
+                  .freed_ms = s->freed_ms};
+    free_insert(a, l);
+  }
+  if (t) {
+    *t = (span_t){.start = s->start + (lead + pages) * PAGE,
+                  .pages = tail,
+                  .dirty = s->dirty,
+                  .arena = s->arena,
+                  .freed_ms = s->freed_ms};
+    free_insert(a, t);
+  }
+  s->start += lead * PAGE;
+  s->pages = pages;
+  s->state = SPAN_USED;
+  map_span(s);
+  a->live_blocks++;
+  a->live_pages += pages;
+  return s;
+}
+
+/* Maps at least `pages` more at the arena's top: a clean FREE span, in no bin, that the
+ * caller joins to its neighbour; NULL when the slice is full or the kernel refuses. */
+static span_t *arena_grow(arena_t *a, size_t pages) {
+  size_t need = pages * PAGE;
+  /* A quarter of the extent at least, so that an arena reaches its peak in a few calls;
+   * pages mapped and never touched cost no memory. */
+  size_t want = need > (a->top - a->base) / 4 ? need : (a->top - a->base) / 4;
+  size_t grow = (want + GROW_BYTES - 1) & ~(GROW_BYTES - 1);
+  if (grow > a->end - a->top) grow = a->end - a->top;
+  if (grow < need) return NULL;
+  /* Page-map slots first: a mapping the map cannot describe is never made. */
+  for (uintptr_t p = a->top; p < a->top + grow; p += (PAGE << L2_BITS)) {
+    if (!map_slot(p, 1)) return NULL;
+  }
+  span_t *s = map_slot(a->top + grow - PAGE, 1) ? record_new(&a->spare) : NULL;
+  if (!s) return NULL;
+  if (hak_os_commit_at((void *)a->top, grow) != 0) {
+    if (grow == need || hak_os_commit_at((void *)a->top, need) != 0) {
+      record_free(&a->spare, s);
+      return NULL;
+    }
+    grow = need;
+  }
+  a->committed += (int64_t)grow;
+  *s = (span_t){.start = a->top, .pages = grow / PAGE, .arena = (uint8_t)(a - arenas)};
+  a->top += grow;
+  return s;
+}
+
+/* The FREE span ending at the top, if it is clean (fresh or purged pages), else NULL. */
+static span_t *clean_last(arena_t *a) {
+  span_t *last = a->top > a->base ? map_get(a->top - PAGE) : NULL;
+  return last && last->state == SPAN_FREE && !last->dirty && span_end(last) == a->top ? last : NULL;
+}
+
+/* Puts the FREE span s in the bins, joined with the FREE spans on either side that are
+ * as dirty as it is (a clean span never absorbs a dirty one, so the flag stays exact and
+ * a clean block needs no clearing). */
+static void free_coalesce(arena_t *a, span_t *s) {
+  if (s->start > a->base) {
+    span_t *l = map_get(s->start - PAGE);
+    if (l && l->state == SPAN_FREE && span_end(l) == s->start && l->dirty == s->dirty) {
+      free_remove(a, l);
+      s->start = l->start;
+      s->pages += l->pages;
+      if (l->freed_ms < s->freed_ms) s->freed_ms = l->freed_ms;
+      record_free(&a->spare, l);
+    }
+  }
+  if (span_end(s) < a->top) {
+    span_t *r = map_get(span_end(s));
+    if (r && r->state == SPAN_FREE && r->start == span_end(s) && r->dirty == s->dirty) {
+      free_remove(a, r);
+      s->pages += r->pages;
+      if (r->freed_ms < s->freed_ms) s->freed_ms = r->freed_ms;
+      record_free(&a->spare, r);
+    }
+  }
+  free_insert(a, s);
+}
+
+/* Frees the USED span s: dirty, joined with dirty neighbours, back in the bins; past the
+ * bound on freed memory kept committed, its pages go back at once. */
+static void span_release(arena_t *a, span_t *s) {
+  a->live_blocks--;
+  a->live_pages -= s->pages;
+  s->dirty = 1;
+  s->freed_ms = hak_now_ms();
+  uint64_t cap = (uint64_t)hak_opt(HAK_OPT_BIGCACHE_MB) << 20;
+  if (__atomic_load_n(&dirty_bytes_total, __ATOMIC_RELAXED) + s->pages * PAGE > cap &&
+      hak_os_decommit((void *)s->start, s->pages * PAGE) == 0) {
+    s->dirty = 0;
+    a->committed -= (int64_t)(s->pages * PAGE);
+  }
+  free_coalesce(a, s);
+}
+
+/* A USED span of `pages` aligned to `align` from arena a (lock held); *clean says whether
+ * its pages read as zero. */
+static span_t *arena_alloc(arena_t *a, size_t pages, size_t align, int *clean) {
+  size_t extra = align > PAGE ? align / PAGE - 1 : 0;
+  span_t *s = span_find(a, pages + extra);
+  if (s) {
+    a->hits++;
+    free_remove(a, s);
+  } else {
+    a->misses++;
+    span_t *last = clean_last(a); /* grows into the clean span at the top */
+    span_t *g = arena_grow(a, pages + extra - (last ? last->pages : 0));
+    if (!g) return NULL;
+    if (last) {
+      free_remove(a, last);
+      last->pages += g->pages;
+      record_free(&a->spare, g);
+      g = last;
+    }
+    s = g;
+  }
+  size_t lead = ((((s->start + align - 1) & ~(uintptr_t)(align - 1)) - s->start) / PAGE);
+  if (align <= PAGE) lead = 0;
+  *clean = !s->dirty;
+  return span_carve(a, s, lead, pages);
+}
+
+/* ---- Arenas: which one serves a thread, which one holds an address. ---- */
+
+static arena_t *arena_of_address(uintptr_t p) {
+  unsigned n = __atomic_load_n(&arena_count, __ATOMIC_ACQUIRE);
+  if (!n || p < region_base || p >= region_end) return NULL;
+  return &arenas[(p - region_base) / slice_bytes];
+}
+
+static arena_t *arena_of_thread(void) {
+  unsigned n = __atomic_load_n(&arena_count, __ATOMIC_ACQUIRE);
+  if (!n) return NULL;
+  if (!thread_arena) {
+    thread_arena = 1 + __atomic_fetch_add(&arena_next, 1, __ATOMIC_RELAXED) % n;
+  }
+  return &arenas[thread_arena - 1];
+}
+
+static size_t cpu_count(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+  int n = CPU_COUNT(&set);
+  return n > 0 ? (size_t)n : 1;
+}
+
+void hak_large_init(uintptr_t base, size_t size) {
+  if (__atomic_load_n(&arena_count, __ATOMIC_ACQUIRE) || hak_os_page_size() != PAGE) return;
+  size_t slice = (size / ARENAS_MAX) & ~(GROW_BYTES - 1);
+  if (slice < GROW_BYTES * 4) return;
+  region_base = base;
+  region_end = base + slice * ARENAS_MAX;
+  slice_bytes = slice;
+  for (unsigned i = 0; i < ARENAS_MAX; i++) {
+    pthread_mutex_init(&arenas[i].lock, NULL);
+    arenas[i].base = arenas[i].top = base + i * slice;
+    arenas[i].end = arenas[i].base + slice;
+  }
+  size_t n = 2 * cpu_count();
+  __atomic_store_n(&arena_count, n < ARENAS_MAX ? (unsigned)n : ARENAS_MAX, __ATOMIC_RELEASE);
+}
+
+/* ---- Direct mappings (huge_lock held): blocks the region does not take. ---- */
+
+typedef struct {
+  uintptr_t base;    /* a freed mapping kept for reuse */
+  size_t size;       /* its size */
+  uint64_t freed_ms; /* when it was freed */
+} huge_entry_t;
+
+static pthread_mutex_t huge_lock = PTHREAD_MUTEX_INITIALIZER;
+static span_t *huge_spare, *huge_live; /* records; live MAPPED blocks (via next/prev) */
+static huge_entry_t huge_cache[HUGE_SLOTS];
+static unsigned huge_cached;
+static uint64_t huge_live_blocks, huge_live_bytes, huge_cached_bytes, huge_hits, huge_misses;
 
 /* A mapping the kernel refused to unmap (munmap fails with ENOMEM when splitting a merged
  * area would pass vm.max_map_count): its pages are given back at once, and the range is
@@ -94,9 +427,9 @@ typedef struct unreleased {
 static unreleased_t *unreleased;
 static uint64_t unreleased_bytes;
 
-static void release_mapping(char *base, size_t size) {
-  if (hak_os_release(base, size) == 0) return;
-  hak_os_decommit(base, size); /* if this fails too, the pages stay: still accounted */
+static void release_mapping(uintptr_t base, size_t size) {
+  if (hak_os_release((void *)base, size) == 0) return;
+  hak_os_decommit((void *)base, size); /* if this fails too, the pages stay: still accounted */
   unreleased_t *u = (unreleased_t *)base;
   u->next = unreleased;
   u->size = size;
@@ -118,269 +451,410 @@ static void retry_unreleased(void) {
   }
 }
 
-/* ---- The BigCache (large_lock held). ---- */
-
-static void cache_evict(unsigned cls, unsigned slot) {
-  cache_entry_t e = cache[cls][slot];
-  cache[cls][slot] = cache[cls][--cache_count[cls]];
-  cached_bytes -= e.size;
-  __atomic_store_n(&cached_blocks, cached_blocks - 1, __ATOMIC_RELAXED);
+static void huge_cache_evict(unsigned i) {
+  huge_entry_t e = huge_cache[i];
+  huge_cache[i] = huge_cache[--huge_cached];
+  huge_cached_bytes -= e.size;
   release_mapping(e.base, e.size);
 }
 
-static int cache_put(char *base, size_t size) {
-  unsigned cls;
-  class_round(size, &cls);
-  uint64_t budget = (uint64_t)hak_opt(HAK_OPT_BIGCACHE_MB) << 20;
-  if (size > budget) return 0;
-  while (cached_bytes + size > budget) {
-    unsigned victim = 0; /* the class holding the most bytes gives up an entry */
-    for (unsigned c = 1; c < CACHE_CLASSES; c++) {
-      if (cache_count[c] && (!cache_count[victim] || c > victim)) victim = c;
+/* Keeps a freed mapping for the decay, the oldest one making room. */
+static void huge_cache_put(uintptr_t base, size_t size) {
+  uint64_t cap = (uint64_t)hak_opt(HAK_OPT_BIGCACHE_MB) << 20;
+  if (size > cap) {
+    release_mapping(base, size);
+    return;
+  }
+  while (huge_cached && (huge_cached == HUGE_SLOTS || huge_cached_bytes + size > cap)) {
+    unsigned oldest = 0;
+    for (unsigned i = 1; i < huge_cached; i++) {
+      if (huge_cache[i].freed_ms < huge_cache[oldest].freed_ms) oldest = i;
     }
-    if (!cache_count[victim]) return 0;
-    cache_evict(victim, 0);
+    huge_cache_evict(oldest);
   }
-  if (cache_count[cls] == CACHE_SLOTS) cache_evict(cls, 0);
-  cache[cls][cache_count[cls]++] = (cache_entry_t){base, size, hak_now_ms()};
-  cached_bytes += size;
-  __atomic_store_n(&cached_blocks, cached_blocks + 1, __ATOMIC_RELAXED);
-  return 1;
+  huge_cache[huge_cached++] = (huge_entry_t){base, size, hak_now_ms()};
+  huge_cached_bytes += size;
 }
 
-/* The newest cached mapping of the class, or of one of the next classes up to twice the
- * size: a slightly bigger block that needs no system call beats a fresh mapping.
- * *size becomes the mapping's size. */
-static char *cache_take(unsigned cls, size_t *size) {
-  for (unsigned c = cls; c < cls + 5 && c < CACHE_CLASSES; c++) {
-    if (cache_count[c] == 0) continue;
-    cache_entry_t *e = &cache[c][cache_count[c] - 1];
-    if (e->size < *size) continue;
-    cache_count[c]--;
-    *size = e->size;
-    cached_bytes -= e->size;
-    __atomic_store_n(&cached_blocks, cached_blocks - 1, __ATOMIC_RELAXED);
-    return e->base;
+/* The smallest cached mapping of at least `size` and at most twice that. */
+static uintptr_t huge_cache_take(size_t *size) {
+  int best = -1;
+  for (unsigned i = 0; i < huge_cached; i++) {
+    size_t s = huge_cache[i].size;
+    if (s >= *size && s / 2 <= *size && (best < 0 || s < huge_cache[best].size)) best = (int)i;
   }
-  return NULL;
+  if (best < 0) return 0;
+  uintptr_t base = huge_cache[best].base;
+  *size = huge_cache[best].size;
+  huge_cache[best] = huge_cache[--huge_cached];
+  huge_cached_bytes -= *size;
+  return base;
 }
 
-static void maintain_locked(int force) {
-  if (unreleased) retry_unreleased();
-  uint64_t now = hak_now_ms();
-  for (unsigned c = 0; c < CACHE_CLASSES; c++) {
-    for (unsigned i = cache_count[c]; i-- > 0;) {
-      if (hak_decay_due(cache[c][i].freed_ms, now, force)) cache_evict(c, i);
-    }
-  }
-}
-
-int hak_large_maintain(int force) {
-  if (!force && __atomic_load_n(&cached_blocks, __ATOMIC_RELAXED) == 0 &&
-      __atomic_load_n(&unreleased_bytes, __ATOMIC_RELAXED) == 0) {
-    return 0;
-  }
-  pthread_mutex_lock(&large_lock);
-  maintain_locked(force);
-  int waiting = cached_blocks != 0 || unreleased_bytes != 0;
-  pthread_mutex_unlock(&large_lock);
-  return waiting;
-}
-
-/* ---- Blocks. ---- */
-
-static void *place(char *base, size_t map_size, size_t align) {
-  uintptr_t user = ((uintptr_t)base + HAK_LARGE_HEADER + align - 1) & ~(uintptr_t)(align - 1);
-  large_header_t *h = (large_header_t *)(user - HAK_LARGE_HEADER);
-  h->map_base = base;
-  h->map_size = map_size;
-  h->user = (void *)user;
-  h->magic = HEADER_MAGIC ^ user;
-  large_header_t **slot = map_slot((void *)user, 1);
-  if (!slot) return NULL;
-  __atomic_store_n(slot, h, __ATOMIC_RELEASE);
-  live_blocks++;
-  live_bytes += map_size;
+/* Registers the block at `user` inside the mapping [base, base + size). */
+static void *huge_place(uintptr_t base, size_t size, uintptr_t user) {
+  span_t **slot = map_slot(user, 1);
+  span_t *s = slot ? record_new(&huge_spare) : NULL;
+  if (!s) return NULL;
+  *s = (span_t){.start = user, .pages = size, .state = SPAN_MAPPED};
+  s->map_base = base;
+  s->next = huge_live;
+  if (huge_live) huge_live->prev = s;
+  huge_live = s;
+  __atomic_store_n(slot, s, __ATOMIC_RELEASE);
+  huge_live_blocks++;
+  huge_live_bytes += size;
   return (void *)user;
 }
 
-/* A block at least this big, or aligned beyond this, cannot be mapped in a 47-bit user
- * address space with its slack; refusing it first keeps every sum below from wrapping. */
-#define LARGE_LIMIT ((size_t)1 << 46)
+static void huge_unregister(span_t *s) {
+  __atomic_store_n(map_slot(s->start, 0), NULL, __ATOMIC_RELEASE);
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    huge_live = s->next;
+  if (s->next) s->next->prev = s->prev;
+  huge_live_blocks--;
+  huge_live_bytes -= s->pages;
+  record_free(&huge_spare, s);
+}
 
-void *hak_large_malloc(size_t n, size_t align, int zero) {
-  if (align < 16) align = 16;
-  /* The block starts at the first multiple of `align` at least a header into a page-aligned
-   * mapping: at most max(align, header) bytes in. A zero-size block still needs a byte
-   * inside its mapping, or its address would be the next page's. */
-  size_t slack = align > HAK_LARGE_HEADER ? align : HAK_LARGE_HEADER;
-  if (n == 0) n = 1;
-  if (align > LARGE_LIMIT || n > LARGE_LIMIT) {
-    errno = ENOMEM;
-    return NULL;
-  }
-  unsigned cls;
-  size_t size = class_round(n + slack, &cls);
-  pthread_mutex_lock(&large_lock);
-  char *base = cache_take(cls, &size);
-  int cache_hit = base != NULL;
-  if (base) {
-    cache_hits++;
-    HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, base, 0);
+static span_t *huge_lookup(uintptr_t p) {
+  span_t *s = map_get(p);
+  return s && s->state == SPAN_MAPPED && s->start == p ? s : NULL;
+}
+
+static void *huge_malloc(size_t n, size_t align, int zero) {
+  size_t size = (n + align - PAGE + PAGE - 1) & ~(PAGE - 1); /* room to align inside */
+  if (align <= PAGE) size = (n + PAGE - 1) & ~(PAGE - 1);
+  pthread_mutex_lock(&huge_lock);
+  uintptr_t base = align <= PAGE ? huge_cache_take(&size) : 0;
+  int hit = base != 0;
+  if (hit) {
+    huge_hits++;
   } else {
-    cache_misses++;
-    pthread_mutex_unlock(&large_lock);
+    huge_misses++;
+    pthread_mutex_unlock(&huge_lock);
     void *fresh;
     if (hak_os_map(size, 0, &fresh) != 0) {
       errno = ENOMEM;
       return NULL;
     }
     HAK_TRACE_ROUTE(HAK_ROUTE_LARGE_MAP, fresh, 0);
-    base = fresh;
-    pthread_mutex_lock(&large_lock);
+    base = (uintptr_t)fresh;
+    pthread_mutex_lock(&huge_lock);
   }
-  void *p = place(base, size, align);
-  if (!p && !cache_put(base, size)) release_mapping(base, size);
-  pthread_mutex_unlock(&large_lock);
+  uintptr_t user = (base + align - 1) & ~(uintptr_t)(align - 1);
+  void *p = huge_place(base, size, user);
+  if (!p) huge_cache_put(base, size);
+  pthread_mutex_unlock(&huge_lock);
   if (!p) {
     errno = ENOMEM;
     return NULL;
   }
-  /* A cached mapping may hold old data: clear what the caller can see. */
-  if (zero && cache_hit) memset(p, 0, n);
+  if (zero && hit) memset(p, 0, n);
   return p;
 }
 
-static void unregister(large_header_t *h) {
-  __atomic_store_n(map_slot(h->user, 0), NULL, __ATOMIC_RELEASE);
-  h->magic = 0;
-  live_blocks--;
-  live_bytes -= h->map_size;
+/* ---- The tier's interface. ---- */
+
+static size_t pages_for(size_t n) { return (n + PAGE - 1) / PAGE; }
+
+/* Blocks above this go to their own mapping: a quarter of a slice keeps one arena from
+ * being filled by a few blocks. */
+static size_t region_max(void) { return slice_bytes / 4; }
+
+void *hak_large_malloc(size_t n, size_t align, int zero) {
+  if (align < 16) align = 16;
+  if (n == 0) n = 1;
+  if (align > LARGE_LIMIT || n > LARGE_LIMIT) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  arena_t *a = arena_of_thread();
+  if (a && n + align <= region_max()) {
+    /* The thread's arena, else (frozen in a fork child, or full) each other one. */
+    for (unsigned i = 0, count = arena_count; i < count; i++) {
+      arena_t *x = &arenas[(unsigned)(a - arenas + i) % count];
+      pthread_mutex_lock(&x->lock);
+      int clean = 0;
+      span_t *s = x->frozen ? NULL : arena_alloc(x, pages_for(n), align, &clean);
+      pthread_mutex_unlock(&x->lock);
+      if (s) {
+        HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, (void *)s->start, 0);
+        if (zero && !clean) memset((void *)s->start, 0, n);
+        return (void *)s->start;
+      }
+    }
+  }
+  return huge_malloc(n, align, zero);
 }
 
-int hak_large_free(void *p) {
-  pthread_mutex_lock(&large_lock);
-  large_header_t *h = lookup(p);
-  if (!h) {
-    pthread_mutex_unlock(&large_lock);
+/* The USED span that starts at p in arena a (lock held), or NULL. */
+static span_t *span_lookup(uintptr_t p) {
+  if (p & (PAGE - 1)) return NULL;
+  span_t *s = map_get(p);
+  return s && s->state == SPAN_USED && s->start == p ? s : NULL;
+}
+
+int hak_large_free(void *ptr) {
+  uintptr_t p = (uintptr_t)ptr;
+  arena_t *a = arena_of_address(p);
+  if (a) {
+    pthread_mutex_lock(&a->lock);
+    span_t *s = span_lookup(p);
+    size_t bytes = s ? s->pages * PAGE : 0;
+    if (s && !a->frozen) span_release(a, s);
+    pthread_mutex_unlock(&a->lock);
+    if (!s) return 0;
+    HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, ptr, 1);
+    hak_purge_kick(bytes); /* freed pages start their decay */
+    return 1;
+  }
+  pthread_mutex_lock(&huge_lock);
+  span_t *s = huge_lookup(p);
+  if (!s) {
+    pthread_mutex_unlock(&huge_lock);
     return 0;
   }
-  char *base = h->map_base;
-  size_t size = h->map_size;
-  unregister(h);
-  HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, p, 1);
-  int cached = cache_put(base, size);
-  if (!cached) release_mapping(base, size);
-  pthread_mutex_unlock(&large_lock);
-  if (cached) hak_purge_kick(size); /* a cached mapping starts its decay */
+  uintptr_t base = s->map_base;
+  size_t size = s->pages;
+  huge_unregister(s);
+  huge_cache_put(base, size);
+  pthread_mutex_unlock(&huge_lock);
+  HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, ptr, 1);
+  hak_purge_kick(size);
   return 1;
 }
 
-size_t hak_large_usable(const void *p) {
-  large_header_t *h = lookup(p);
-  return h ? (size_t)(h->map_base + h->map_size - (char *)p) : 0;
+size_t hak_large_usable(const void *ptr) {
+  uintptr_t p = (uintptr_t)ptr;
+  size_t usable = 0;
+  arena_t *a = arena_of_address(p);
+  if (a) {
+    pthread_mutex_lock(&a->lock);
+    span_t *s = span_lookup(p);
+    if (s) usable = s->pages * PAGE;
+    pthread_mutex_unlock(&a->lock);
+    return usable;
+  }
+  if (p & 15) return 0;
+  pthread_mutex_lock(&huge_lock);
+  span_t *s = huge_lookup(p);
+  if (s) usable = s->map_base + s->pages - p;
+  pthread_mutex_unlock(&huge_lock);
+  return usable;
 }
 
-/* Grows a block into a mapping with headroom, so the next growth steps of a growing
- * buffer fit without any work. A cached mapping is used when one fits (a copy, but no
- * system call, and the old mapping goes to the cache for the next buffer); otherwise the
- * pages move into a fresh mapping (no byte copied). The destination and its page-map slot
- * exist before anything moves, so nothing can fail half-way. */
-static void *move_grow(large_header_t *h, size_t n) {
-  unsigned cls;
-  size_t size = class_round(2 * n + HAK_LARGE_HEADER, &cls);
-  void *old_user = h->user;
-  char *old_base = h->map_base;
-  size_t old_size = h->map_size;
-  char *cached = cache_take(cls, &size);
-  if (cached) {
-    if (!map_slot(cached + HAK_LARGE_HEADER, 1)) {
-      if (!cache_put(cached, size)) release_mapping(cached, size);
-      return NULL;
-    }
-    memcpy(cached + HAK_LARGE_HEADER, old_user, old_size - HAK_LARGE_HEADER);
-    unregister(h);
-    if (!cache_put(old_base, old_size)) release_mapping(old_base, old_size);
-    return place(cached, size, 16);
+/* Resizes the USED span s of arena a in place (lock held): shrinks by freeing its tail,
+ * grows into the free span after it or past the top. Returns 1 if s now has `pages`. */
+static int span_resize(arena_t *a, span_t *s, size_t pages) {
+  if (pages <= s->pages) {
+    if (pages * 2 > s->pages) return 1; /* not worth a split */
+    span_t *t = record_new(&a->spare);
+    if (!t) return 1;
+    *t = (span_t){.start = s->start + pages * PAGE,
+                  .pages = s->pages - pages,
+                  .state = SPAN_USED,
+                  .arena = s->arena};
+    s->pages = pages;
+    map_span(s);
+    a->live_blocks++; /* t is released as a block of its own */
+    span_release(a, t);
+    return 1;
   }
-  /* In place if the address space after the block is free: one call, nothing moves. */
+  /* Growth: into the free span after s (dirty or clean: it becomes part of a block),
+   * and past the top when that span, or s, ends there. */
+  uintptr_t end = span_end(s);
+  span_t *r = NULL;
+  if (end < a->top) {
+    r = map_get(end);
+    if (!r || r->state != SPAN_FREE || r->start != end) return 0; /* a block follows */
+  }
+  size_t have = s->pages + (r ? r->pages : 0);
+  span_t *g = NULL;
+  if (have < pages) {
+    if ((r ? span_end(r) : end) != a->top) return 0;
+    if (!(g = arena_grow(a, pages - have))) return 0;
+  }
+  if (r) free_remove(a, r);
+  size_t rest = have + (g ? g->pages : 0) - pages;
+  /* What is left over lies in the last piece: the grown one if any, else r. */
+  span_t *left_over = g ? g : r;
+  if (g && r) record_free(&a->spare, r);
+  a->live_pages += pages - s->pages;
+  s->pages = pages;
+  map_span(s);
+  if (left_over && rest) {
+    left_over->start = span_end(s);
+    left_over->pages = rest;
+    free_insert(a, left_over); /* between s and the top, or a block of another kind */
+  } else if (left_over) {
+    record_free(&a->spare, left_over);
+  }
+  return 1;
+}
+
+/* Moves a block to a new place with headroom (so that the next steps of a growing buffer
+ * fit), copying its bytes; NULL if no memory. */
+static void *move_grow(void *p, size_t old_usable, size_t n) {
+  size_t room = n < REALLOC_HEADROOM ? n : REALLOC_HEADROOM;
+  size_t want = n + room > LARGE_LIMIT ? n : n + room;
+  void *q = hak_large_malloc(want, 16, 0);
+  if (!q) return NULL;
+  memcpy(q, p, old_usable < n ? old_usable : n);
+  hak_large_free(p);
+  return q;
+}
+
+/* Direct mappings grow in place with mremap, else move their pages (no byte copied). */
+static void *huge_realloc(span_t *s, size_t n) {
+  uintptr_t p = s->start;
+  size_t size = (n + (p - s->map_base) + PAGE - 1) & ~(PAGE - 1);
   void *dest;
-  if (hak_os_remap(old_base, old_size, size, 0, &dest) == 0) {
-    live_bytes += size - old_size;
-    h->map_size = size;
-    return old_user;
+  if (size <= s->pages) {
+    if (size * 2 > s->pages) return (void *)p;
+    if (hak_os_remap((void *)s->map_base, s->pages, size, 0, &dest) != 0) return (void *)p;
+    huge_live_bytes -= s->pages - size;
+    s->pages = size;
+    return (void *)p;
   }
+  if (p != s->map_base) return NULL; /* an aligned block: the caller moves it */
+  size_t room = n < REALLOC_HEADROOM ? n : REALLOC_HEADROOM;
+  size = (n + room + PAGE - 1) & ~(PAGE - 1);
+  if (hak_os_remap((void *)p, s->pages, size, 0, &dest) == 0) {
+    huge_live_bytes += size - s->pages;
+    s->pages = size;
+    return (void *)p;
+  }
+  /* The destination and its page-map slot exist before anything moves, so nothing can
+   * fail half-way. */
   if (hak_os_map(size, 0, &dest) != 0) return NULL;
-  if (!map_slot((char *)dest + HAK_LARGE_HEADER, 1) ||
-      hak_os_remap_to(old_base, old_size, size, dest) != 0) {
-    release_mapping(dest, size);
+  if (!map_slot((uintptr_t)dest, 1) || hak_os_remap_to((void *)p, s->pages, size, dest) != 0) {
+    release_mapping((uintptr_t)dest, size);
     return NULL;
   }
-  /* h is unmapped now (its bytes moved to dest): drop the old entry by address. */
-  __atomic_store_n(map_slot(old_user, 0), NULL, __ATOMIC_RELEASE);
-  live_blocks--;
-  live_bytes -= old_size;
-  return place(dest, size, 16);
+  huge_unregister(s); /* its pages moved: the old range is gone */
+  return huge_place((uintptr_t)dest, size, (uintptr_t)dest);
 }
 
-void *hak_large_realloc(void *p, size_t n) {
-  pthread_mutex_lock(&large_lock);
-  large_header_t *h = lookup(p);
-  void *result = NULL;
-  if (h && (char *)p == h->map_base + HAK_LARGE_HEADER && n <= LARGE_LIMIT) {
-    unsigned cls;
-    size_t size = class_round(n + HAK_LARGE_HEADER, &cls);
-    void *same;
-    if (size <= h->map_size && size * 2 > h->map_size) {
-      result = p; /* fits, and not so much smaller that giving pages back is worth a call */
-    } else if (size > h->map_size) {
-      result = move_grow(h, n);
-    } else if (hak_os_remap(h->map_base, h->map_size, size, 0, &same) == 0) {
-      live_bytes -= h->map_size - size; /* shrinking in place always works */
-      h->map_size = size;
-      result = p;
-    }
+void *hak_large_realloc(void *ptr, size_t n) {
+  uintptr_t p = (uintptr_t)ptr;
+  if (n == 0) n = 1;
+  if (n > LARGE_LIMIT) {
+    errno = ENOMEM;
+    return NULL;
   }
-  pthread_mutex_unlock(&large_lock);
+  void *result = NULL;
+  size_t old_usable = 0;
+  arena_t *a = arena_of_address(p);
+  if (a) {
+    pthread_mutex_lock(&a->lock);
+    span_t *s = span_lookup(p);
+    if (s) {
+      old_usable = s->pages * PAGE;
+      if (!a->frozen && n <= region_max() && span_resize(a, s, pages_for(n))) result = ptr;
+    }
+    pthread_mutex_unlock(&a->lock);
+  } else {
+    pthread_mutex_lock(&huge_lock);
+    span_t *s = huge_lookup(p);
+    if (s) {
+      old_usable = s->map_base + s->pages - p;
+      result = huge_realloc(s, n);
+    }
+    pthread_mutex_unlock(&huge_lock);
+  }
+  if (!result && old_usable) result = move_grow(ptr, old_usable, n);
   if (!result) errno = ENOMEM;
-  /* A move may have cached the old mapping (at least 64 KiB). */
-  if (result && result != p) hak_purge_kick((uint64_t)64 << 10);
   return result;
 }
 
-/* A thread was changing the BigCache at the fork: its entries are dropped (their mappings
- * stay, unused). Page-map slots are single stores, consistent at any instant. */
-void hak_large_fork_child(void) {
-  if (hak_fork_child_reset_lock(&large_lock)) {
-    memset(cache_count, 0, sizeof cache_count);
-    cached_bytes = 0;
-    cached_blocks = 0;
+/* ---- Decay. ---- */
+
+/* Decommits the dirty free spans of arena a whose decay is due (all with force). The
+ * range stays mapped: unmapping part of a claim that had to be a real reservation would
+ * leave a hole the kernel could give to someone else. Lock held. */
+static void arena_purge(arena_t *a, uint64_t now, int force) {
+  for (span_t *s = a->dirty, *next; s; s = next) {
+    next = s->dnext;
+    if (!hak_decay_due(s->freed_ms, now, force)) continue;
+    if (hak_os_decommit((void *)s->start, s->pages * PAGE) != 0) continue; /* retried */
+    a->committed -= (int64_t)(s->pages * PAGE);
+    free_remove(a, s);
+    s->dirty = 0;
+    free_coalesce(a, s); /* clean now: joins its clean neighbours (never on this list) */
   }
 }
 
-/* Resident bytes of every live block's mapping (a walk of the page map: statistics
- * only) and of every cached mapping. large_lock held. */
-static uint64_t resident_locked(void) {
-  uint64_t bytes = 0;
-  for (size_t i1 = 0; i1 < (1u << L1_BITS); i1++) {
-    large_header_t **l2 = page_map[i1];
-    if (!l2) continue;
-    for (size_t i2 = 0; i2 < (1u << L2_BITS); i2++) {
-      large_header_t *h = l2[i2];
-      if (h) bytes += hak_os_resident(h->map_base, h->map_size);
-    }
+int hak_large_maintain(int force) {
+  int waiting = 0;
+  uint64_t now = hak_now_ms();
+  for (unsigned i = 0, n = __atomic_load_n(&arena_count, __ATOMIC_ACQUIRE); i < n; i++) {
+    arena_t *a = &arenas[i];
+    if (!force && !__atomic_load_n(&a->dirty_pages, __ATOMIC_RELAXED)) continue;
+    pthread_mutex_lock(&a->lock);
+    if (!a->frozen) arena_purge(a, now, force);
+    waiting |= a->dirty_pages != 0;
+    pthread_mutex_unlock(&a->lock);
   }
-  for (unsigned c = 0; c < CACHE_CLASSES; c++) {
-    for (unsigned i = 0; i < cache_count[c]; i++) {
-      bytes += hak_os_resident(cache[c][i].base, cache[c][i].size);
+  if (force || __atomic_load_n(&huge_cached, __ATOMIC_RELAXED) ||
+      __atomic_load_n(&unreleased_bytes, __ATOMIC_RELAXED)) {
+    pthread_mutex_lock(&huge_lock);
+    if (unreleased) retry_unreleased();
+    for (unsigned i = huge_cached; i-- > 0;) {
+      if (hak_decay_due(huge_cache[i].freed_ms, now, force)) huge_cache_evict(i);
     }
+    waiting |= huge_cached != 0 || unreleased_bytes != 0;
+    pthread_mutex_unlock(&huge_lock);
   }
-  return bytes;
+  return waiting;
+}
+
+/* An arena whose lock was held at the fork is frozen: its spans may be half-changed, so
+ * it serves no allocation and takes no free again (its memory stays, unused). The huge
+ * cache of a torn fork is dropped. Page-map slots are single stores, consistent at any
+ * instant. */
+void hak_large_fork_child(void) {
+  for (unsigned i = 0; i < ARENAS_MAX; i++) {
+    if (hak_fork_child_reset_lock(&arenas[i].lock)) arenas[i].frozen = 1;
+  }
+  if (hak_fork_child_reset_lock(&huge_lock)) {
+    huge_cached = 0;
+    huge_cached_bytes = 0;
+  }
 }
 
 void hak_large_stats(hak_large_stats_t *out) {
-  pthread_mutex_lock(&large_lock);
-  *out = (hak_large_stats_t){live_blocks, live_bytes,   cached_blocks,    cached_bytes,
-                             cache_hits,  cache_misses, unreleased_bytes, resident_locked()};
-  pthread_mutex_unlock(&large_lock);
+  *out = (hak_large_stats_t){0};
+  for (unsigned i = 0, n = __atomic_load_n(&arena_count, __ATOMIC_ACQUIRE); i < n; i++) {
+    arena_t *a = &arenas[i];
+    pthread_mutex_lock(&a->lock);
+    out->live_blocks += a->live_blocks;
+    out->live_bytes += a->live_pages * PAGE;
+    for (span_t *s = a->dirty; s; s = s->dnext) out->cached_blocks++;
+    out->cached_bytes += a->dirty_pages * PAGE;
+    out->cache_hits += a->hits;
+    out->cache_misses += a->misses;
+    out->mapped_bytes += a->top - a->base;
+    out->os_committed_bytes += a->committed;
+    out->resident_bytes += hak_os_resident((void *)a->base, a->top - a->base);
+    pthread_mutex_unlock(&a->lock);
+  }
+  pthread_mutex_lock(&huge_lock);
+  out->live_blocks += huge_live_blocks;
+  out->live_bytes += huge_live_bytes;
+  out->cached_blocks += huge_cached;
+  out->cached_bytes += huge_cached_bytes;
+  out->cache_hits += huge_hits;
+  out->cache_misses += huge_misses;
+  out->unreleased_bytes = unreleased_bytes;
+  out->huge_blocks = huge_live_blocks;
+  for (span_t *s = huge_live; s; s = s->next) {
+    out->resident_bytes += hak_os_resident((void *)s->map_base, s->pages);
+  }
+  for (unsigned i = 0; i < huge_cached; i++) {
+    out->resident_bytes += hak_os_resident((void *)huge_cache[i].base, huge_cache[i].size);
+  }
+  pthread_mutex_unlock(&huge_lock);
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "allocator/hakmem.h"
+#include "allocator/internal/options.h"
 #include "allocator/os_boundary/os.h"
 #include "allocator/os_boundary/os_testing.h"
 #include "gtest/gtest.h"
@@ -20,37 +21,60 @@ using hak_test::Stamp;
 using hak_test::StampIntact;
 using hak_test::Stats;
 
+// Makes every mapping and commit fail while it lives: memory that is not held already
+// cannot be had.
+struct NoNewMemory {
+  NoNewMemory() {
+    hak_os_fail_every(HAK_OS_MAP, 1);
+    hak_os_fail_every(HAK_OS_COMMIT, 1);
+  }
+  ~NoNewMemory() {
+    hak_os_fail_every(HAK_OS_MAP, 0);
+    hak_os_fail_every(HAK_OS_COMMIT, 0);
+  }
+};
+
+// 600 MiB is more than any arena holds free in this process, less than a block of its
+// own (a quarter of an arena): the arena must grow, and every other arena too, then a
+// mapping of its own is tried.
+constexpr size_t kNeedsNewMemory = size_t{600} << 20;
+
 TEST(SystemFaultTest, FailedMappingIsNullWithEnomemAndTheNextOneWorks) {
   hak_stats_t before = Stats();
-  hak_os_fail_nth(HAK_OS_MAP, 1);
-  errno = 0;
-  void *p = malloc(40 << 20);  // too big for any cache: needs a new mapping
+  void *p;
+  {
+    NoNewMemory refuse;
+    errno = 0;
+    p = malloc(kNeedsNewMemory);
+  }
   EXPECT_EQ(p, nullptr);
   EXPECT_EQ(errno, ENOMEM);
   hak_stats_t after = Stats();
-  EXPECT_EQ(after.os_failures[HAK_STAT_OS_MAP] - before.os_failures[HAK_STAT_OS_MAP], 1u);
+  // Every arena's growth (its page-map table or its pages) and then a mapping of its own.
+  EXPECT_GE(after.os_failures[HAK_STAT_OS_COMMIT] + after.os_failures[HAK_STAT_OS_MAP] -
+                before.os_failures[HAK_STAT_OS_COMMIT] - before.os_failures[HAK_STAT_OS_MAP],
+            2u);
   EXPECT_EQ(after.large_live_blocks, before.large_live_blocks) << "nothing half-made is left";
-  void *q = malloc(40 << 20);
+  auto *q = static_cast<char *>(malloc(kNeedsNewMemory));
   ASSERT_NE(q, nullptr);
-  memset(q, 7, 40 << 20);
+  memset(q, 7, 1 << 20);
+  memset(q + kNeedsNewMemory - (1 << 20), 7, 1 << 20);
   free(q);
 }
 
 TEST(SystemFaultTest, FailedCallocAndAlignedAllocationsReportEnomem) {
-  hak_os_fail_nth(HAK_OS_MAP, 1);
-  errno = 0;
-  EXPECT_EQ(calloc(1, 50 << 20), nullptr);
-  EXPECT_EQ(errno, ENOMEM);
-  hak_os_fail_nth(HAK_OS_MAP, 1);
-  void *p = reinterpret_cast<void *>(0x1);
-  EXPECT_EQ(posix_memalign(&p, 1 << 20, 50 << 20), ENOMEM);
-  EXPECT_EQ(p, reinterpret_cast<void *>(0x1));
-  hak_os_fail_nth(HAK_OS_MAP, 1);
   char *small = static_cast<char *>(malloc(100));
   ASSERT_NE(small, nullptr);
   strcpy(small, "kept");
+  NoNewMemory refuse;
   errno = 0;
-  EXPECT_EQ(realloc(small, 60 << 20), nullptr);
+  EXPECT_EQ(calloc(1, kNeedsNewMemory + (1 << 20)), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  void *p = reinterpret_cast<void *>(0x1);
+  EXPECT_EQ(posix_memalign(&p, 1 << 20, kNeedsNewMemory + (2 << 20)), ENOMEM);
+  EXPECT_EQ(p, reinterpret_cast<void *>(0x1));
+  errno = 0;
+  EXPECT_EQ(realloc(small, kNeedsNewMemory + (3 << 20)), nullptr);
   EXPECT_EQ(errno, ENOMEM);
   EXPECT_STREQ(small, "kept") << "a failed realloc leaves the block alone";
   free(small);
@@ -82,35 +106,62 @@ TEST(SystemFaultTest, FailedCommitFallsBackAndKeepsWorking) {
   }
 }
 
+// Every third request meets a kernel that refuses all new memory: it is served from what
+// the arenas hold free, or is NULL with ENOMEM; every block served keeps its contents.
 TEST(SystemFaultTest, EveryNthMappingFailingNeverCrashes) {
-  std::vector<void *> blocks;
+  struct Block {
+    void *p;
+    size_t n;
+    int seed;
+  };
+  std::vector<Block> blocks;
   int failures = 0;
   for (int i = 0; i < 200; i++) {
-    if (i % 3 == 0) hak_os_fail_nth(HAK_OS_MAP, 1);
-    void *p = malloc(static_cast<size_t>(70000 + i * 40000));
+    size_t n = static_cast<size_t>(70000 + i * 40000);
+    void *p;
+    errno = 0;
+    if (i % 3 == 0) {
+      NoNewMemory refuse;
+      p = malloc(n);
+    } else {
+      p = malloc(n);
+    }
     if (p == nullptr) {
       EXPECT_EQ(errno, ENOMEM);
       failures++;
     } else {
-      blocks.push_back(p);
+      Stamp(p, n, i);
+      blocks.push_back({p, n, i});
     }
   }
-  hak_os_fail_nth(HAK_OS_MAP, 0);
-  for (void *p : blocks) free(p);
+  {
+    NoNewMemory refuse;  // and one request that no free span can serve
+    errno = 0;
+    void *p = malloc(kNeedsNewMemory);
+    EXPECT_EQ(p, nullptr);
+    EXPECT_EQ(errno, ENOMEM);
+    failures += p == nullptr;
+  }
+  for (const Block &b : blocks) {
+    EXPECT_TRUE(StampIntact(b.p, b.n, b.seed)) << b.seed;
+    free(b.p);
+  }
   EXPECT_GT(failures, 0);
 }
 
 // munmap can fail (ENOMEM when splitting a merged area would pass vm.max_map_count). A
-// freed Large mapping the kernel refused to unmap is decommitted, accounted and retried,
-// never forgotten.
+// freed block with a mapping of its own (more than a quarter of an arena: 1 GiB here)
+// that the kernel refused to unmap is decommitted, accounted and retried, never forgotten.
 TEST(SystemFaultTest, RefusedUnmapIsKeptAccountedAndRetried) {
-  const size_t n = size_t{80} << 20;  // beyond the BigCache's budget: unmapped on free
+  const size_t n = size_t{1100} << 20;
   char *p = static_cast<char *>(malloc(n));
   ASSERT_NE(p, nullptr);
-  memset(p, 1, n);
+  for (size_t i = 0; i < n; i += size_t{1} << 20) p[i] = 1;
+  hak_option_values[HAK_OPT_BIGCACHE_MB] = 0;  // not kept for reuse: unmapped on free
   hak_stats_t before = Stats();
   hak_os_fail_nth(HAK_OS_RELEASE, 1);
   free(p);
+  hak_option_values[HAK_OPT_BIGCACHE_MB] = hak_option_table[HAK_OPT_BIGCACHE_MB].def;
   hak_stats_t refused = Stats();
   EXPECT_EQ(refused.os_failures[HAK_STAT_OS_RELEASE] - before.os_failures[HAK_STAT_OS_RELEASE], 1u);
   EXPECT_GT(refused.os_calls[HAK_STAT_OS_DECOMMIT], before.os_calls[HAK_STAT_OS_DECOMMIT])
