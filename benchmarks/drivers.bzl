@@ -10,4 +10,5 @@ DRIVERS = [
     "realloc_grow",
     "pair_loop",
     "burst_idle",
+    "large_replace",
 ]
