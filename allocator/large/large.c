@@ -39,6 +39,7 @@
 #define BINS 192                            /* exact below 16 pages, then 4 per power of two */
 #define BIN_SCAN 32                         /* spans of a bin looked at for the best fit */
 #define GROW_BYTES ((size_t)2 << 20)        /* an arena's top grows by at least this */
+#define DIRTY_FLOOR ((size_t)16 << 20)      /* freed bytes an arena may always keep */
 #define HUGE_SLOTS 8                        /* freed direct mappings kept for reuse */
 #define LARGE_LIMIT ((size_t)1 << 46)       /* no size or alignment above this is served */
 #define REALLOC_HEADROOM ((size_t)64 << 20) /* most extra bytes a moved block gets */
@@ -75,8 +76,8 @@ typedef struct {
   uintptr_t top;       /* [base, top) is mapped and covered by spans */
   span_t *bins[BINS];  /* FREE spans by size, most recently freed first */
   uint64_t nonempty[BINS / 64];
-  span_t *dirty; /* FREE spans whose pages may be resident */
-  span_t *spare; /* unused records */
+  span_t *dirty, *dirty_tail; /* FREE spans whose pages may be resident, newest first */
+  span_t *spare;              /* unused records */
   uint64_t free_pages, dirty_pages, live_blocks, live_pages, hits, misses;
   int64_t committed; /* bytes of its commit calls less those of its decommit calls */
   int frozen;        /* fork child: a thread was changing the arena at the fork; not used again */
@@ -172,7 +173,10 @@ static void free_insert(arena_t *a, span_t *s) {
   if (s->dirty) {
     s->dprev = NULL;
     s->dnext = a->dirty;
-    if (s->dnext) s->dnext->dprev = s;
+    if (s->dnext)
+      s->dnext->dprev = s;
+    else
+      a->dirty_tail = s;
     a->dirty = s;
     __atomic_store_n(&a->dirty_pages, a->dirty_pages + s->pages, __ATOMIC_RELAXED);
     __atomic_fetch_add(&dirty_bytes_total, s->pages * PAGE, __ATOMIC_RELAXED);
@@ -185,7 +189,10 @@ static void dirty_remove(arena_t *a, span_t *s) {
     s->dprev->dnext = s->dnext;
   else
     a->dirty = s->dnext;
-  if (s->dnext) s->dnext->dprev = s->dprev;
+  if (s->dnext)
+    s->dnext->dprev = s->dprev;
+  else
+    a->dirty_tail = s->dprev;
   __atomic_store_n(&a->dirty_pages, a->dirty_pages - s->pages, __ATOMIC_RELAXED);
   __atomic_fetch_sub(&dirty_bytes_total, s->pages * PAGE, __ATOMIC_RELAXED);
 }
@@ -214,12 +221,25 @@ static span_t *span_find(arena_t *a, size_t pages) {
     if (s->pages == pages) break;
   }
   if (best) return best;
-  for (unsigned w = (b + 1) / 64; w < BINS / 64; w++) {
+  /* Every span of a higher bin fits. Dirty pages first (reusing them costs no new
+   * memory), then the lowest address (blocks packed low leave fewer holes); the first
+   * two non-empty bins are looked at. */
+  span_t *clean = NULL;
+  unsigned bins_seen = 0;
+  for (unsigned w = (b + 1) / 64; w < BINS / 64 && bins_seen < 2; w++) {
     uint64_t bits = a->nonempty[w];
     if (w == (b + 1) / 64) bits &= ~0ull << ((b + 1) % 64);
-    if (bits) return a->bins[w * 64 + (unsigned)__builtin_ctzll(bits)];
+    for (; bits && bins_seen < 2; bits &= bits - 1, bins_seen++) {
+      scanned = 0;
+      for (span_t *s = a->bins[w * 64 + (unsigned)__builtin_ctzll(bits)]; s && scanned < BIN_SCAN;
+           s = s->next, scanned++) {
+        span_t **pick = s->dirty ? &best : &clean;
+        if (!*pick || s->start < (*pick)->start) *pick = s;
+      }
+      if (best) return best;
+    }
   }
-  return NULL;
+  return clean;
 }
 
 /* Takes [s->start + lead pages, + pages) out of the FREE span s (removed from its bin by
@@ -319,6 +339,40 @@ static void free_coalesce(arena_t *a, span_t *s) {
   free_insert(a, s);
 }
 
+/* Gives back the pages of the arena's oldest dirty spans while its dirty pages exceed its
+ * live ones (and DIRTY_FLOOR): holes between blocks never hold more memory than the
+ * blocks do, whatever the decay. Lock held. */
+static void arena_trim_dirty(arena_t *a) {
+  uint64_t limit = a->live_pages;
+  if (limit < DIRTY_FLOOR / PAGE) limit = DIRTY_FLOOR / PAGE;
+  if (a->dirty_pages <= limit) return;
+  limit /= 2; /* down to half, so that the next frees do not each cost a call */
+  while (a->dirty_pages > limit) {
+    span_t *s = a->dirty_tail;
+    size_t excess = a->dirty_pages - limit;
+    span_t *c = excess < s->pages ? record_new(&a->spare) : NULL;
+    if (c) { /* only the excess, cut from the front of the span as a clean one */
+      if (hak_os_decommit((void *)s->start, excess * PAGE) != 0) {
+        record_free(&a->spare, c);
+        return;
+      }
+      a->committed -= (int64_t)(excess * PAGE);
+      free_remove(a, s);
+      *c = (span_t){.start = s->start, .pages = excess, .arena = s->arena};
+      s->start += excess * PAGE;
+      s->pages -= excess;
+      free_insert(a, s);
+      free_coalesce(a, c);
+      return;
+    }
+    if (hak_os_decommit((void *)s->start, s->pages * PAGE) != 0) return;
+    a->committed -= (int64_t)(s->pages * PAGE);
+    free_remove(a, s);
+    s->dirty = 0;
+    free_coalesce(a, s);
+  }
+}
+
 /* Frees the USED span s: dirty, joined with dirty neighbours, back in the bins; past the
  * bound on freed memory kept committed, its pages go back at once. */
 static void span_release(arena_t *a, span_t *s) {
@@ -333,6 +387,7 @@ static void span_release(arena_t *a, span_t *s) {
     a->committed -= (int64_t)(s->pages * PAGE);
   }
   free_coalesce(a, s);
+  arena_trim_dirty(a);
 }
 
 /* A USED span of `pages` aligned to `align` from arena a (lock held); *clean says whether
@@ -698,7 +753,7 @@ static int span_resize(arena_t *a, span_t *s, size_t pages) {
 /* Moves a block to a new place with headroom (so that the next steps of a growing buffer
  * fit), copying its bytes; NULL if no memory. */
 static void *move_grow(void *p, size_t old_usable, size_t n) {
-  size_t room = n < REALLOC_HEADROOM ? n : REALLOC_HEADROOM;
+  size_t room = n / 2 < REALLOC_HEADROOM ? n / 2 : REALLOC_HEADROOM;
   size_t want = n + room > LARGE_LIMIT ? n : n + room;
   void *q = hak_large_malloc(want, 16, 0);
   if (!q) return NULL;

@@ -216,6 +216,26 @@ TEST_F(LargeHeapTest, TheDecayPurgesOnlyWhatIsDue) {
   hak_large_free(fence);
 }
 
+// Freed pages kept for reuse are bounded by what the arena serves (at least 16 MiB; past
+// the bound, trimmed to half of it): a program that frees most of its blocks gets the rest
+// back at once, before the decay.
+TEST_F(LargeHeapTest, FreedPagesBeyondTheLiveOnesGoBackAtOnce) {
+  std::vector<char *> blocks;
+  for (int i = 0; i < 40; i++) {
+    char *p = Pages(256);  // 1 MiB each
+    memset(p, 1, 256 * kPage);
+    blocks.push_back(p);
+  }
+  for (char *p : blocks) hak_large_free(p);
+  hak_large_stats_t s;
+  hak_large_stats(&s);
+  EXPECT_LE(s.cached_bytes, size_t{16} << 20);
+  EXPECT_GE(s.cached_bytes, size_t{7} << 20) << "the most recently freed are kept";
+  size_t resident = 0;
+  for (char *p : blocks) resident += hak_os_resident(p, 256 * kPage);
+  EXPECT_LE(resident, size_t{16} << 20);
+}
+
 TEST_F(LargeHeapTest, AlignedBlocksComeFromTheRegion) {
   for (size_t align : {size_t{8192}, size_t{64} << 10, size_t{1} << 20, size_t{4} << 20}) {
     void *p = hak_large_malloc(100000, align, 0);

@@ -34,10 +34,12 @@ struct NoNewMemory {
   }
 };
 
-// 600 MiB is more than any arena holds free in this process, less than a block of its
-// own (a quarter of an arena): the arena must grow, and every other arena too, then a
-// mapping of its own is tried.
+// More than any arena holds free in this process (no block this big is ever served
+// before the refusals that use it: the first test frees a 600 MiB block, then only
+// bigger requests are refused), less than a block of its own (a quarter of an arena):
+// an arena must grow, then every other arena, then a mapping of its own is tried.
 constexpr size_t kNeedsNewMemory = size_t{600} << 20;
+constexpr size_t kNeverHeld = size_t{900} << 20;
 
 TEST(SystemFaultTest, FailedMappingIsNullWithEnomemAndTheNextOneWorks) {
   hak_stats_t before = Stats();
@@ -68,13 +70,13 @@ TEST(SystemFaultTest, FailedCallocAndAlignedAllocationsReportEnomem) {
   strcpy(small, "kept");
   NoNewMemory refuse;
   errno = 0;
-  EXPECT_EQ(calloc(1, kNeedsNewMemory + (1 << 20)), nullptr);
+  EXPECT_EQ(calloc(1, kNeverHeld + (1 << 20)), nullptr);
   EXPECT_EQ(errno, ENOMEM);
   void *p = reinterpret_cast<void *>(0x1);
-  EXPECT_EQ(posix_memalign(&p, 1 << 20, kNeedsNewMemory + (2 << 20)), ENOMEM);
+  EXPECT_EQ(posix_memalign(&p, 1 << 20, kNeverHeld + (2 << 20)), ENOMEM);
   EXPECT_EQ(p, reinterpret_cast<void *>(0x1));
   errno = 0;
-  EXPECT_EQ(realloc(small, kNeedsNewMemory + (3 << 20)), nullptr);
+  EXPECT_EQ(realloc(small, kNeverHeld + (3 << 20)), nullptr);
   EXPECT_EQ(errno, ENOMEM);
   EXPECT_STREQ(small, "kept") << "a failed realloc leaves the block alone";
   free(small);
@@ -137,7 +139,7 @@ TEST(SystemFaultTest, EveryNthMappingFailingNeverCrashes) {
   {
     NoNewMemory refuse;  // and one request that no free span can serve
     errno = 0;
-    void *p = malloc(kNeedsNewMemory);
+    void *p = malloc(kNeverHeld);
     EXPECT_EQ(p, nullptr);
     EXPECT_EQ(errno, ENOMEM);
     failures += p == nullptr;
