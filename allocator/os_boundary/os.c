@@ -278,6 +278,20 @@ int hak_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest) {
   return 0;
 }
 
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4 /* Linux 5.7; older headers lack it */
+#endif
+
+int hak_os_move_pages(void *p, size_t size, void *dest) {
+  int err = os_enter(HAK_OS_REMAP, size);
+  if (err) return os_fail(HAK_OS_REMAP, err);
+  int flags = MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP;
+  if (mremap(p, size, size, flags, dest) == MAP_FAILED) {
+    return os_fail(HAK_OS_REMAP, errno == EINVAL ? EINVAL : ENOMEM);
+  }
+  return 0;
+}
+
 int hak_os_protect(void *p, size_t size, int prot) {
   int err = os_enter(HAK_OS_PROTECT, size);
   if (err) return os_fail(HAK_OS_PROTECT, err);

@@ -86,6 +86,13 @@ int hak_os_remap(void *p, size_t old_size, size_t new_size, int may_move, void *
  * afterwards. On failure both mappings are left as they were. */
 int hak_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest);
 
+/* Moves the pages of [p, p+size) onto [dest, dest+size) (part of a read/write mapping the
+ * caller owns, which they replace) without copying a byte; [p, p+size) stays mapped and
+ * reads as zero afterwards (mremap with MREMAP_DONTUNMAP). Counted as a remap. Returns 0,
+ * EINVAL where the kernel lacks the flag (before Linux 5.7), or ENOMEM; on failure both
+ * ranges are as they were. */
+int hak_os_move_pages(void *p, size_t size, void *dest);
+
 /* Changes the access rights of [p, p+size) to `prot` (PROT_* bits). */
 int hak_os_protect(void *p, size_t size, int prot);
 

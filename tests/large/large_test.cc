@@ -216,10 +216,11 @@ TEST_F(LargeHeapTest, TheDecayPurgesOnlyWhatIsDue) {
   hak_large_free(fence);
 }
 
-// Freed pages kept for reuse are bounded by what the arena serves (at least 16 MiB; past
-// the bound, trimmed to half of it): a program that frees most of its blocks gets the rest
-// back at once, before the decay.
-TEST_F(LargeHeapTest, FreedPagesBeyondTheLiveOnesGoBackAtOnce) {
+// Freed pages kept for reuse are bounded by what the arena recently served (1.5 times
+// the recent peak of its live pages, at least 16 MiB; past the bound, trimmed to half of
+// it): a working set freed at once is kept for the next cycle, but once the peak has
+// decayed (its excess halves at every pass) the next free gives the excess back at once.
+TEST_F(LargeHeapTest, FreedPagesBeyondTheRecentPeakGoBack) {
   std::vector<char *> blocks;
   for (int i = 0; i < 40; i++) {
     char *p = Pages(256);  // 1 MiB each
@@ -228,6 +229,12 @@ TEST_F(LargeHeapTest, FreedPagesBeyondTheLiveOnesGoBackAtOnce) {
   }
   for (char *p : blocks) hak_large_free(p);
   hak_large_stats_t s;
+  hak_large_stats(&s);
+  EXPECT_GE(s.cached_bytes, size_t{40} << 20) << "the working set is kept for the next cycle";
+  for (int pass = 0; pass < 16; pass++) hak_large_maintain(0);  // not due: the peak decays
+  hak_large_stats(&s);
+  EXPECT_GE(s.cached_bytes, size_t{40} << 20) << "passes alone give nothing back early";
+  hak_large_free(Pages(1));
   hak_large_stats(&s);
   EXPECT_LE(s.cached_bytes, size_t{16} << 20);
   EXPECT_GE(s.cached_bytes, size_t{7} << 20) << "the most recently freed are kept";
@@ -270,6 +277,39 @@ TEST_F(LargeHeapTest, ReallocGrowsIntoFreeNeighboursShrinksInPlaceAndMovesOtherw
   EXPECT_EQ(hak_large_usable(a), 0u) << "the old block is freed";
   hak_large_free(b);
   hak_large_free(fence);
+}
+
+// A block of 4 MiB or more that must move (a block follows it) moves its pages with one
+// mremap; when the kernel refuses, its bytes are copied. Contents kept either way.
+TEST_F(LargeHeapTest, BigBlocksMoveTheirPagesAndAreCopiedWhenTheKernelRefuses) {
+  for (int refuse = 0; refuse < 2; refuse++) {
+    auto *p = reinterpret_cast<unsigned char *>(Pages(1024));  // 4 MiB
+    char *fence = Pages(1);
+    ASSERT_EQ(fence, reinterpret_cast<char *>(p) + 1024 * kPage);
+    for (size_t i = 0; i < 1024 * kPage; i += 512) p[i] = static_cast<unsigned char>(i >> 9);
+    hak_os_counters_t before, after;
+    hak_os_counters(&before);
+    hak_os_fail_every(HAK_OS_REMAP, refuse);
+    auto *q = static_cast<unsigned char *>(hak_large_realloc(p, size_t{10} << 20));
+    hak_os_fail_every(HAK_OS_REMAP, 0);
+    hak_os_counters(&after);
+    ASSERT_NE(q, nullptr) << refuse;
+    EXPECT_NE(q, p);
+    EXPECT_TRUE(InRegion(q));
+    EXPECT_EQ(after.calls[HAK_OS_REMAP] - before.calls[HAK_OS_REMAP], 1u) << refuse;
+    EXPECT_EQ(after.failures[HAK_OS_REMAP] - before.failures[HAK_OS_REMAP],
+              static_cast<uint64_t>(refuse));
+    for (size_t i = 0; i < 1024 * kPage; i += 512) {
+      ASSERT_EQ(q[i], static_cast<unsigned char>(i >> 9)) << refuse << " " << i;
+    }
+    EXPECT_GE(hak_large_usable(q), size_t{10} << 20);
+    if (!refuse) {
+      EXPECT_EQ(hak_os_resident(p, 1024 * kPage), 0u) << "the old range lost its pages";
+    }
+    EXPECT_EQ(hak_large_usable(p), 0u) << "the old block is freed";
+    hak_large_free(q);
+    hak_large_free(fence);
+  }
 }
 
 // A growing buffer at an arena's top grows in place, the arena mapping more behind it.

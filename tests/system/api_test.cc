@@ -13,6 +13,8 @@
 
 #include "absl/strings/str_format.h"
 #include "allocator/hakmem.h"
+#include "allocator/os_boundary/os.h"
+#include "allocator/os_boundary/os_testing.h"
 #include "gtest/gtest.h"
 #include "tests/system/test_util.h"
 
@@ -202,20 +204,62 @@ TEST(SystemApiTest, ReallocNullIsMallocAndZeroFreesLikeGlibc) {
   EXPECT_EQ(realloc(p, 0), nullptr);  // glibc: frees p, returns NULL
 }
 
-TEST(SystemApiTest, LargeReallocGrowsInPlaceWithoutCopy) {
+// A buffer grown from 1 MiB to 8 MiB in 1.5x steps, the pattern of a growing array:
+// every step keeps the contents; with a free span or the arena's top after it, it grows
+// where it is, and it never needs more than a few moves (each with headroom) or memory
+// system calls.
+TEST(SystemApiTest, LargeReallocGrowsFrom1To8MiBKeepingItsContents) {
   hak_stats_t before, after;
-  char *p = static_cast<char *>(malloc(1 << 20));
+  size_t n = size_t{1} << 20;
+  auto *p = static_cast<unsigned char *>(malloc(n));
   ASSERT_NE(p, nullptr);
-  p[0] = 'x';
+  Stamp(p, n, 42);
   hak_stats_get(&before);
-  char *q = static_cast<char *>(realloc(p, (1 << 20) + 4096));
-  ASSERT_NE(q, nullptr);
-  EXPECT_EQ(q[0], 'x');
-  hak_stats_get(&after);
-  if (q == p) {
-    EXPECT_EQ(after.os_calls[HAK_STAT_OS_MAP], before.os_calls[HAK_STAT_OS_MAP]);
+  int moves = 0, steps = 0;
+  while (n < (size_t{8} << 20)) {
+    size_t next = n * 3 / 2;
+    auto *q = static_cast<unsigned char *>(realloc(p, next));
+    ASSERT_NE(q, nullptr) << next;
+    ASSERT_TRUE(StampIntact(q, size_t{1} << 20, 42)) << "step " << steps;
+    moves += q != p;
+    steps++;
+    memset(q + n, 0x33, next - n);  // the new part is the caller's to use
+    p = q;
+    n = next;
   }
-  free(q);
+  hak_stats_get(&after);
+  EXPECT_EQ(steps, 6);
+  EXPECT_LE(moves, 3) << "growth in place or into headroom";
+  EXPECT_LE(after.os_calls_total - before.os_calls_total, 4u) << "no mapping per step";
+  for (size_t i = size_t{1} << 20; i < n; i += 4096) ASSERT_EQ(p[i], 0x33) << i;
+  free(p);
+}
+
+// The same growth while the kernel refuses every new mapping and commit: each step is
+// served from memory hakmem holds, or fails with ENOMEM leaving the block as it was.
+TEST(SystemApiTest, LargeReallocUnderRefusedMemoryKeepsTheBlock) {
+  size_t n = size_t{1} << 20;
+  auto *p = static_cast<unsigned char *>(malloc(n));
+  ASSERT_NE(p, nullptr);
+  Stamp(p, n, 7);
+  hak_os_fail_every(HAK_OS_MAP, 1);
+  hak_os_fail_every(HAK_OS_COMMIT, 1);
+  int refused = 0;
+  for (size_t next = n * 2; next <= (size_t{512} << 20); next *= 2) {
+    errno = 0;
+    auto *q = static_cast<unsigned char *>(realloc(p, next));
+    if (!q) {
+      EXPECT_EQ(errno, ENOMEM);
+      refused++;
+      continue;  // p is untouched
+    }
+    p = q;
+  }
+  hak_os_fail_every(HAK_OS_MAP, 0);
+  hak_os_fail_every(HAK_OS_COMMIT, 0);
+  EXPECT_GT(refused, 0) << "512 MiB was never held";
+  EXPECT_TRUE(StampIntact(p, n, 7));
+  free(p);
 }
 
 TEST(SystemApiTest, FreeSizedAndUsableSizeOfNull) {
