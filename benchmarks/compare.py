@@ -46,9 +46,10 @@ WORKLOADS = [
     ("xthread", "xthread", "1 4000000 1", "1 500000 1"),
     ("cache_thrash", "cache_thrash", "2 1000000 100 8", "2 100000 100 8"),
     ("realloc_grow", "realloc_grow", "1000 1048576 1", "150 1048576 1"),
-    # Big buffers replaced at random, every page touched: one thread of 20 zero-filled
-    # 5-25 MiB buffers, and two threads of 8 blocks of 64 KiB-1 MiB each.
-    ("large 5-25M", "large_replace", "1 1000 20 5120 25600 1 1", "1 100 20 5120 25600 1 1"),
+    # Big buffers replaced at random: one thread of 20 buffers of 5-25 MiB, each cleared
+    # with memset (mimalloc-bench's malloc-large), and two threads of 8 blocks of
+    # 64 KiB-1 MiB each with every page touched.
+    ("large 5-25M", "large_replace", "1 1000 20 5120 25600 2 1", "1 100 20 5120 25600 2 1"),
     ("large 2T", "large_replace", "2 100000 8 64 1024 0 1", "2 10000 8 64 1024 0 1"),
     # 400 MiB burst freed, then 2 s of fast-path calls (mode 0) or of nothing while the
     # thread that allocated it all stays alive and another freed it (mode 3): the "RSS

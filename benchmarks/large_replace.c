@@ -1,18 +1,21 @@
 /* large_replace: threads keep WORKSET live big blocks each and replace a random one per
- * step with a block of MIN_KIB..MAX_KIB, touching every page of it: buffers of a media or
- * compression service (mimalloc-bench's malloc-large pattern with CALLOC=1, 5-25 MiB).
- * With CALLOC=1 blocks come from calloc and every page is checked to read zero before it
- * is written; otherwise from malloc. A block that fails the check stops the run.
- * usage: large_replace THREADS ITERS WORKSET MIN_KIB MAX_KIB CALLOC SEED */
+ * step with a block of MIN_KIB..MAX_KIB: buffers of a media or compression service.
+ * FILL says how a block is made and used:
+ *   0: malloc, then one byte written per page;
+ *   1: calloc, every page checked to read zero, then one byte written per page (a block
+ *      that fails the check stops the run);
+ *   2: malloc, then every byte cleared with memset: a zero-filled buffer as C++'s
+ *      std::make_unique<char[]>(n) makes it (mimalloc-bench's malloc-large, 5-25 MiB).
+ * usage: large_replace THREADS ITERS WORKSET MIN_KIB MAX_KIB FILL SEED */
 #include <pthread.h>
 
 #include "benchmarks/driver_util.h"
 
 #define USAGE \
-  "THREADS ITERS WORKSET MIN_KIB MAX_KIB CALLOC SEED   (defaults: 1 2000 20 5120 25600 1 1)"
+  "THREADS ITERS WORKSET MIN_KIB MAX_KIB FILL SEED   (defaults: 1 2000 20 5120 25600 2 1)"
 
 typedef struct {
-  uint64_t iters, workset, min, max, zero, seed;
+  uint64_t iters, workset, min, max, fill, seed;
   int failed; /* 1: no memory, 2: a calloc'd page was not zero */
 } replace_args_t;
 
@@ -25,14 +28,19 @@ static void *replace_thread(void *arg) {
     uint64_t k = drv_next(&rng) % a->workset;
     free(slots[k]);
     size_t n = (size_t)drv_range(&rng, a->min, a->max) << 10;
-    unsigned char *p = a->zero ? calloc(1, n) : malloc(n);
+    unsigned char *p = a->fill == 1 ? calloc(1, n) : malloc(n);
     slots[k] = p;
     if (!p) {
       a->failed = 1;
       break;
     }
+    if (a->fill == 2) {
+      memset(p, 0, n);
+      p[n - 1] = (unsigned char)(i + 1);
+      continue;
+    }
     for (size_t off = 0; off < n; off += 4096) {
-      if (a->zero && p[off] != 0) a->failed = 2;
+      if (a->fill == 1 && p[off] != 0) a->failed = 2;
       p[off] = (unsigned char)(i + 1);
     }
   }
@@ -48,13 +56,13 @@ int main(int argc, char **argv) {
   uint64_t workset = drv_arg(argc, argv, 3, 20, 1, 1 << 20, USAGE);
   uint64_t min = drv_arg(argc, argv, 4, 5120, 1, 1 << 24, USAGE);
   uint64_t max = drv_arg(argc, argv, 5, 25600, min, 1 << 24, USAGE);
-  uint64_t zero = drv_arg(argc, argv, 6, 1, 0, 1, USAGE);
+  uint64_t fill = drv_arg(argc, argv, 6, 2, 0, 2, USAGE);
   uint64_t seed = drv_arg(argc, argv, 7, 1, 0, UINT64_MAX, USAGE);
   replace_args_t *args = calloc(threads, sizeof *args);
   pthread_t *th = calloc(threads, sizeof *th);
   double start = drv_now();
   for (uint64_t t = 0; t < threads; t++) {
-    args[t] = (replace_args_t){iters, workset, min, max, zero, seed + t, 0};
+    args[t] = (replace_args_t){iters, workset, min, max, fill, seed + t, 0};
     if (pthread_create(&th[t], NULL, replace_thread, &args[t]) != 0) return 1;
   }
   int failed = 0;
