@@ -1,6 +1,8 @@
 /* Statistics: hak_stats_get gathers every tier's counters into the one list in hakmem.h,
  * hak_stats_print writes that list (and the trace variant's route counters). */
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 #include "allocator/front/init.h"
 #include "allocator/hakmem.h"
@@ -71,7 +73,15 @@ void hak_stats_print(int fd) {
   hak_buf_t b = {text, 0, sizeof text};
   hak_stats_t s;
   hak_stats_get(&s);
-  hak_buf_str(&b, "hakmem stats (" HAK_VARIANT_NAME ", " HAK_VARIANT_FLAGS ")\n");
+  /* Which process: a program started through a shell or a wrapper prints one block per
+   * process, and a reader must find its own. */
+  char comm[17] = {0};
+  if (prctl(PR_GET_NAME, comm, 0, 0, 0) != 0) comm[0] = 0;
+  hak_buf_str(&b, "hakmem stats of pid ");
+  hak_buf_u64(&b, (uint64_t)getpid());
+  hak_buf_str(&b, " ");
+  hak_buf_str(&b, comm[0] ? comm : "?");
+  hak_buf_str(&b, " (" HAK_VARIANT_NAME ", " HAK_VARIANT_FLAGS ")\n");
 #define HAK_PRINT_COUNTER(field, label, what) line_u64(&b, label, s.field);
   HAK_STATS_COUNTERS(HAK_PRINT_COUNTER)
 #undef HAK_PRINT_COUNTER
