@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """hakmem side by side with the allocators a user would otherwise pick.
 
-Runs every workload driver under each allocator found on the machine (through
+Runs every workload driver, and real programs (redis-server, sqlite3, CPython; see
+programs.py), under each allocator found on the machine (through
 LD_PRELOAD: hakmem's release libhakmem.so, the system allocator, mimalloc, jemalloc,
 tcmalloc), interleaved in rounds (every allocator once per round, the order rotating from
 round to round) so that machine noise hits everyone alike, and prints one table of
@@ -10,7 +11,9 @@ calls per million operations. A ratio is the median of the ratios within each ro
 a shared machine whose speed changes for seconds at a time, the runs of one round see the
 same machine, while the medians of all runs can come from different ones. Writes the
 table as Markdown, a bar chart and every run (runs.csv) to an output directory named on
-the last line.
+the last line. A real program whose output differs from its output on the system
+allocator, that is missing, fails to start, or (on hakmem) did not allocate through
+hakmem, is reported in its cell and makes the exit status 1.
 """
 
 import argparse
@@ -26,6 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from benchmarks import programs
 
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 PEERS = [
@@ -56,6 +61,14 @@ WORKLOADS = [
     # after free" row is what the process holds at the end of the quiet phase.
     ("burst idle", "burst_idle", "0 400 2000 1", "0 64 500 1"),
     ("burst freed remotely", "burst_idle", "3 400 2000 1", "3 64 500 1"),
+    # Real programs (programs.py): redis-server under redis-benchmark (VALUE_SIZE
+    # REQUESTS per command; ops/s is requests/s over all commands, per command below the
+    # table; RSS after free is after FLUSHALL and 2 s), the sqlite3 shell on ROWS rows,
+    # CPython on allocation-heavy scripts at SCALE.
+    ("redis 100B", "program:redis", "100 200000", "100 20000"),
+    ("redis 20KB", "program:redis", "20480 50000", "20480 5000"),
+    ("sqlite", "program:sqlite", "300000", "30000"),
+    ("cpython", "program:cpython", "4", "1"),
 ]
 
 RESULT = re.compile(r"(\d+) ops in ([\d.]+) s = ([\d.]+) ops/s")
@@ -200,7 +213,8 @@ def main(argv):
     workloads = WORKLOADS
     if args.only:
         wanted = set(args.only.split(","))
-        workloads = [w for w in WORKLOADS if w[0] in wanted or w[1] in wanted]
+        workloads = [w for w in WORKLOADS
+                     if w[0] in wanted or w[1] in wanted or w[1].split(":")[-1] in wanted]
         if not workloads:
             print("compare: --only matches no workload; names: " +
                   ", ".join(w[0] for w in WORKLOADS), file=sys.stderr)
@@ -217,8 +231,10 @@ def main(argv):
                        "rss_after_free_kib"])
     total_runs = len(workloads) * len(allocs) * args.runs
     done, started = 0, time.monotonic()
+    program_failures = []
     for wname, driver, full, quick in workloads:
-        binary = find_runfile("benchmarks/" + driver)
+        program = driver[len("program:"):] if driver.startswith("program:") else None
+        binary = None if program else find_runfile("benchmarks/" + driver)
         dargs = quick if args.quick else full
         for r in range(args.runs):
             # Interleaved: every allocator once per round, starting one further each round.
@@ -229,10 +245,15 @@ def main(argv):
                 print("[%3d/%d] %-16s on %-8s run %d/%d  (about %ds left)" %
                       (done, total_runs, wname, aname, r + 1, args.runs, left), flush=True)
                 env = {"HAKMEM_STATS": "1"} if aname == "hakmem" else None
-                ops, rate, rss, after, stderr, error = run_once(binary, dargs, lib, args.timeout,
-                                                                env)
-                cell = results.setdefault((wname, aname),
-                                          {"rates": {}, "rss": [], "after": [], "sys": []})
+                cell = results.setdefault((wname, aname), {"rates": {}, "rss": [], "after": [],
+                                                           "sys": [], "outputs": [],
+                                                           "extras": {}})
+                if program:
+                    ops, rate, rss, after, stderr, error = run_program(
+                        program, dargs, aname, lib, args.timeout, env, cell)
+                else:
+                    ops, rate, rss, after, stderr, error = run_once(binary, dargs, lib,
+                                                                    args.timeout, env)
                 if error:
                     cell["error"] = error
                     print("         %s on %s: %s" % (wname, aname, error), flush=True)
@@ -247,7 +268,9 @@ def main(argv):
                 m = SYSCALLS.search(stderr)
                 if m:
                     cell["sys"].append(int(m.group(1)) * 1e6 / ops)
-        if args.syscalls:
+        if program:
+            program_failures += check_outputs(wname, [a for a, _ in allocs], results)
+        if args.syscalls and not program:
             for aname, lib in allocs:
                 if aname != "hakmem":
                     print("         strace -c: %s on %s" % (wname, aname), flush=True)
@@ -295,7 +318,8 @@ def main(argv):
               "ratios within each round%s" %
               (datetime.date.today().isoformat(), platform.machine(), os.cpu_count(),
                platform.platform(terse=True), args.runs, ", quick" if args.quick else ""))
-    markdown = "\n".join(["# " + header, ""] + lines) + "\n"
+    markdown = "\n".join(["# " + header, ""] + lines + per_command_table(workloads, names,
+                                                                        results)) + "\n"
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(markdown)
     print()
@@ -303,12 +327,74 @@ def main(argv):
     chart = write_chart(out_dir, table, names)
     if chart:
         print("chart: " + chart)
+    memory_table = [(w, {a: statistics.median(results[(w, a)]["rss"])
+                         for a in names if results.get((w, a), {}).get("rss")})
+                    for w, *_ in workloads]
+    chart = write_chart(out_dir, memory_table, names, memory=True)
+    if chart:
+        print("memory chart: " + chart)
+    for failure in program_failures:
+        print("compare: " + failure, file=sys.stderr)
     print("results written to " + out_dir)
-    return 0
+    return 1 if program_failures else 0
 
 
-def write_chart(out_dir, table, names):
-    """Bars of throughput relative to mimalloc per workload (the table's ratios)."""
+def run_program(program, dargs, aname, lib, timeout, env, cell):
+    """One run of a real program; the same tuple as run_once. Its output goes to the
+    cell (compared across allocators later) and so do its extra figures (redis's
+    per-command rates). On hakmem the program's own process must show Tiny or Pool
+    refills in its HAKMEM_STATS block."""
+    runner, process = programs.RUNNERS[program]
+    res = runner(dargs, lib, env, timeout)
+    if res.error:
+        return None, None, None, None, res.stderr, res.error
+    if aname == "hakmem" and not programs.served_by_hakmem(res.stderr, process):
+        return None, None, None, None, res.stderr, "%s not served by hakmem" % process
+    cell["outputs"].append(res.output)
+    for key, value in res.extras.items():
+        cell["extras"].setdefault(key, []).append(value)
+    return res.ops, res.rate, res.peak_kib, res.after_kib, res.stderr, None
+
+
+def check_outputs(wname, names, results):
+    """Every allocator's output of a real program must be the system allocator's; a
+    mismatch, or a cell that failed, is a failure of the whole run. Returns them."""
+    failures = []
+    reference = results.get((wname, "system"), {}).get("outputs")
+    for a in names:
+        c = results.get((wname, a), {})
+        if c.get("error"):
+            failures.append("%s on %s: %s" % (wname, a, c["error"]))
+        elif reference and any(out != reference[0] for out in c.get("outputs", [])):
+            c["error"] = "output differs from system's"
+            c["rates"] = {}
+            failures.append("%s on %s: output differs from the system allocator's" % (wname, a))
+    return failures
+
+
+def per_command_table(workloads, names, results):
+    """redis requests/s per command (medians), below the main table."""
+    rows = []
+    for wname, driver, *_ in workloads:
+        if driver != "program:redis":
+            continue
+        for command in programs.REDIS_COMMANDS:
+            key = "redis " + command
+            cells = []
+            for a in names:
+                values = results.get((wname, a), {}).get("extras", {}).get(key)
+                ok = values and results[(wname, a)].get("rates")
+                cells.append(human(statistics.median(values)) if ok else "-")
+            rows.append("| %s %s | %s |" % (wname, command, " | ".join(cells)))
+    if not rows:
+        return []
+    return (["", "redis requests/s per command (median):", "",
+             "| command | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)] + rows)
+
+
+def write_chart(out_dir, table, names, memory=False):
+    """Bars of throughput relative to mimalloc per workload (the table's ratios), or with
+    memory=True of peak RSS relative to mimalloc's (table values are KiB)."""
     gnuplot = shutil.which("gnuplot")
     if not gnuplot:
         print("compare: gnuplot not found, no chart (tools/bootstrap.sh installs it)")
@@ -317,18 +403,24 @@ def write_chart(out_dir, table, names):
     if base not in names:
         print("compare: mimalloc not found, no chart (tools/bootstrap.sh installs it)")
         return None
-    data = os.path.join(out_dir, "ratios.dat")
+    stem = "chart_memory" if memory else "chart"
+    data = os.path.join(out_dir, stem + ".dat")
     with open(data, "w") as f:
         f.write("workload " + " ".join(names) + "\n")
-        for wname, ratios in table:
-            vals = ["%.3f" % ratios[a] if ratios.get(a) else "0" for a in names]
+        for wname, values in table:
+            if memory:
+                base_kib = values.get(base)
+                values = {a: v / base_kib for a, v in values.items()} if base_kib else {}
+            vals = ["%.3f" % values[a] if values.get(a) else "0" for a in names]
             f.write('"%s" %s\n' % (wname, " ".join(vals)))
-    script = os.path.join(out_dir, "chart.gp")
-    png = os.path.join(out_dir, "chart.png")
+    script = os.path.join(out_dir, stem + ".gp")
+    png = os.path.join(out_dir, stem + ".png")
+    title = ("Peak RSS relative to %s (lower is better)" if memory else
+             "Throughput relative to %s (higher is better)") % base
     with open(script, "w") as f:
         f.write("""set terminal pngcairo size 1200,520 font ",10" noenhanced
 set output "%s"
-set title "Throughput relative to %s (higher is better)"
+set title "%s"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.9 border -1
@@ -338,7 +430,7 @@ set grid ytics
 set key top left
 set xtics rotate by -25
 plot for [i=2:%d] "%s" using i:xtic(1) title columnheader(i)
-""" % (png, base, len(names) + 1, data))
+""" % (png, title, len(names) + 1, data))
     r = subprocess.run([gnuplot, script], capture_output=True, text=True)
     if r.returncode != 0:
         print("compare: gnuplot failed: " + r.stderr.strip()[:200])
