@@ -282,10 +282,10 @@ def main(argv):
     names = [a for a, _ in allocs]
     lines = ["| workload | " + " | ".join(names) + " |",
              "|---|" + "---|" * len(names)]
-    rows = {"ops/s (median)": [], "vs mimalloc": [], "vs system": [], "peak RSS": [],
-            "RSS after free": [], "mem syscalls / M ops": []}
+    rows = {"ops/s (median)": [], "vs mimalloc": [], "vs system": [], "time": [],
+            "peak RSS": [], "RSS after free": [], "mem syscalls / M ops": []}
     table = []
-    for wname, *_ in workloads:
+    for wname, driver, *_ in workloads:
         med, vs_mimalloc = {}, {}
         for a in names:
             c = results.get((wname, a), {})
@@ -298,6 +298,8 @@ def main(argv):
                     cells[k].append(c.get("error", "n/a") if k == "ops/s (median)" else "-")
                 continue
             cells["ops/s (median)"].append(human(med[a]))
+            seconds = c.get("extras", {}).get("seconds")
+            cells["time"].append("%.2f s" % statistics.median(seconds) if seconds else "-")
             for key, base in (("vs mimalloc", "mimalloc"), ("vs system", "system")):
                 other = results.get((wname, base), {}).get("rates")
                 ratio = paired_ratio(c["rates"], other) if other else None
@@ -310,6 +312,8 @@ def main(argv):
             cells["mem syscalls / M ops"].append(
                 "%.0f" % statistics.median(c["sys"]) if c["sys"] else "-")
         for k in rows:
+            if k == "time" and not driver.startswith("program:"):
+                continue  # the drivers' time is fixed by their arguments
             label = wname if k == "ops/s (median)" else "  " + k
             lines.append("| %s | %s |" % (label, " | ".join(cells[k])))
         table.append((wname, vs_mimalloc))
@@ -351,6 +355,7 @@ def run_program(program, dargs, aname, lib, timeout, env, cell):
     if aname == "hakmem" and not programs.served_by_hakmem(res.stderr, process):
         return None, None, None, None, res.stderr, "%s not served by hakmem" % process
     cell["outputs"].append(res.output)
+    cell["extras"].setdefault("seconds", []).append(res.ops / res.rate)
     for key, value in res.extras.items():
         cell["extras"].setdefault(key, []).append(value)
     return res.ops, res.rate, res.peak_kib, res.after_kib, res.stderr, None

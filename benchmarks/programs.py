@@ -52,18 +52,29 @@ def spawn(cmd, lib, env_extra, timeout, stdin_text=None, cwd=None):
     env.update(env_extra or {})
     preload = ["env", "LD_PRELOAD=" + lib] if lib else []
     with tempfile.NamedTemporaryFile(mode="r") as rss_file, \
-            tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, \
+            tempfile.TemporaryFile() as err:
+        stdin.write((stdin_text or "").encode())
+        stdin.seek(0)
         timer = ["/usr/bin/time", "-f", "%M", "-o", rss_file.name]
         start = time.monotonic()
-        proc = subprocess.Popen(timer + preload + cmd, stdin=subprocess.PIPE, stdout=out,
-                                stderr=err, env=env, cwd=cwd, start_new_session=True)
-        try:
-            proc.communicate(input=(stdin_text or "").encode(), timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return None, "", "", None, None, "timeout"
+        proc = subprocess.Popen(timer + preload + cmd, stdin=stdin, stdout=out, stderr=err,
+                                env=env, cwd=cwd, start_new_session=True)
+        # Polled every millisecond: Popen.wait(timeout) sleeps up to 50 ms at a time,
+        # which quantised the short runs' times.
+        status = None
+        while status is None:
+            pid, st = os.waitpid(proc.pid, os.WNOHANG)
+            if pid:
+                status = st
+            elif time.monotonic() - start > timeout:
+                os.killpg(proc.pid, signal.SIGKILL)
+                os.waitpid(proc.pid, 0)
+                return None, "", "", None, None, "timeout"
+            else:
+                time.sleep(0.001)
         seconds = time.monotonic() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode(errors="replace")
