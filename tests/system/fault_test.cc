@@ -34,12 +34,13 @@ struct NoNewMemory {
   }
 };
 
-// More than any arena holds free in this process (no block this big is ever served
-// before the refusals that use it: the first test frees a 600 MiB block, then only
-// bigger requests are refused), less than a block of its own (a quarter of an arena):
-// an arena must grow, then every other arena, then a mapping of its own is tried.
+// kNeedsNewMemory is more than any arena holds free when the first test asks for it, less
+// than a block of its own (a quarter of an arena): an arena must grow, then every other
+// arena, then a mapping of its own is tried. kNeverHeld is beyond a quarter of an arena:
+// only a mapping of its own can hold it (an arena may keep large free spans of address
+// space), and none that big is ever freed in this process.
 constexpr size_t kNeedsNewMemory = size_t{600} << 20;
-constexpr size_t kNeverHeld = size_t{900} << 20;
+constexpr size_t kNeverHeld = size_t{1536} << 20;
 
 TEST(SystemFaultTest, FailedMappingIsNullWithEnomemAndTheNextOneWorks) {
   hak_stats_t before = Stats();
