@@ -83,6 +83,7 @@ void hak_front_init(void) {
   }
   pthread_atfork(NULL, NULL, fork_child);
   hak_purge_set_pass(purge_pass);
+  if (hak_front.pool_size) hak_purge_set_relief(hak_pool_give_back);
   __atomic_store_n(&hak_front.ready, hak_tiny_geom.size != 0, __ATOMIC_RELEASE);
   __atomic_store_n(&hak_front_init_state, 2, __ATOMIC_RELEASE);
   in_init = 0;

@@ -24,6 +24,17 @@ static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 
 void hak_purge_set_pass(int (*pass)(void)) { pass_fn = pass; }
 
+static void (*relief_fn)(uint64_t bytes);
+
+void hak_purge_set_relief(void (*relief)(uint64_t bytes)) {
+  __atomic_store_n(&relief_fn, relief, __ATOMIC_RELEASE);
+}
+
+void hak_purge_relieve(uint64_t bytes) {
+  void (*relief)(uint64_t) = __atomic_load_n(&relief_fn, __ATOMIC_ACQUIRE);
+  if (relief) relief(bytes);
+}
+
 static void sleep_ms(uint64_t ms) {
   struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0) {

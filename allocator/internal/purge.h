@@ -26,6 +26,15 @@ void hak_purge_set_pass(int (*pass)(void));
 
 #define HAK_PURGE_START_BYTES ((uint64_t)4 << 20)
 
+/* Relief: a tier about to make `bytes` of fresh memory resident (Tiny committing a
+ * SuperSlab) first asks the others to give back as much of their idle free memory (Pool's
+ * empty spans), so that memory moving from one tier to another does not count twice in
+ * the peak while the first tier's copy waits for its decay. The function is set once at
+ * initialisation (the front knows the tiers; the tiers do not know each other); it may
+ * take the other tiers' locks, never the caller's. */
+void hak_purge_set_relief(void (*relief)(uint64_t bytes));
+void hak_purge_relieve(uint64_t bytes);
+
 /* `bytes` of free memory started their decay. Cheap once the thread runs (two loads);
  * must be called with no allocator lock held, since a call may create the thread. */
 extern int hak_purge_kicked; /* set by a kick, cleared by the thread at each pass */

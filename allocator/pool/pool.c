@@ -152,14 +152,25 @@ static pool_span_t *span_from_arena(pool_heap_t *h, unsigned pages) {
   return s;
 }
 
+/* Bytes of committed spans on the free lists: what hak_pool_give_back can return. */
+static uint64_t free_committed_bytes;
+
+static void free_committed_add(pool_span_t *s, int sign) {
+  uint64_t bytes = (uint64_t)s->pages << HAK_POOL_PAGE_SHIFT;
+  __atomic_store_n(&free_committed_bytes,
+                   sign > 0 ? free_committed_bytes + bytes : free_committed_bytes - bytes,
+                   __ATOMIC_RELAXED);
+}
+
 static pool_span_t *span_from_free(unsigned pages) {
   pthread_mutex_lock(&arena_lock);
   pool_span_t *s = (pool_span_t *)free_spans[pages];
   if (s) HAK_LIST_REMOVE(&free_spans[pages], &s->slab);
+  if (s && s->committed) free_committed_add(s, -1);
   pthread_mutex_unlock(&arena_lock);
   if (s && !s->committed) {
     if (hak_os_commit(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT) != 0) {
-      pthread_mutex_lock(&arena_lock); /* put it back untouched */
+      pthread_mutex_lock(&arena_lock); /* put it back untouched (not committed) */
       HAK_LIST_PUSH(&free_spans[pages], &s->slab);
       pthread_mutex_unlock(&arena_lock);
       return NULL;
@@ -173,6 +184,7 @@ static void span_to_free(pool_span_t *s) {
   s->owner = NULL;
   s->emptied_ms = hak_now_ms();
   pthread_mutex_lock(&arena_lock);
+  if (s->committed) free_committed_add(s, 1);
   HAK_LIST_PUSH(&free_spans[s->pages], &s->slab);
   pthread_mutex_unlock(&arena_lock);
   hak_purge_kick((uint64_t)s->pages << HAK_POOL_PAGE_SHIFT); /* the span starts its decay */
@@ -533,6 +545,7 @@ int hak_pool_maintain(int force) {
       if (!s->committed) continue;
       if (hak_decay_due(s->emptied_ms, now, force) &&
           hak_os_decommit(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT) == 0) {
+        free_committed_add(s, -1);
         s->committed = 0;
       } else {
         waiting = 1;
@@ -543,11 +556,29 @@ int hak_pool_maintain(int force) {
   return waiting;
 }
 
+void hak_pool_give_back(uint64_t bytes) {
+  if (!__atomic_load_n(&free_committed_bytes, __ATOMIC_RELAXED)) return;
+  pthread_mutex_lock(&arena_lock);
+  uint64_t given = 0;
+  for (unsigned pages = HAK_POOL_MAX_SPAN_PAGES; pages >= 1 && given < bytes; pages--) {
+    for (pool_span_t *s = (pool_span_t *)free_spans[pages]; s && given < bytes;
+         s = (pool_span_t *)s->avail_next) {
+      size_t size = (size_t)pages << HAK_POOL_PAGE_SHIFT;
+      if (!s->committed || hak_os_decommit(span_base(s), size) != 0) continue;
+      free_committed_add(s, -1);
+      s->committed = 0;
+      given += size;
+    }
+  }
+  pthread_mutex_unlock(&arena_lock);
+}
+
 /* The child's repair (see hak_tiny_fork_child). Free spans a thread was moving are
  * dropped with their list: they stay committed and unused. */
 void hak_pool_fork_child(void) {
   if (hak_fork_child_reset_lock(&arena_lock)) {
     for (unsigned pages = 0; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) free_spans[pages] = NULL;
+    free_committed_bytes = 0;
   }
   hak_pool_shared_fork_child();
   pool_heap_t *self = hak_pool_tls;

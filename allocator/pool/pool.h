@@ -139,6 +139,10 @@ size_t hak_pool_usable(uintptr_t off);
 
 /* Returns empty spans idle for HAKMEM_DECAY_MS to the OS (all of them with force). */
 int hak_pool_maintain(int force);
+
+/* Decommits empty spans waiting for their decay until `bytes` are given back (or none is
+ * left): the relief of another tier about to grow (internal/purge.h). */
+void hak_pool_give_back(uint64_t bytes);
 /* malloc_trim: the calling thread's lists, spare spans and pending remote frees go back. */
 void hak_pool_flush_thread(void); /* 1: memory still waits for its decay */
 /* In a fork child: the same repair as hak_tiny_fork_child, for heaps, shards and the

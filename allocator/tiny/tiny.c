@@ -213,6 +213,7 @@ static int ss_take(unsigned cls) {
     ss = cs->empty_head - 1;
     ss_meta_t *m = &ss_meta[cls][ss];
     if (m->state == SS_DECOMMITTED) {
+      hak_purge_relieve(HAK_TINY_SS_SIZE);
       if (hak_os_commit(ss_base(cls, ss), HAK_TINY_SS_SIZE) != 0) return 0;
     } else {
       lru_remove(cls * MAX_SS_PER_CLASS + ss);
@@ -224,6 +225,7 @@ static int ss_take(unsigned cls) {
     /* The region is claimed, not reserved: a cell is mapped when first used, and a cell
      * something else occupies (EEXIST) stops the class growing; its requests then fall
      * back to Large rather than touch memory that is not ours. */
+    hak_purge_relieve(HAK_TINY_SS_SIZE); /* its pages will be touched as it is carved */
     if (hak_os_commit_at(ss_base(cls, ss), HAK_TINY_SS_SIZE) != 0) return 0;
     cs->top_ss++;
     /* Publish before any block of it is handed out: free() reads it to accept pointers. */
