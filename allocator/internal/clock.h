@@ -11,10 +11,12 @@
 #include "allocator/internal/config.h"
 #include "allocator/internal/options.h"
 
-/* Milliseconds on CLOCK_MONOTONIC (a vDSO call, no system call). */
+/* Milliseconds on CLOCK_MONOTONIC_COARSE: a vDSO read of the last tick, no system call
+ * and no time-stamp counter, a few milliseconds coarse — plenty for a decay counted in
+ * hundreds of them, and read on every Large call and slow path. */
 HAK_INLINE uint64_t hak_now_ms(void) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 

@@ -98,7 +98,7 @@ static span_t **page_map[1u << L1_BITS];
 /* ---- The page map: the first and last page of every span, and the first page of a
  * MAPPED block, point at its record. Entries are single atomic words. ---- */
 
-static span_t **map_slot(uintptr_t a, int create) {
+static inline span_t **map_slot(uintptr_t a, int create) {
   uintptr_t i1 = a >> (PAGE_SHIFT + L2_BITS);
   if (i1 >= (1u << L1_BITS)) return NULL;
   span_t **l2 = __atomic_load_n(&page_map[i1], __ATOMIC_ACQUIRE);
@@ -117,19 +117,19 @@ static span_t **map_slot(uintptr_t a, int create) {
   return &l2[(a >> PAGE_SHIFT) & ((1u << L2_BITS) - 1)];
 }
 
-static span_t *map_get(uintptr_t a) {
+static inline span_t *map_get(uintptr_t a) {
   span_t **slot = map_slot(a, 0);
   return slot ? __atomic_load_n(slot, __ATOMIC_ACQUIRE) : NULL;
 }
 
 /* Points the first and last page of s at it. The slots exist: arena_grow creates them for
  * every page it maps. */
-static void map_span(span_t *s) {
+static inline void map_span(span_t *s) {
   __atomic_store_n(map_slot(s->start, 0), s, __ATOMIC_RELEASE);
   __atomic_store_n(map_slot(s->start + (s->pages - 1) * PAGE, 0), s, __ATOMIC_RELEASE);
 }
 
-static uintptr_t span_end(const span_t *s) { return s->start + s->pages * PAGE; }
+static inline uintptr_t span_end(const span_t *s) { return s->start + s->pages * PAGE; }
 
 /* ---- Records. ---- */
 
@@ -155,7 +155,7 @@ static void record_free(span_t **spare, span_t *s) {
 
 /* ---- Bins and the dirty list (arena lock held). ---- */
 
-static unsigned bin_of(size_t pages) {
+static inline unsigned bin_of(size_t pages) {
   if (pages < 16) return (unsigned)pages;
   unsigned bit = 63u - (unsigned)__builtin_clzll(pages);
   unsigned b = 16 + (bit - 4) * 4 + (unsigned)((pages >> (bit - 2)) & 3);
