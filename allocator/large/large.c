@@ -757,6 +757,41 @@ static int span_resize(arena_t *a, span_t *s, size_t pages) {
   return 1;
 }
 
+/* Grows the USED span s of arena a (lock held) into the free span before it (and the one
+ * after it, if free), moving its bytes down: the block takes the place it and its free
+ * neighbours cover instead of leaving a hole where it was. Returns its new start, or 0
+ * when its free neighbours together are too small. */
+static uintptr_t span_slide(arena_t *a, span_t *s, size_t pages) {
+  span_t *l = s->start > a->base ? map_get(s->start - PAGE) : NULL;
+  if (!l || l->state != SPAN_FREE || span_end(l) != s->start) return 0;
+  span_t *r = span_end(s) < a->top ? map_get(span_end(s)) : NULL;
+  if (r && (r->state != SPAN_FREE || r->start != span_end(s))) r = NULL;
+  size_t all = l->pages + s->pages + (r ? r->pages : 0);
+  if (all < pages) return 0; /* no headroom: with half the size, realloc_grow held more */
+  free_remove(a, l);
+  if (r) free_remove(a, r);
+  uintptr_t from = s->start;
+  size_t old_pages = s->pages;
+  s->start = l->start;
+  memmove((void *)s->start, (void *)from, old_pages * PAGE);
+  a->live_pages += pages - old_pages;
+  s->pages = pages;
+  map_span(s);
+  /* The rest, after the block: pages of the block's old place (dirty) at least. */
+  if (r) record_free(&a->spare, r);
+  if (all > pages) {
+    *l = (span_t){.start = span_end(s),
+                  .pages = all - pages,
+                  .dirty = 1,
+                  .arena = s->arena,
+                  .freed_ms = hak_now_ms()};
+    free_coalesce(a, l);
+  } else {
+    record_free(&a->spare, l);
+  }
+  return s->start;
+}
+
 /* Moves the big USED span s of arena a to a new span of the same arena (with headroom)
  * by moving its pages (mremap, no byte copied); the old span, now empty, is freed clean.
  * Lock held. NULL when no span or the kernel refuses (the caller copies instead). A move
@@ -840,10 +875,13 @@ void *hak_large_realloc(void *ptr, size_t n) {
     if (s) {
       old_usable = s->pages * PAGE;
       if (!a->frozen && n <= region_max()) {
+        uintptr_t slid;
         if (span_resize(a, s, pages_for(n))) {
           result = ptr;
         } else if (s->pages >= REMAP_MIN_PAGES) {
           result = span_move(a, s, n);
+        } else if ((slid = span_slide(a, s, pages_for(n))) != 0) {
+          result = (void *)slid;
         }
       }
     }

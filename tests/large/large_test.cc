@@ -312,6 +312,27 @@ TEST_F(LargeHeapTest, BigBlocksMoveTheirPagesAndAreCopiedWhenTheKernelRefuses) {
   }
 }
 
+// A block that cannot grow forward but has a free span before it slides down into it
+// (one copy, no hole left behind), rather than moving to another place.
+TEST_F(LargeHeapTest, ABlockSlidesIntoTheFreeSpanBeforeIt) {
+  char *before = Pages(20), *a = Pages(10), *fence = Pages(1);
+  ASSERT_EQ(a, before + 20 * kPage);
+  ASSERT_EQ(fence, a + 10 * kPage);
+  for (size_t i = 0; i < 10 * kPage; i++) a[i] = static_cast<char>(i * 7);
+  hak_large_free(before);
+  auto *b = static_cast<char *>(hak_large_realloc(a, 25 * kPage));
+  ASSERT_EQ(b, before) << "slid down into the freed span";
+  EXPECT_EQ(hak_large_usable(b), 25 * kPage);
+  for (size_t i = 0; i < 10 * kPage; i++) ASSERT_EQ(b[i], static_cast<char>(i * 7)) << i;
+  hak_large_stats_t s;
+  hak_large_stats(&s);
+  EXPECT_EQ(s.cached_bytes, 5 * kPage) << "what is left between it and the fence";
+  EXPECT_EQ(Pages(5), b + 25 * kPage);
+  hak_large_free(b + 25 * kPage);
+  hak_large_free(b);
+  hak_large_free(fence);
+}
+
 // A growing buffer at an arena's top grows in place, the arena mapping more behind it.
 TEST_F(LargeHeapTest, ReallocAtTheTopGrowsTheArena) {
   char *a = Pages(16);
