@@ -59,11 +59,11 @@ enum {
   X(pool_remote_frees, "pool remote frees", "Pool blocks freed by a thread not their owner")     \
   X(pool_pages_in_use, "pool pages in use", "64 KiB Pool pages of spans in use")                 \
   X(large_live_blocks, "large live blocks", "Large blocks allocated")                            \
-  X(large_live_bytes, "large live bytes", "bytes of their mappings")                             \
-  X(large_cached_blocks, "bigcache cached blocks", "freed Large mappings kept for reuse")        \
-  X(large_cached_bytes, "bigcache cached bytes", "bytes of those mappings")                      \
-  X(bigcache_hits, "bigcache hits", "Large requests served from the cache")                      \
-  X(bigcache_misses, "bigcache misses", "Large requests that needed a new mapping")              \
+  X(large_live_bytes, "large live bytes", "their usable bytes (page-heap spans, own mappings)")  \
+  X(large_cached_blocks, "large cached blocks", "freed Large spans and mappings kept for reuse") \
+  X(large_cached_bytes, "large cached bytes", "their bytes, until the decay gives them back")    \
+  X(bigcache_hits, "large reuses", "Large requests served from free spans or cached mappings")   \
+  X(bigcache_misses, "large growths", "Large requests that grew an arena or needed a mapping")   \
   X(large_unreleased_bytes, "large unreleased bytes",                                            \
     "freed Large mappings the kernel refused to unmap: decommitted, kept, retried")              \
   X(foreign_frees, "foreign frees", "frees of pointers hakmem did not hand out (release)")       \
@@ -80,7 +80,7 @@ typedef struct hak_stats {
   uint64_t os_failures[HAK_STAT_OS_KINDS]; /* calls that failed (or were made to fail) */
   uint64_t os_calls_total;                 /* sum of os_calls */
   /* Bytes of the Tiny/Pool range committed and not decommitted since (Large memory is
-   * in large_live_bytes and large_cached_bytes). */
+   * in large_live_bytes and large_cached_bytes; the arenas' commits are left out). */
   int64_t committed_bytes;
 #define HAK_STATS_FIELD(field, label, what) uint64_t field;
   HAK_STATS_COUNTERS(HAK_STATS_FIELD)
