@@ -262,8 +262,12 @@ TEST_F(HeapEngineTest, TheHandshakeKeepsOwnerAndReclaimerApart) {
   });
   while (!done) hak_heap_reclaim_idle(&r_, 1);
   owner.join();
+  // Under load the owner may finish before any attempt finds it outside its slow path, so
+  // reclaims during the run may be none; once it is done, a reclaim must succeed.
+  long during = h->reclaims;
+  hak_heap_reclaim_idle(&r_, 1);
+  EXPECT_GT(h->reclaims, during) << "an owner outside its slow path is reclaimed";
   EXPECT_EQ(h->changes, owner_changes + h->reclaims);
-  EXPECT_GT(h->reclaims, 0);
 }
 
 }  // namespace
