@@ -12,8 +12,8 @@
  *                         the huge cache
  *
  * Counting invariant of an arena (lock held): [base, top) is mapped and covered exactly by
- * its spans, each USED or FREE; free_pages is the sum of the FREE spans' pages and
- * dirty_pages the sum over those of them that are dirty (on the dirty list). Two FREE
+ * its spans, each USED or FREE; live_pages is the sum of the USED spans' pages and
+ * dirty_pages that of the dirty FREE ones (on the dirty list). Two FREE
  * spans that touch differ in dirtiness (like ones are coalesced at once): a dirty span's
  * pages may be resident, a clean one's read as zero, and neither guess is ever mixed. */
 #define _GNU_SOURCE
@@ -79,7 +79,7 @@ typedef struct {
   uint64_t nonempty[BINS / 64];
   span_t *dirty, *dirty_tail; /* FREE spans whose pages may be resident, newest first */
   span_t *spare;              /* unused records */
-  uint64_t free_pages, dirty_pages, live_blocks, live_pages, hits, misses;
+  uint64_t dirty_pages, live_blocks, live_pages, hits, misses;
   uint64_t live_peak; /* recent peak of live_pages: its excess halves at each decay pass */
   int64_t committed;  /* bytes of its commit calls less those of its decommit calls */
   int frozen;         /* fork child: a thread was changing the arena at the fork; not used again */
@@ -171,7 +171,6 @@ static void free_insert(arena_t *a, span_t *s) {
   if (s->next) s->next->prev = s;
   a->bins[b] = s;
   a->nonempty[b / 64] |= 1ull << (b % 64);
-  a->free_pages += s->pages;
   if (s->dirty) {
     s->dprev = NULL;
     s->dnext = a->dirty;
@@ -207,7 +206,6 @@ static void free_remove(arena_t *a, span_t *s) {
     a->bins[b] = s->next;
   if (s->next) s->next->prev = s->prev;
   if (!a->bins[b]) a->nonempty[b / 64] &= ~(1ull << (b % 64));
-  a->free_pages -= s->pages;
   if (s->dirty) dirty_remove(a, s);
 }
 
@@ -757,6 +755,9 @@ static int span_resize(arena_t *a, span_t *s, size_t pages) {
   return 1;
 }
 
+/* Extra bytes a block moved by realloc gets: half its new size, at most 64 MiB. */
+static size_t move_room(size_t n) { return n / 2 < REALLOC_HEADROOM ? n / 2 : REALLOC_HEADROOM; }
+
 /* Grows the USED span s of arena a (lock held) into the free span before it (and the one
  * after it, if free), moving its bytes down: the block takes the place it and its free
  * neighbours cover instead of leaving a hole where it was. Returns its new start, or 0
@@ -800,7 +801,7 @@ static uintptr_t span_slide(arena_t *a, span_t *s, size_t pages) {
  * (at 1 MiB, realloc_grow ran 1.7x slower): the mappings this adds stay few beside
  * vm.max_map_count. */
 static void *span_move(arena_t *a, span_t *s, size_t n) {
-  size_t room = n / 2 < REALLOC_HEADROOM ? n / 2 : REALLOC_HEADROOM;
+  size_t room = move_room(n);
   size_t want = n + room <= region_max() ? n + room : n;
   int clean;
   span_t *d = arena_alloc(a, pages_for(want), PAGE, &clean);
@@ -819,7 +820,7 @@ static void *span_move(arena_t *a, span_t *s, size_t n) {
 /* Moves a block to a new place with headroom (so that the next steps of a growing buffer
  * fit), copying its bytes; NULL if no memory. */
 static void *move_grow(void *p, size_t old_usable, size_t n) {
-  size_t room = n / 2 < REALLOC_HEADROOM ? n / 2 : REALLOC_HEADROOM;
+  size_t room = move_room(n);
   size_t want = n + room > LARGE_LIMIT ? n : n + room;
   void *q = hak_large_malloc(want, 16, 0);
   if (!q) return NULL;
