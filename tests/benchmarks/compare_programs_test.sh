@@ -14,20 +14,20 @@ log=$("$compare" --quick --only "redis 100B,sqlite,cpython" --out "$out" 2>&1)
 rc=$?
 [ $rc -eq 0 ] || fail "compare exited $rc: $(echo "$log" | tail -20)"
 for row in "redis 100B" sqlite cpython; do
-  echo "$log" | grep -Eq "^\| $row \| [0-9.]+[KMG]? \| [0-9.]+[KMG]? \|" ||
+  grep -Eq "^\| $row \| [0-9.]+[KMG]? \| [0-9.]+[KMG]? \|" <<<"$log" ||
     fail "no figures in the $row row: $(echo "$log" | grep "^| $row")"
 done
-echo "$log" | grep -Eq "^\|   RSS after free \| [0-9.]+ MB" || fail "no RSS after FLUSHALL"
-echo "$log" | grep -Eq "^\| redis 100B ZADD \| [0-9.]+[KMG]? \|" || fail "no per-command table"
+grep -Eq "^\|   RSS after free \| [0-9.]+ MB" <<<"$log" || fail "no RSS after FLUSHALL"
+grep -Eq "^\| redis 100B ZADD \| [0-9.]+[KMG]? \|" <<<"$log" || fail "no per-command table"
 [ -s "$out/chart_memory.png" ] || [ -z "$(command -v gnuplot)" ] || fail "no memory chart"
 [ "$(pgrep -c -x redis-server)" = "$before" ] || fail "a redis-server was left running"
 
 log=$(COMPARE_REDIS_SERVER=/bin/false "$compare" --quick --only "redis 100B" --out "$out.2" 2>&1)
 rc=$?
 [ $rc -eq 1 ] || fail "a server that cannot start gave exit $rc, not 1"
-echo "$log" | grep -q "^| redis 100B | server did not start (exit 1) |" ||
+grep -q "^| redis 100B | server did not start (exit 1) |" <<<"$log" ||
   fail "the failed start is not in the row: $(echo "$log" | grep "^| redis 100B")"
-echo "$log" | grep -q "compare: redis 100B on hakmem: server did not start" ||
+grep -q "compare: redis 100B on hakmem: server did not start" <<<"$log" ||
   fail "the failed start is not named on stderr"
 echo "$((8 - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

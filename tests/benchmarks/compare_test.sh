@@ -8,10 +8,10 @@ failures=0
 log=$("$compare" --quick --only xthread --out "$out" 2>&1)
 rc=$?
 [ $rc -eq 0 ] || { echo "FAIL compare exited $rc: $log"; failures=$((failures + 1)); }
-echo "$log" | grep -q "^| xthread | " || { echo "FAIL no xthread row: $log"; failures=$((failures + 1)); }
-echo "$log" | grep -q "^| workload | hakmem | system" || { echo "FAIL no hakmem column"; failures=$((failures + 1)); }
-echo "$log" | grep -Eq "^\|   vs system \| [0-9.]+x" || { echo "FAIL no ratios"; failures=$((failures + 1)); }
-echo "$log" | grep -Eq "^\|   RSS after free \| [0-9.]+ MB" || { echo "FAIL no RSS after free"; failures=$((failures + 1)); }
+grep -q "^| xthread | " <<<"$log" || { echo "FAIL no xthread row: $log"; failures=$((failures + 1)); }
+grep -q "^| workload | hakmem | system" <<<"$log" || { echo "FAIL no hakmem column"; failures=$((failures + 1)); }
+grep -Eq "^\|   vs system \| [0-9.]+x" <<<"$log" || { echo "FAIL no ratios"; failures=$((failures + 1)); }
+grep -Eq "^\|   RSS after free \| [0-9.]+ MB" <<<"$log" || { echo "FAIL no RSS after free"; failures=$((failures + 1)); }
 [ -s "$out/results.md" ] || { echo "FAIL no results.md"; failures=$((failures + 1)); }
 grep -q "^xthread,hakmem,0," "$out/runs.csv" || { echo "FAIL no hakmem run in runs.csv"; failures=$((failures + 1)); }
 [ "$(echo "$log" | tail -1)" = "results written to $out" ] || { echo "FAIL last line"; failures=$((failures + 1)); }
