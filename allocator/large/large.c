@@ -59,7 +59,7 @@ typedef struct span {
   uint8_t bin;     /* FREE: the bin it is on */
   uint8_t arena;   /* FREE/USED: its arena */
   uint32_t unused;
-  uint64_t freed_ms;        /* FREE and dirty: when its oldest dirty part was freed */
+  uint64_t freed_ms;        /* FREE and dirty: when it was freed (parts: merged_age) */
   struct span *next, *prev; /* FREE: its bin; SPARE: the spare list; MAPPED: all mapped */
   union {
     struct {
@@ -314,6 +314,15 @@ static span_t *clean_last(arena_t *a) {
   return last && last->state == SPAN_FREE && !last->dirty && span_end(last) == a->top ? last : NULL;
 }
 
+/* The freed time of dirty spans s and o joined: the mean of theirs, weighted by pages.
+ * The oldest of the two would purge a block freed a moment ago with the old neighbour
+ * it joined, and a program replacing big buffers would refault them (large 5-25M made
+ * 20% more page faults than with no decay at all); the newest would let a span that
+ * keeps taking small frees stay resident for ever. */
+static uint64_t merged_age(const span_t *s, const span_t *o) {
+  return (s->freed_ms * s->pages + o->freed_ms * o->pages) / (s->pages + o->pages);
+}
+
 /* Puts the FREE span s in the bins, joined with the FREE spans on either side that are
  * as dirty as it is (a clean span never absorbs a dirty one, so the flag stays exact and
  * a clean block needs no clearing). */
@@ -322,9 +331,9 @@ static void free_coalesce(arena_t *a, span_t *s) {
     span_t *l = map_get(s->start - PAGE);
     if (l && l->state == SPAN_FREE && span_end(l) == s->start && l->dirty == s->dirty) {
       free_remove(a, l);
+      s->freed_ms = merged_age(s, l);
       s->start = l->start;
       s->pages += l->pages;
-      if (l->freed_ms < s->freed_ms) s->freed_ms = l->freed_ms;
       record_free(&a->spare, l);
     }
   }
@@ -332,8 +341,8 @@ static void free_coalesce(arena_t *a, span_t *s) {
     span_t *r = map_get(span_end(s));
     if (r && r->state == SPAN_FREE && r->start == span_end(s) && r->dirty == s->dirty) {
       free_remove(a, r);
+      s->freed_ms = merged_age(s, r);
       s->pages += r->pages;
-      if (r->freed_ms < s->freed_ms) s->freed_ms = r->freed_ms;
       record_free(&a->spare, r);
     }
   }
