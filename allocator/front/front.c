@@ -9,6 +9,7 @@
 #include "allocator/front/init.h"
 #include "allocator/hakmem.h"
 #include "allocator/internal/clock.h"
+#include "allocator/internal/link.h"
 #include "allocator/internal/log.h"
 #include "allocator/internal/purge.h"
 #include "allocator/internal/trace.h"
@@ -91,7 +92,9 @@ void hak_front_free_slow(void *p) {
     hak_pool_free(p, off - hak_tiny_geom.size);
     return;
   }
-  if (!hak_large_free(p)) { /* the Large lookup itself; it refuses anything else */
+  int freed = hak_large_free(p); /* the Large lookup itself; it refuses anything else */
+  if (freed <= 0) {
+    if (freed < 0 && (HAK_CHECKS || hak_links.on)) hak_fatal("double free of", p, "large");
     foreign_free(p);
     return;
   }
@@ -109,6 +112,18 @@ static size_t usable_of(const void *p, hak_owner_t o) {
       return hak_large_usable(p);
     default:
       return 0;
+  }
+}
+
+/* Debug builds: whether p, classified as `o`, is a block that was freed already. */
+static int block_freed(const void *p, hak_owner_t o) {
+  switch (o.kind) {
+    case HAK_OWNER_TINY:
+      return hak_tiny_block_freed(p, o.off);
+    case HAK_OWNER_POOL:
+      return hak_pool_block_freed(p, o.off);
+    default:
+      return hak_large_freed(p);
   }
 }
 
@@ -146,6 +161,7 @@ void *hak_front_realloc(void *p, size_t n) {
   }
   hak_owner_t o = hak_owner_of(p);
   size_t usable = usable_of(p, o);
+  if (HAK_CHECKS && block_freed(p, o)) hak_fatal("realloc of a freed pointer", p, NULL);
   if (usable == 0) {
     if (HAK_CHECKS) hak_fatal("realloc of a pointer hakmem does not own", p, NULL);
     __atomic_fetch_add(&hak_front.foreign_frees, 1, __ATOMIC_RELAXED);

@@ -9,6 +9,8 @@
 
 #include "allocator/front/init.h"
 #include "allocator/hakmem.h"
+#include "allocator/internal/link.h"
+#include "allocator/internal/log.h"
 #include "allocator/internal/options.h"
 #include "allocator/internal/purge.h"
 #include "allocator/large/large.h"
@@ -55,6 +57,25 @@ static size_t claim_range(void **base) {
   return 0;
 }
 
+/* The tier and class of a block, for the messages of corrupted links and double frees. */
+static const char *block_where(const void *p, char *buf, size_t cap) {
+  uintptr_t off = (uintptr_t)p - hak_tiny_geom.base;
+  if (hak_in_tiny(off)) return hak_class_where(buf, cap, "tiny", hak_tiny_class_at(off));
+  int cls = hak_in_pool(off) ? hak_pool_registry_class(off - hak_tiny_geom.size) : -1;
+  return cls >= 0 ? hak_class_where(buf, cap, "pool", (unsigned)cls) : NULL;
+}
+
+/* Free-list links (internal/link.h): a Tiny cache's blocks share their grid column and
+ * 16-byte alignment, a Pool list's their 256-byte alignment (every Pool class size is a
+ * multiple of 256 and spans start on 64 KiB boundaries). */
+static void links_init(void) {
+  uintptr_t tiny_mask =
+      HAK_LINK_HIGH_BITS | ((uintptr_t)(HAK_TINY_CLASS_SLOTS - 1) << HAK_TINY_SS_SHIFT) | 15;
+  uintptr_t pool_mask = HAK_LINK_HIGH_BITS | 255;
+  hak_links_init(hak_os_random(), (int)hak_opt(HAK_OPT_HARDEN), tiny_mask, pool_mask);
+  hak_links_set_where(block_where);
+}
+
 /* The purge thread's pass: every tier's decay, a step after the previous one. */
 static int purge_pass(void) { return hak_front_maintain(0); }
 
@@ -68,6 +89,7 @@ void hak_front_init(void) {
   }
   in_init = 1;
   hak_options_load(env_get, 2);
+  links_init();
   void *base = NULL;
   size_t size = claim_range(&base);
   if (size) {

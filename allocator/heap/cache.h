@@ -1,13 +1,14 @@
 /* A thread's cache of one size class, the same for Tiny and Pool: a singly linked list
- * through the blocks' first word, 16 bytes so the fast paths index an array of them with
- * one shift. It holds cap - room blocks; counting the room down lets a push test for
- * overflow with the flags of its own decrement. Owner thread only. */
+ * through the blocks' first word (encoded, internal/link.h), 16 bytes so the fast paths index
+ * an array of them with one shift. It holds cap - room blocks; counting the room down
+ * lets a push test for overflow with the flags of its own decrement. Owner thread only. */
 #ifndef HAK_ALLOCATOR_HEAP_CACHE_H
 #define HAK_ALLOCATOR_HEAP_CACHE_H
 
 #include <stdint.h>
 
 #include "allocator/internal/config.h"
+#include "allocator/internal/link.h"
 
 typedef struct {
   void *head;   /* the list */
@@ -17,22 +18,50 @@ typedef struct {
 
 HAK_STATIC_ASSERT(sizeof(hak_cache_t) == 16, "a cache is 16 bytes: indexed with a shift");
 
-/* The first block, or NULL when the cache is empty. */
-HAK_INLINE void *hak_cache_pop(hak_cache_t *c) {
+/* The first block, or NULL when the cache is empty. The link to the next block is
+ * checked against `mask` (the tier's hak_links mask) before it becomes the head; one
+ * that fails aborts with a message. For slow paths. */
+HAK_INLINE void *hak_cache_pop(hak_cache_t *c, uintptr_t mask) {
   void *p = c->head;
   if (HAK_LIKELY(p != NULL)) {
-    c->head = *(void **)p;
+    void *next = hak_link_read(p);
+    if (hak_link_bad(p, next, mask)) hak_link_corrupt("corrupted free list link in block", p);
+    c->head = next;
+    c->room++;
+  }
+  return p;
+}
+
+/* The fast paths' pop: as hak_cache_pop, but a link that fails its check leaves the
+ * cache as it is and returns NULL, a miss: the slow path pops the same block with
+ * hak_cache_pop and reports it. The fast paths so make no call but tail calls and need
+ * no stack frame (a call to the reporting function cost malloc and free one each). */
+HAK_INLINE void *hak_cache_take(hak_cache_t *c, uintptr_t mask) {
+  void *p = c->head;
+  if (HAK_LIKELY(p != NULL)) {
+    void *next = hak_link_read(p);
+    if (hak_link_bad(p, next, mask)) return NULL;
+    c->head = next;
     c->room++;
   }
   return p;
 }
 
 /* Pushes block p; returns nonzero when the cache now holds more than its capacity (the
- * caller trims it). */
+ * caller trims it). A block that already is the head is a double free: caught here for
+ * the price of a compare with a value the push loads anyway. Fast paths test
+ * hak_cache_is_head first and leave such a block to their slow path, so that they make
+ * no call that needs a stack frame. */
 HAK_INLINE int hak_cache_push(hak_cache_t *c, void *p) {
-  *(void **)p = c->head;
+  if (HAK_UNLIKELY(p == c->head)) hak_link_double_free(p);
+  hak_link_write(p, c->head);
   c->head = p;
   return --c->room < 0;
+}
+
+/* Whether p is the cache's first block: freeing it again is a double free. */
+HAK_INLINE int hak_cache_is_head(const hak_cache_t *c, const void *p) {
+  return HAK_UNLIKELY(p == c->head);
 }
 
 /* Changes the capacity; the room moves with it (it may go negative: the next push

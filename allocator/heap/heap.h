@@ -168,15 +168,22 @@ void hak_heap_fork_child(hak_heap_registry_t *r, void *self);
 /* Owner (or the collector holding the heap BUSY): takes every slab queued at heap h and
  * drains each one's remote queue before anyone pops that slab's free list, so a block is
  * never on both (the use-after-free of the allocator hakmem descends from). Each block
- * goes to put(tier, slab, block): back to its slab, or into a thread cache. */
+ * goes to put(tier, slab, block): back to its slab, or into a thread cache. Every link
+ * must stay inside its slab, whose blocks lie in [lo, lo + len) as bounds(slab) says. */
 HAK_INLINE void hak_heap_drain(hak_heap_t *h, void *tier,
-                               void (*put)(void *tier, hak_slab_t *slab, void *block)) {
+                               void (*put)(void *tier, hak_slab_t *slab, void *block),
+                               void (*bounds)(hak_slab_t *slab, uintptr_t *lo, uintptr_t *len)) {
   hak_slab_t *s = (hak_slab_t *)hak_pending_take(&h->pending);
   while (s) {
     hak_slab_remote_t *r = hak_slab_remote(s);
     hak_slab_t *next = (hak_slab_t *)r->pending_next;
+    uintptr_t lo, len;
+    bounds(s, &lo, &len);
     for (void *b = hak_remote_take(&r->remote); b;) {
-      void *nb = *(void **)b;
+      void *nb = hak_link_read(b);
+      if (hak_slab_link_bad(nb, lo, len)) {
+        hak_link_corrupt("corrupted remote free queue link in block", b);
+      }
       put(tier, s, b);
       b = nb;
     }

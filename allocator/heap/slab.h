@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "allocator/internal/config.h"
+#include "allocator/internal/link.h"
 #include "allocator/internal/list.h"
 #include "allocator/internal/log.h"
 
@@ -74,11 +75,21 @@ HAK_INLINE void hak_slab_avail_remove(hak_slab_t **list, hak_slab_t *s) {
   s->state = HAK_SLAB_FULL;
 }
 
+/* Whether `next`, a link read from a block of the slab whose blocks lie in
+ * [lo, lo + len), fails its check: outside the slab or not 16-byte aligned (NULL, the end
+ * of the list, passes; nothing fails with HAKMEM_HARDEN=0). */
+HAK_INLINE int hak_slab_link_bad(const void *next, uintptr_t lo, uintptr_t len) {
+  return HAK_UNLIKELY(((uintptr_t)next - lo >= len) | ((uintptr_t)next & 15)) && next != NULL &&
+         hak_links.on;
+}
+
 /* Block b goes back onto its slab's free list; `avail` is the owner's avail list of the
  * slab's class. Returns 1 when the slab has no block out any more and is on no list:
  * the tier then releases it. A slab that gets its first free block joins the list. */
 HAK_INLINE int hak_slab_return_block(hak_slab_t **avail, hak_slab_t *s, void *b) {
-  *(void **)b = s->free;
+  /* More blocks back than out: a block came back twice (each copy went through a cache). */
+  if (HAK_UNLIKELY(s->used == 0) && hak_links.on) hak_link_double_free(b);
+  hak_link_write(b, s->free);
   s->free = b;
   if (--s->used == 0 && s->state != HAK_SLAB_CURRENT) {
     if (s->state == HAK_SLAB_AVAIL) hak_slab_avail_remove(avail, s);
@@ -89,13 +100,17 @@ HAK_INLINE int hak_slab_return_block(hak_slab_t **avail, hak_slab_t *s, void *b)
 }
 
 /* Moves up to `want` blocks of s's free list onto the list at *head (a thread cache or
- * list); returns how many, already counted in `used`. */
-HAK_INLINE uint32_t hak_slab_take_free(hak_slab_t *s, void **head, uint32_t want) {
+ * list); returns how many, already counted in `used`. The slab's blocks lie in
+ * [lo, lo + len): each link is checked before it is followed. */
+HAK_INLINE uint32_t hak_slab_take_free(hak_slab_t *s, void **head, uint32_t want, uintptr_t lo,
+                                       uintptr_t len) {
   uint32_t got = 0;
   while (got < want && s->free) {
     void *b = s->free;
-    s->free = *(void **)b;
-    *(void **)b = *head;
+    void *next = hak_link_read(b);
+    if (hak_slab_link_bad(next, lo, len)) hak_link_corrupt("corrupted free list link in block", b);
+    s->free = next;
+    hak_link_write(b, *head);
     *head = b;
     got++;
   }
@@ -114,7 +129,7 @@ HAK_INLINE uint32_t hak_slab_carve(hak_slab_t *s, char *base, size_t stride, siz
     char *b = base + (size_t)s->carved * stride;
     __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
     if (HAK_CHECKS) memset(b, HAK_FILL_FREE, fill);
-    *(void **)b = *head;
+    hak_link_write(b, *head);
     *head = b;
     got++;
   }
@@ -131,7 +146,7 @@ HAK_INLINE int hak_slab_exhausted(const hak_slab_t *s) {
 HAK_INLINE void hak_slab_validate(const hak_slab_t *s) {
   if (!HAK_CHECKS) return;
   uint32_t on_free = 0;
-  for (void *b = s->free; b && on_free <= s->capacity; b = *(void **)b) on_free++;
+  for (void *b = s->free; b && on_free <= s->capacity; b = hak_link_read(b)) on_free++;
   HAK_ASSERT(s->carved <= s->capacity, "slab carved past its capacity at", s);
   HAK_ASSERT(s->used + on_free == s->carved, "slab counts disagree (used + free != carved) at", s);
   HAK_ASSERT(s->state <= HAK_SLAB_AVAIL, "slab in no known state at", s);

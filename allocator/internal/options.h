@@ -19,6 +19,7 @@ extern "C" {
   X(FREE_ROUTE_TRACE, 0, 0, 1, "trace variant: log the route of every free to stderr")        \
   X(BIGCACHE_MB, 1024, 0, 65536, "most MiB of freed Large memory kept for reuse until decay") \
   X(DECAY_MS, 1000, 0, 3600000, "idle ms before empty memory is returned to the OS")          \
+  X(HARDEN, 1, 0, 1, "encoded free-list links, double-free and bad-pointer checks (release)") \
   X(PURGE_THREAD, 1, 0, 1, "return memory on time from a thread started at the first free")   \
   X(SS_LRU_SIZE, 0, 0, 4096, "empty Tiny SuperSlabs kept committed past the decay")           \
   X(TINY_CACHE_MAX, 2048, 16, 2048, "upper bound of a Tiny thread cache, in blocks")          \

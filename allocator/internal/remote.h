@@ -12,17 +12,18 @@
 #include <stdint.h>
 
 #include "allocator/internal/config.h"
+#include "allocator/internal/link.h"
 
 #define HAK_REMOTE_FLAG ((uintptr_t)1)
 
-/* Pushes `block` (its first word becomes the link). Returns 1 when the caller must queue
- * the slab on its owner's pending list. Acquire as well as release: a pusher that finds
- * the flag clear must see everything the owner did before its take (including its last
+/* Pushes `block` (its first word becomes the link, encoded as in internal/link.h). Returns 1 when
+ * the caller must queue the slab on its owner's pending list. Acquire as well as release: a pusher
+ * that finds the flag clear must see everything the owner did before its take (including its last
  * read of the slab's pending link, which this pusher is about to overwrite). */
 HAK_INLINE int hak_remote_push(uintptr_t *remote, void *block) {
   uintptr_t old = __atomic_load_n(remote, __ATOMIC_RELAXED);
   do {
-    *(void **)block = (void *)(old & ~HAK_REMOTE_FLAG);
+    hak_link_write(block, (void *)(old & ~HAK_REMOTE_FLAG));
   } while (!__atomic_compare_exchange_n(remote, &old, (uintptr_t)block | HAK_REMOTE_FLAG, 1,
                                         __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
   return (old & HAK_REMOTE_FLAG) == 0;

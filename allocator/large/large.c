@@ -666,6 +666,40 @@ static span_t *span_lookup(uintptr_t p) {
   return s && s->state == SPAN_USED && s->start == p ? s : NULL;
 }
 
+/* Whether page-aligned p lies in a FREE span of arena a (lock held): a block freed
+ * already. p's page-map entry may be stale (p's span joined its left neighbour): the
+ * record it names then is checked to cover p, so no stale entry can make the claim. */
+static int in_free_span(arena_t *a, uintptr_t p) {
+  if (p & (PAGE - 1)) return 0;
+  span_t *s = map_get(p);
+  return s && s->state == SPAN_FREE && s->arena == (uint8_t)(a - arenas) && p >= s->start &&
+         p < span_end(s);
+}
+
+/* A freed mapping in the huge cache starting at p (huge_lock held). */
+static int in_huge_cache(uintptr_t p) {
+  for (unsigned i = 0; i < huge_cached; i++) {
+    if (huge_cache[i].base == p) return 1;
+  }
+  return 0;
+}
+
+int hak_large_freed(const void *ptr) {
+  uintptr_t p = (uintptr_t)ptr;
+  arena_t *a = arena_of_address(p);
+  int freed;
+  if (a) {
+    pthread_mutex_lock(&a->lock);
+    freed = in_free_span(a, p);
+    pthread_mutex_unlock(&a->lock);
+  } else {
+    pthread_mutex_lock(&huge_lock);
+    freed = in_huge_cache(p);
+    pthread_mutex_unlock(&huge_lock);
+  }
+  return freed;
+}
+
 int hak_large_free(void *ptr) {
   uintptr_t p = (uintptr_t)ptr;
   arena_t *a = arena_of_address(p);
@@ -673,9 +707,10 @@ int hak_large_free(void *ptr) {
     pthread_mutex_lock(&a->lock);
     span_t *s = span_lookup(p);
     size_t bytes = s ? s->pages * PAGE : 0;
+    int freed_before = !s && in_free_span(a, p);
     if (s && !a->frozen) span_release(a, s);
     pthread_mutex_unlock(&a->lock);
-    if (!s) return 0;
+    if (!s) return freed_before ? -1 : 0;
     HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, ptr, 1);
     hak_purge_kick(bytes); /* freed pages start their decay */
     return 1;
@@ -683,8 +718,9 @@ int hak_large_free(void *ptr) {
   pthread_mutex_lock(&huge_lock);
   span_t *s = huge_lookup(p);
   if (!s) {
+    int freed_before = in_huge_cache(p);
     pthread_mutex_unlock(&huge_lock);
-    return 0;
+    return freed_before ? -1 : 0;
   }
   uintptr_t base = s->map_base;
   size_t size = s->pages;

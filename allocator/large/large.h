@@ -25,9 +25,13 @@ void hak_large_init(uintptr_t base, size_t size);
  * as zeros (fresh mappings already do, so only reused ones are cleared). Thread-safe. */
 void *hak_large_malloc(size_t n, size_t align, int zero);
 
-/* Frees p if it is a live large block and returns 1; returns 0 (and touches nothing)
- * for any other pointer. */
+/* Frees p if it is a live large block and returns 1; returns -1 when p is a block freed
+ * already (it lies in a free span of the region, or starts a freed mapping still cached),
+ * 0 for any other pointer (in both cases nothing is touched). */
 int hak_large_free(void *p);
+
+/* Whether p is a block freed already, as hak_large_free's -1 says. */
+int hak_large_freed(const void *p);
 
 /* Usable bytes of a live large block, or 0 if p is not one. */
 size_t hak_large_usable(const void *p);

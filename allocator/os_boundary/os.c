@@ -153,7 +153,7 @@ int hak_os_commit_at(void *p, size_t size) {
 #define CLAIM_LOW ((uintptr_t)16 << 40)
 #define CLAIM_SPAN ((uintptr_t)16 << 40)
 
-static uint64_t random_bits(void) {
+uint64_t hak_os_random(void) {
   uint64_t r = 0;
   if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
     struct timespec ts;
@@ -190,7 +190,7 @@ int hak_os_claim(size_t size, size_t align, void **out) {
   int err = os_enter(HAK_OS_RESERVE, size);
   if (err) return os_fail(HAK_OS_RESERVE, err);
   if (size == 0 || size > CLAIM_SPAN / 2) return os_fail(HAK_OS_RESERVE, ENOMEM);
-  uint64_t r = random_bits();
+  uint64_t r = hak_os_random();
   uintptr_t slots = (CLAIM_SPAN - size) / align;
   for (int attempt = 0; attempt < 16; attempt++) {
     uintptr_t p = CLAIM_LOW + (uintptr_t)((r >> 11) % slots) * align;

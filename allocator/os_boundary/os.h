@@ -37,6 +37,10 @@ typedef struct {
 } hak_os_counters_t;
 
 /* The system page size (cached after the first call). */
+/* 64 random bits from getrandom(2) (a clock-derived value if that fails): the claim's
+ * address and the free-list key. */
+uint64_t hak_os_random(void);
+
 size_t hak_os_page_size(void);
 
 /* Reserves `size` bytes of address space aligned to `align` (a power of two; 0 = page),

@@ -237,7 +237,16 @@ static void put_drained(void *tier, hak_slab_t *slab, void *b) {
   hak_pool_return_block(tier, (pool_span_t *)slab, b);
 }
 
-static void process_pending(pool_heap_t *h) { hak_heap_drain(&h->base, h, put_drained); }
+/* Where a span's blocks lie: the links of its lists must stay there. */
+static void span_bounds(hak_slab_t *slab, uintptr_t *lo, uintptr_t *len) {
+  pool_span_t *s = (pool_span_t *)slab;
+  *lo = (uintptr_t)span_base(s);
+  *len = (uintptr_t)s->capacity * hak_pool_class_size[s->cls];
+}
+
+static void process_pending(pool_heap_t *h) {
+  hak_heap_drain(&h->base, h, put_drained, span_bounds);
+}
 
 static void heap_drain(void *h) { process_pending(h); }
 /* The purge thread, holding the claim of an idle heap: drained blocks go back to their
@@ -265,7 +274,9 @@ uint32_t hak_pool_fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t wa
       }
       h->current[cls] = s;
     }
-    uint32_t taken = hak_slab_take_free(&s->slab, &l->head, want - got);
+    uintptr_t lo, len;
+    span_bounds(&s->slab, &lo, &len);
+    uint32_t taken = hak_slab_take_free(&s->slab, &l->head, want - got, lo, len);
     l->room -= (int32_t)taken;
     got += taken;
     uint32_t carved =
@@ -293,7 +304,7 @@ static int filled(const void *p, size_t from, size_t to) {
 
 void *hak_pool_checked_alloc(void *p, unsigned cls) {
   char where[32];
-  void *next = *(void **)p;
+  void *next = hak_link_read(p);
   if (next && ((uintptr_t)next - hak_pool_geom.base >= hak_pool_geom.size)) {
     hak_fatal("corrupted free list link in block", p, class_where(where, sizeof where, cls));
   }
@@ -340,6 +351,20 @@ static pool_span_t *checked_span(void *p, uintptr_t off) {
   return s;
 }
 
+int hak_pool_block_freed(const void *p, uintptr_t off) {
+  if (!HAK_CHECKS || off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE)) return 0;
+  pool_span_t *s = span_of(off);
+  if (__atomic_load_n(&s->kind, __ATOMIC_RELAXED) != HAK_POOL_HEAD ||
+      __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) == NULL) {
+    return 0;
+  }
+  size_t stride = hak_pool_class_size[s->cls];
+  uintptr_t rel = (uintptr_t)((const char *)p - span_base(s));
+  if (rel % stride != 0 || rel / stride >= __atomic_load_n(&s->carved, __ATOMIC_RELAXED)) return 0;
+  uint32_t i = (uint32_t)(rel / stride);
+  return (__atomic_load_n(&s->live_bits, __ATOMIC_RELAXED) & ((uint64_t)1 << i)) == 0;
+}
+
 static void bad_free(void *p) {
   if (HAK_CHECKS) hak_fatal("free of a pointer hakmem does not own", p, "pool region");
   __atomic_fetch_add(&foreign_frees, 1, __ATOMIC_RELAXED);
@@ -366,7 +391,7 @@ static void heap_flush(void *tier) {
   pool_heap_t *h = tier;
   for (unsigned cls = 0; cls < HAK_POOL_CLASSES; cls++) {
     pool_list_t *l = &h->list[cls];
-    for (void *b; (b = hak_cache_pop(l)) != NULL;) {
+    for (void *b; (b = hak_cache_pop(l, hak_links.pool_mask)) != NULL;) {
       hak_pool_return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
     }
   }
@@ -391,7 +416,7 @@ static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
     HAK_TRACE_ROUTE(HAK_ROUTE_POOL_REFILL, 0, 0);
     if (hak_pool_fill(h, cls, l, l->cap / 2 ? l->cap / 2 : 1) == 0) return NULL;
   }
-  void *p = hak_cache_pop(l);
+  void *p = hak_cache_pop(l, hak_links.pool_mask);
   return HAK_CHECKS ? hak_pool_checked_alloc(p, cls) : p;
 }
 
@@ -410,7 +435,7 @@ void hak_pool_overflow(pool_list_t *l) {
   /* Down to half the capacity: room = cap - count reaches cap - cap / 2. */
   pool_span_t *last = NULL;
   while (l->room < (int32_t)(l->cap - l->cap / 2)) {
-    void *b = hak_cache_pop(l);
+    void *b = hak_cache_pop(l, hak_links.pool_mask);
     HAK_ASSERT(b != NULL, "a thread list holds fewer blocks than it counts at", l);
     last = span_of((uintptr_t)b - hak_pool_geom.base);
     hak_pool_return_block(h, last, b);
@@ -435,7 +460,7 @@ void *hak_pool_malloc(size_t n) {
   unsigned cls = hak_pool_class_of(n);
   void *p;
   if (HAK_POOL_THREAD_CACHE) {
-    p = HAK_CHECKS ? NULL : hak_cache_pop(&hak_pool_tls->list[cls]);
+    p = HAK_CHECKS ? NULL : hak_cache_pop(&hak_pool_tls->list[cls], hak_links.pool_mask);
     if (HAK_LIKELY(p != NULL)) {
       HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
       return p;

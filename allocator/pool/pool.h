@@ -106,11 +106,11 @@ void *hak_pool_malloc(size_t n);
 void hak_pool_overflow(hak_pool_list_t *l);
 
 /* The fast path: a block from the thread's free list of the class of n, or NULL when the
- * list is empty, without TLS lists (POOL_TLS_PHASE1=0) or in debug builds: then call
- * hak_pool_malloc. */
+ * list is empty or its first link is corrupt, without TLS lists (POOL_TLS_PHASE1=0) or in debug
+ * builds: then call hak_pool_malloc. */
 HAK_INLINE void *hak_pool_pop(size_t n) {
   if (!HAK_POOL_THREAD_CACHE || HAK_CHECKS) return NULL;
-  void *p = hak_cache_pop(&hak_pool_tls->list[hak_pool_class_of(n)]);
+  void *p = hak_cache_take(&hak_pool_tls->list[hak_pool_class_of(n)], hak_links.pool_mask);
   if (p) HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
   return p;
 }
@@ -119,12 +119,15 @@ HAK_INLINE void *hak_pool_pop(size_t n) {
  * returns 1; returns 0 for anything else (then call hak_pool_free). */
 HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
   if (!HAK_POOL_THREAD_CACHE || HAK_CHECKS) return 0;
-  if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE)) return 0;
+  /* Every Pool block is 256-byte aligned (class sizes are multiples of 256, spans start
+   * on 64 KiB boundaries): anything else goes to hak_pool_free, which refuses it. */
+  if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE) || (off & 255) != 0) return 0;
   hak_pool_span_t *s = &hak_pool_geom.registry[off >> HAK_POOL_PAGE_SHIFT];
   if (s->kind == HAK_POOL_TAIL) s = &hak_pool_geom.registry[s->head];
   hak_pool_heap_t *h = hak_pool_tls;
   if (HAK_UNLIKELY(s->owner != h)) return 0;
   hak_pool_list_t *l = &h->list[s->cls];
+  if (hak_cache_is_head(l, p)) return 0; /* a double free: hak_pool_free says so */
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 1);
   if (HAK_UNLIKELY(hak_cache_push(l, p))) hak_pool_overflow(l);
   return 1;
@@ -133,6 +136,10 @@ HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
 /* Frees a block at offset `off` of the Pool region; pointers that are not live block
  * starts are counted as foreign (release) or abort with a message (debug). */
 void hak_pool_free(void *p, uintptr_t off);
+
+/* Debug builds: whether the block start at `off` was handed out and is free now (its
+ * live bit clear); 0 in release builds and for anything else. */
+int hak_pool_block_freed(const void *p, uintptr_t off);
 
 /* Usable size of the block at `off`, or 0 when it is not an allocated block. */
 size_t hak_pool_usable(uintptr_t off);

@@ -351,7 +351,16 @@ static void put_drained(void *tier, hak_slab_t *slab, void *b) {
   }
 }
 
-static void process_pending(hak_tiny_heap_t *h) { hak_heap_drain(&h->base, h, put_drained); }
+/* Where a slab's blocks lie: the links of its lists must stay there. */
+static void slab_bounds(hak_slab_t *slab, uintptr_t *lo, uintptr_t *len) {
+  hak_tiny_slab_t *s = (hak_tiny_slab_t *)slab;
+  *lo = (uintptr_t)block_start(s);
+  *len = (uintptr_t)s->capacity * hak_tiny_class_size[s->cls];
+}
+
+static void process_pending(hak_tiny_heap_t *h) {
+  hak_heap_drain(&h->base, h, put_drained, slab_bounds);
+}
 
 static void heap_flush(void *tier);
 
@@ -373,7 +382,7 @@ static void put_to_slab(void *tier, hak_slab_t *slab, void *b) {
  * in a cache counts as out) goes back to its SuperSlab. */
 static void heap_reclaim(void *tier) {
   hak_tiny_heap_t *h = tier;
-  hak_heap_drain(&h->base, h, put_to_slab);
+  hak_heap_drain(&h->base, h, put_to_slab, slab_bounds);
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
     hak_tiny_slab_t *s = h->current[cls];
     if (s && s->used == 0) {
@@ -398,7 +407,7 @@ static const char *class_where(char *buf, size_t cap, unsigned cls) {
 static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
   char where[32];
   void *p = c->head;
-  void *next = *(void **)p;
+  void *next = hak_link_read(p);
   uintptr_t noff = (uintptr_t)next - hak_tiny_geom.base;
   size_t size = hak_tiny_class_size[cls];
   if (next != NULL && (noff >= hak_tiny_geom.size || !hak_tiny_owns(noff))) {
@@ -407,7 +416,7 @@ static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
   if (!hak_bytes_are(p, sizeof(void *), size, HAK_FILL_FREE)) {
     hak_fatal("write after free to block", p, class_where(where, sizeof where, cls));
   }
-  hak_cache_pop(c);
+  hak_cache_pop(c, hak_links.tiny_mask);
   hak_tiny_slab_t *s = hak_tiny_slab_of(p);
   if (s->live_bits) hak_bit_set(s->live_bits, (uint32_t)(((char *)p - block_start(s)) / size));
   memset(p, FILL_ALLOC, size);
@@ -426,11 +435,25 @@ static block_kind_t block_kind(hak_tiny_slab_t *s, const void *p, size_t size, u
   return *index < __atomic_load_n(&s->carved, __ATOMIC_RELAXED) ? BLOCK_OK : BLOCK_NEVER_HANDED_OUT;
 }
 
+int hak_tiny_block_freed(const void *p, uintptr_t off) {
+  if (!HAK_CHECKS || !hak_tiny_owns(off)) return 0;
+  hak_tiny_slab_t *s = hak_tiny_slab_of(p);
+  uint32_t index = 0;
+  if (__atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) == NULL || !s->live_bits ||
+      block_kind(s, p, hak_tiny_class_size[hak_tiny_class_at(off)], &index) != BLOCK_OK) {
+    return 0;
+  }
+  uint64_t bit = (uint64_t)1 << (index & 63);
+  return (__atomic_load_n(&s->live_bits[index >> 6], __ATOMIC_RELAXED) & bit) == 0;
+}
+
 /* ---- Refill and overflow. ---- */
 
 /* Moves up to `want` blocks of slab s's free list into the cache. */
 static uint32_t take_free(hak_tiny_slab_t *s, hak_tiny_cache_t *c, uint32_t want) {
-  uint32_t got = hak_slab_take_free(&s->slab, &c->head, want);
+  uintptr_t lo, len;
+  slab_bounds(&s->slab, &lo, &len);
+  uint32_t got = hak_slab_take_free(&s->slab, &c->head, want, lo, len);
   c->room -= (int32_t)got;
   return got;
 }
@@ -528,7 +551,7 @@ static void *refill_and_pop(hak_tiny_heap_t *h, unsigned cls) {
     }
   }
   if (HAK_CHECKS) return cache_pop_checked(c, cls);
-  return hak_cache_pop(c);
+  return hak_cache_pop(c, hak_links.tiny_mask);
 }
 
 void *hak_tiny_malloc_slow(unsigned cls) {
@@ -560,7 +583,7 @@ void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
   int32_t room = (int32_t)(c->cap - c->cap / 2);
   hak_tiny_slab_t *last = NULL;
   while (c->room < room) {
-    void *b = hak_cache_pop(c);
+    void *b = hak_cache_pop(c, hak_links.tiny_mask);
     HAK_ASSERT(b != NULL, "a thread cache holds fewer blocks than it counts at", c);
     last = hak_tiny_slab_of(b);
     return_block(h, last, b);
@@ -640,7 +663,8 @@ static void heap_flush(void *tier) {
   process_pending(h);
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
     hak_tiny_cache_t *c = &h->cache[cls];
-    for (void *b; (b = hak_cache_pop(c)) != NULL;) return_block(h, hak_tiny_slab_of(b), b);
+    for (void *b; (b = hak_cache_pop(c, hak_links.tiny_mask)) != NULL;)
+      return_block(h, hak_tiny_slab_of(b), b);
   }
 }
 

@@ -132,6 +132,10 @@ void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p);
 void hak_tiny_free_slow(void *p, uintptr_t off); /* every free but the fast one */
 HAK_COLD void hak_tiny_bad_free(const void *p);
 
+/* Debug builds: whether the block start at `off` was handed out and is free now (its
+ * live bit clear); 0 in release builds and for anything else. */
+int hak_tiny_block_freed(const void *p, uintptr_t off);
+
 /* Returns empty SuperSlabs past the LRU to the OS; `force` ignores the decay time. */
 int hak_tiny_maintain(int force); /* 1: memory still waits for its decay */
 /* malloc_trim: the calling thread's caches and pending remote frees go back to slabs. */
@@ -200,11 +204,12 @@ HAK_INLINE int hak_tiny_owns(uintptr_t off) {
 }
 
 /* The fast path: a block of n (0 .. HAK_TINY_MAX) bytes from the thread cache, or NULL
- * when the cache of its class is empty (then call hak_tiny_malloc). Debug builds always
+ * when the cache of its class is empty or its first link is corrupt (then call
+ * hak_tiny_malloc, which refills or reports). Debug builds always
  * take the checked slow path. */
 HAK_INLINE void *hak_tiny_pop(size_t n) {
   if (HAK_CHECKS) return NULL;
-  void *p = hak_cache_pop(&hak_tiny_tls->cache[hak_tiny_class_of(n)]);
+  void *p = hak_cache_take(&hak_tiny_tls->cache[hak_tiny_class_of(n)], hak_links.tiny_mask);
   if (p) HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 0);
   return p;
 }
@@ -220,11 +225,18 @@ HAK_INLINE void *hak_tiny_malloc(size_t n) {
  * pointer into no live slab, every free in debug builds) takes the checked path. */
 HAK_INLINE void hak_tiny_free(void *p, uintptr_t off) {
   hak_tiny_heap_t *h = hak_tiny_tls;
-  if (HAK_CHECKS || HAK_UNLIKELY(__atomic_load_n(hak_tiny_owner_of(off), __ATOMIC_RELAXED) != h)) {
+  /* Every block is 16-byte aligned: a pointer that is not cannot be one (the slow path
+   * refuses it). An aligned interior pointer is caught there only: one modulo. */
+  if (HAK_CHECKS || HAK_UNLIKELY(((uintptr_t)p & 15) != 0) ||
+      HAK_UNLIKELY(__atomic_load_n(hak_tiny_owner_of(off), __ATOMIC_RELAXED) != h)) {
     hak_tiny_free_slow(p, off);
     return;
   }
   hak_tiny_cache_t *c = hak_tiny_cache_at(h, off);
+  if (hak_cache_is_head(c, p)) { /* a double free: the slow path says so */
+    hak_tiny_free_slow(p, off);
+    return;
+  }
   HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 1);
   if (HAK_UNLIKELY(hak_cache_push(c, p))) hak_tiny_overflow(h, c);
 }

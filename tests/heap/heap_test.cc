@@ -38,8 +38,7 @@ void Drain(void *t) {
   h->drains++;
   for (auto *s = static_cast<FakeSlab *>(hak_pending_take(&h->base.pending)); s;) {
     auto *next = static_cast<FakeSlab *>(s->pending_next);
-    for (void *b = hak_remote_take(&s->remote); b; b = *static_cast<void **>(b))
-      h->drained_blocks++;
+    for (void *b = hak_remote_take(&s->remote); b; b = hak_link_read(b)) h->drained_blocks++;
     s = next;
   }
 }

@@ -54,7 +54,7 @@ TEST(InternalRemoteTest, ProducersAndOneOwnerLoseAndDuplicateNothing) {
       taken_batches++;
       for (void *b = hak_remote_take(&s->remote); b;) {
         Node *n = static_cast<Node *>(b);
-        b = *static_cast<void **>(b);
+        b = hak_link_read(b);
         if (seen[n->producer][n->seq]++) duplicates++;
         drained++;
       }
@@ -79,8 +79,8 @@ TEST(InternalRemoteTest, FlagIsSetExactlyWhileTheChainIsNonEmpty) {
   EXPECT_EQ(remote & HAK_REMOTE_FLAG, HAK_REMOTE_FLAG);
   void *chain = hak_remote_take(&remote);
   EXPECT_EQ(chain, &b);
-  EXPECT_EQ(b.link, &a);
-  EXPECT_EQ(a.link, nullptr);
+  EXPECT_EQ(hak_link_read(&b), &a);
+  EXPECT_EQ(hak_link_read(&a), nullptr);
   EXPECT_EQ(remote, 0u);
   EXPECT_TRUE(hak_remote_push(&remote, &a)) << "after a take the next push queues again";
 }

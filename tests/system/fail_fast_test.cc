@@ -43,9 +43,117 @@ TEST(SystemFailFastDeathTest, DoubleFreeOfAPoolBlock) {
   EXPECT_DEATH(DoubleFree(5000), "hakmem: double free of 0x[0-9a-f]+ \\(pool class 8\\)");
 }
 
-TEST(SystemFailFastDeathTest, DoubleFreeOfALargeBlockIsAForeignPointer) {
+// A freed Large block lies in a free span (or a cached mapping): every build says so,
+// release too (HAKMEM_HARDEN=1, the default).
+TEST(SystemFailFastDeathTest, DoubleFreeOfALargeBlock) {
+  EXPECT_DEATH(DoubleFree(1 << 20), "^hakmem: double free of 0x[0-9a-f]+ \\(large\\)\n$");
+  // Freed after its left neighbour: the two spans join, and the block's own page-map
+  // entry goes stale; the free span around it still says what it is.
+  EXPECT_DEATH(
+      {
+        void *a = malloc(1 << 20);
+        void *b = malloc(1 << 20);
+        free(a);
+        free(b);
+        free(b);
+      },
+      "^hakmem: double free of 0x[0-9a-f]+ \\(large\\)\n$");
+}
+
+// Release with HAKMEM_HARDEN=1: a block freed twice in a row is the head of its thread
+// cache, caught before it is pushed again (it would be handed out twice).
+TEST(SystemFailFastDeathTest, ReleaseCatchesADoubleFreeAtTheCacheHead) {
+  if (!HAK_RELEASE) GTEST_SKIP() << "debug builds name it from their live bits (above)";
+  EXPECT_DEATH(DoubleFree(64), "^hakmem: double free of 0x[0-9a-f]+ \\(tiny class 3\\)\n$");
+  EXPECT_DEATH(DoubleFree(5000), "^hakmem: double free of 0x[0-9a-f]+ \\(pool class 8\\)\n$");
+}
+
+// The review's attack: 8 bytes written into a freed 64-byte block chose where the second
+// following malloc(64) pointed. The link is encoded, so the plain pointer decodes to
+// noise, which fails its check before it is followed: in every build.
+void ForgeLink(size_t n) {
+  static char target[4096] __attribute__((aligned(4096)));
+  void **p = static_cast<void **>(malloc(n));
+  free(p);
+  *p = target + 256;   // a use after free overwrites the link
+  g_sink = malloc(n);  // p again
+  g_sink = malloc(n);  // would be target + 256 with a plain link
+  if (g_sink == target + 256) _exit(3);
+}
+
+TEST(SystemFailFastDeathTest, AForgedLinkIsCaughtBeforeItIsFollowed) {
+  EXPECT_DEATH(ForgeLink(64),
+               "^hakmem: corrupted free list link in block 0x[0-9a-f]+ \\(tiny class 3\\)\n$");
+  EXPECT_DEATH(ForgeLink(5000),
+               "^hakmem: corrupted free list link in block 0x[0-9a-f]+ \\(pool class 8\\)\n$");
+}
+
+// A block freed by another thread waits on its slab's remote queue; a write into it
+// there is caught when the owner drains the queue, before the link is followed.
+TEST(SystemFailFastDeathTest, ACorruptedRemoteQueueLinkIsCaughtAtTheDrain) {
+  EXPECT_DEATH(
+      {
+        static char target[64] __attribute__((aligned(64)));
+        std::vector<void *> blocks;
+        for (int i = 0; i < 2; i++) blocks.push_back(malloc(96));
+        std::thread([&] {
+          for (void *b : blocks) free(b);
+        }).join();
+        *static_cast<void **>(blocks[1]) = target;  // the head of the queue
+        for (int i = 0; i < 10000; i++) g_sink = malloc(96);
+      },
+      "^hakmem: corrupted remote free queue link in block 0x[0-9a-f]+ \\(tiny class 5\\)\n$");
+}
+
+// With HAKMEM_HARDEN=0 the release checks are off: a double free goes unnoticed and
+// the block is handed out twice (what the default prevents).
+TEST(SystemFailFastTest, HardenOffLetsADoubleFreeThrough) {
+  if (!HAK_RELEASE) GTEST_SKIP() << "debug builds always check";
+  if (hak_test::InChild()) {
+    void *p = malloc(64);
+    free(p);
+    free(p);
+    void *a = malloc(64);
+    void *b = malloc(64);
+    _exit(a == p && b == p ? 0 : 4);
+  }
+  int status = hak_test::RunSelf("SystemFailFastTest.HardenOffLetsADoubleFreeThrough", 0,
+                                 {{"HAKMEM_HARDEN", "0"}});
+  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(SystemFailFastDeathTest, ReallocOfAFreedPointer) {
   if (HAK_RELEASE) GTEST_SKIP() << "release builds do not check";
-  EXPECT_DEATH(DoubleFree(1 << 20), "hakmem: free of a pointer hakmem does not own 0x[0-9a-f]+");
+  for (size_t n : {size_t{64}, size_t{5000}, size_t{1} << 20}) {
+    EXPECT_DEATH(
+        {
+          void *p = malloc(n);
+          free(p);
+          g_sink = realloc(p, n * 2);
+        },
+        "^hakmem: realloc of a freed pointer 0x[0-9a-f]+\n$")
+        << n;
+  }
+}
+
+// Release: a misaligned pointer inside a slab is refused on the fast path too (a mask
+// check sends it to the slow path, which refuses it); it is never handed out.
+TEST(SystemFailFastTest, ReleaseRefusesAMisalignedPointer) {
+  if (!HAK_RELEASE) GTEST_SKIP() << "debug builds abort instead";
+  for (size_t n : {size_t{100}, size_t{5000}}) {
+    char *p = static_cast<char *>(malloc(n));
+    uint64_t before = Stats().foreign_frees;
+    free(p + 8);
+    EXPECT_EQ(Stats().foreign_frees - before, 1u) << n;
+    std::vector<void *> blocks;
+    for (int i = 0; i < 1000; i++) {
+      blocks.push_back(malloc(n));
+      ASSERT_NE(blocks.back(), p + 8) << n;
+    }
+    for (void *q : blocks) free(q);
+    free(p);
+  }
 }
 
 TEST(SystemFailFastDeathTest, InteriorPointer) {

@@ -18,7 +18,7 @@ const hak_tiny_cache_t &CacheOf(size_t n) { return hak_tiny_tls->cache[hak_tiny_
 
 uint32_t Listed(const hak_tiny_cache_t &c) {
   uint32_t n = 0;
-  for (void *p = c.head; p != nullptr; p = *static_cast<void **>(p)) n++;
+  for (void *p = c.head; p != nullptr; p = hak_link_read(p)) n++;
   return n;
 }
 
