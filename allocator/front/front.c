@@ -94,7 +94,7 @@ void hak_front_free_slow(void *p) {
   }
   int freed = hak_large_free(p); /* the Large lookup itself; it refuses anything else */
   if (freed <= 0) {
-    if (freed < 0 && (HAK_CHECKS || hak_links.on)) hak_fatal("double free of", p, "large");
+    if (freed < 0 && (HAK_CHECKS || hak_link_on)) hak_fatal("double free of", p, "large");
     foreign_free(p);
     return;
   }

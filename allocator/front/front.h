@@ -25,7 +25,7 @@ typedef struct {
   uint64_t foreign_frees; /* frees of pointers outside every tier (atomic) */
 } hak_front_t;
 
-extern hak_front_t hak_front;
+extern HAK_HIDDEN hak_front_t hak_front;
 
 void *hak_front_malloc_slow(size_t n);
 void hak_front_free_slow(void *p);

@@ -5,8 +5,8 @@
 
 #include "allocator/front/front.h"
 
-extern int hak_front_init_state; /* 0 none, 1 running, 2 done */
-extern int hak_front_stats_fd;   /* where HAKMEM_STATS=1 prints at exit */
+extern HAK_HIDDEN int hak_front_init_state; /* 0 none, 1 running, 2 done */
+extern HAK_HIDDEN int hak_front_stats_fd;   /* where HAKMEM_STATS=1 prints at exit */
 
 /* Initialises once, from whichever thread comes first; a call from inside initialisation
  * returns at once (the caller then falls back to Large). */

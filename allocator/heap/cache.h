@@ -19,7 +19,7 @@ typedef struct {
 HAK_STATIC_ASSERT(sizeof(hak_cache_t) == 16, "a cache is 16 bytes: indexed with a shift");
 
 /* The first block, or NULL when the cache is empty. The link to the next block is
- * checked against `mask` (the tier's hak_links mask) before it becomes the head; one
+ * checked against `mask` (the tier's hak_link_*_mask) before it becomes the head; one
  * that fails aborts with a message. For slow paths. */
 HAK_INLINE void *hak_cache_pop(hak_cache_t *c, uintptr_t mask) {
   void *p = c->head;

@@ -80,7 +80,7 @@ HAK_INLINE void hak_slab_avail_remove(hak_slab_t **list, hak_slab_t *s) {
  * of the list, passes; nothing fails with HAKMEM_HARDEN=0). */
 HAK_INLINE int hak_slab_link_bad(const void *next, uintptr_t lo, uintptr_t len) {
   return HAK_UNLIKELY(((uintptr_t)next - lo >= len) | ((uintptr_t)next & 15)) && next != NULL &&
-         hak_links.on;
+         hak_link_on;
 }
 
 /* Block b goes back onto its slab's free list; `avail` is the owner's avail list of the
@@ -88,7 +88,7 @@ HAK_INLINE int hak_slab_link_bad(const void *next, uintptr_t lo, uintptr_t len) 
  * the tier then releases it. A slab that gets its first free block joins the list. */
 HAK_INLINE int hak_slab_return_block(hak_slab_t **avail, hak_slab_t *s, void *b) {
   /* More blocks back than out: a block came back twice (each copy went through a cache). */
-  if (HAK_UNLIKELY(s->used == 0) && hak_links.on) hak_link_double_free(b);
+  if (HAK_UNLIKELY(s->used == 0) && hak_link_on) hak_link_double_free(b);
   hak_link_write(b, s->free);
   s->free = b;
   if (--s->used == 0 && s->state != HAK_SLAB_CURRENT) {

@@ -26,14 +26,14 @@
 extern "C" {
 #endif
 
-typedef struct {
-  uintptr_t key;       /* random, odd bits everywhere; 0 without hardening */
-  uintptr_t tiny_mask; /* bits in which a Tiny cache link and its block must agree */
-  uintptr_t pool_mask; /* the same for Pool */
-  int on;              /* HAKMEM_HARDEN */
-} hak_links_t;
-
-extern hak_links_t hak_links;
+/* Separate variables, not a struct: the fast paths then use each as a direct
+ * RIP-relative operand (`xor hak_link_key(%rip), %reg`) instead of first loading the
+ * struct's address, one instruction less on each side of a pair. */
+extern HAK_HIDDEN uintptr_t hak_link_key; /* random, odd bits everywhere; 0 without hardening */
+extern HAK_HIDDEN uintptr_t
+    hak_link_tiny_mask; /* bits in which a Tiny cache link and its block agree */
+extern HAK_HIDDEN uintptr_t hak_link_pool_mask; /* the same for Pool */
+extern HAK_HIDDEN int hak_link_on;              /* HAKMEM_HARDEN */
 
 /* Bits no user-space block address has (x86-64 and arm64 with 47/48-bit user space):
  * a decoded link with any of them set is noise. */
@@ -43,11 +43,11 @@ extern hak_links_t hak_links;
 void hak_links_init(uintptr_t secret, int harden, uintptr_t tiny_mask, uintptr_t pool_mask);
 
 HAK_INLINE void hak_link_write(void *block, const void *next) {
-  *(uintptr_t *)block = (uintptr_t)next ^ hak_links.key ^ (uintptr_t)block;
+  *(uintptr_t *)block = (uintptr_t)next ^ hak_link_key ^ (uintptr_t)block;
 }
 
 HAK_INLINE void *hak_link_read(const void *block) {
-  return (void *)(*(const uintptr_t *)block ^ hak_links.key ^ (uintptr_t)block);
+  return (void *)(*(const uintptr_t *)block ^ hak_link_key ^ (uintptr_t)block);
 }
 
 /* Names the tier and class of a block for a message ("tiny class 3"), into buf; set by

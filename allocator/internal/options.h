@@ -43,8 +43,8 @@ typedef struct {
   const char *help;
 } hak_option_desc_t;
 
-extern const hak_option_desc_t hak_option_table[HAK_OPT_COUNT];
-extern int64_t hak_option_values[HAK_OPT_COUNT];
+extern HAK_HIDDEN const hak_option_desc_t hak_option_table[HAK_OPT_COUNT];
+extern HAK_HIDDEN int64_t hak_option_values[HAK_OPT_COUNT];
 
 /* Value of an option; defaults until hak_options_load() has run. */
 HAK_INLINE int64_t hak_opt(hak_option_t id) { return hak_option_values[id]; }

@@ -37,7 +37,7 @@ void hak_purge_relieve(uint64_t bytes);
 
 /* `bytes` of free memory started their decay. Cheap once the thread runs (two loads);
  * must be called with no allocator lock held, since a call may create the thread. */
-extern int hak_purge_kicked; /* set by a kick, cleared by the thread at each pass */
+extern HAK_HIDDEN int hak_purge_kicked; /* set by a kick, cleared by the thread at each pass */
 void hak_purge_kick_slow(uint64_t bytes);
 HAK_INLINE void hak_purge_kick(uint64_t bytes) {
   /* The common case once the thread runs: it has been kicked and not looked yet. */
@@ -48,8 +48,8 @@ HAK_INLINE void hak_purge_kick(uint64_t bytes) {
 /* Around code that holds what a new thread's first malloc may need (the registry lock,
  * another heap's claim, a Pool shard): a kick inside only notes that the thread is
  * wanted, and the outermost end starts it. Thread-local, nestable. */
-extern HAK_TLS int hak_purge_defer_depth; /* this thread's nesting of such regions */
-extern int hak_purge_start_wanted;        /* a kick inside one reached the start */
+extern HAK_HIDDEN HAK_TLS int hak_purge_defer_depth; /* this thread's nesting of such regions */
+extern HAK_HIDDEN int hak_purge_start_wanted;        /* a kick inside one reached the start */
 void hak_purge_start_deferred(void);
 
 /* Inline: every slow path of a thread heap passes through both. */

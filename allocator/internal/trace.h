@@ -26,8 +26,8 @@ typedef enum {
   HAK_ROUTE_COUNT
 } hak_route_t;
 
-extern uint64_t hak_route_counts[HAK_ROUTE_COUNT];
-extern const char *const hak_route_names[HAK_ROUTE_COUNT];
+extern HAK_HIDDEN uint64_t hak_route_counts[HAK_ROUTE_COUNT];
+extern HAK_HIDDEN const char *const hak_route_names[HAK_ROUTE_COUNT];
 
 /* Counts a route and, for frees with HAKMEM_FREE_ROUTE_TRACE=1, logs one line. */
 void hak_trace_route(hak_route_t route, const void *p, int is_free);

@@ -391,7 +391,7 @@ static void heap_flush(void *tier) {
   pool_heap_t *h = tier;
   for (unsigned cls = 0; cls < HAK_POOL_CLASSES; cls++) {
     pool_list_t *l = &h->list[cls];
-    for (void *b; (b = hak_cache_pop(l, hak_links.pool_mask)) != NULL;) {
+    for (void *b; (b = hak_cache_pop(l, hak_link_pool_mask)) != NULL;) {
       hak_pool_return_block(h, span_of((uintptr_t)b - hak_pool_geom.base), b);
     }
   }
@@ -416,7 +416,7 @@ static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
     HAK_TRACE_ROUTE(HAK_ROUTE_POOL_REFILL, 0, 0);
     if (hak_pool_fill(h, cls, l, l->cap / 2 ? l->cap / 2 : 1) == 0) return NULL;
   }
-  void *p = hak_cache_pop(l, hak_links.pool_mask);
+  void *p = hak_cache_pop(l, hak_link_pool_mask);
   return HAK_CHECKS ? hak_pool_checked_alloc(p, cls) : p;
 }
 
@@ -435,7 +435,7 @@ void hak_pool_overflow(pool_list_t *l) {
   /* Down to half the capacity: room = cap - count reaches cap - cap / 2. */
   pool_span_t *last = NULL;
   while (l->room < (int32_t)(l->cap - l->cap / 2)) {
-    void *b = hak_cache_pop(l, hak_links.pool_mask);
+    void *b = hak_cache_pop(l, hak_link_pool_mask);
     HAK_ASSERT(b != NULL, "a thread list holds fewer blocks than it counts at", l);
     last = span_of((uintptr_t)b - hak_pool_geom.base);
     hak_pool_return_block(h, last, b);
@@ -460,7 +460,7 @@ void *hak_pool_malloc(size_t n) {
   unsigned cls = hak_pool_class_of(n);
   void *p;
   if (HAK_POOL_THREAD_CACHE) {
-    p = HAK_CHECKS ? NULL : hak_cache_pop(&hak_pool_tls->list[cls], hak_links.pool_mask);
+    p = HAK_CHECKS ? NULL : hak_cache_pop(&hak_pool_tls->list[cls], hak_link_pool_mask);
     if (HAK_LIKELY(p != NULL)) {
       HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
       return p;

@@ -29,7 +29,7 @@ extern "C" {
 
 #define HAK_POOL_MAX_SPAN_PAGES 4
 
-extern const uint32_t hak_pool_class_size[HAK_POOL_CLASSES];
+extern HAK_HIDDEN const uint32_t hak_pool_class_size[HAK_POOL_CLASSES];
 
 /* Class of a size in (HAK_POOL_MIN, HAK_POOL_MAX]: four classes per power of two. */
 HAK_INLINE unsigned hak_pool_class_of(size_t n) {
@@ -88,9 +88,9 @@ typedef struct {
   hak_pool_span_t *registry; /* indexed by page number in the region */
 } hak_pool_geom_t;
 
-extern hak_pool_geom_t hak_pool_geom;
-extern hak_pool_heap_t hak_pool_empty_heap;
-extern HAK_TLS hak_pool_heap_t *hak_pool_tls;
+extern HAK_HIDDEN hak_pool_geom_t hak_pool_geom;
+extern HAK_HIDDEN hak_pool_heap_t hak_pool_empty_heap;
+extern HAK_HIDDEN HAK_TLS hak_pool_heap_t *hak_pool_tls;
 
 /* Bytes of page registry a Pool region of `size` bytes needs (a page multiple). */
 size_t hak_pool_registry_bytes(size_t size);
@@ -110,7 +110,7 @@ void hak_pool_overflow(hak_pool_list_t *l);
  * builds: then call hak_pool_malloc. */
 HAK_INLINE void *hak_pool_pop(size_t n) {
   if (!HAK_POOL_THREAD_CACHE || HAK_CHECKS) return NULL;
-  void *p = hak_cache_take(&hak_pool_tls->list[hak_pool_class_of(n)], hak_links.pool_mask);
+  void *p = hak_cache_take(&hak_pool_tls->list[hak_pool_class_of(n)], hak_link_pool_mask);
   if (p) HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
   return p;
 }

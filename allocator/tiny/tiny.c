@@ -416,7 +416,7 @@ static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
   if (!hak_bytes_are(p, sizeof(void *), size, HAK_FILL_FREE)) {
     hak_fatal("write after free to block", p, class_where(where, sizeof where, cls));
   }
-  hak_cache_pop(c, hak_links.tiny_mask);
+  hak_cache_pop(c, hak_link_tiny_mask);
   hak_tiny_slab_t *s = hak_tiny_slab_of(p);
   if (s->live_bits) hak_bit_set(s->live_bits, (uint32_t)(((char *)p - block_start(s)) / size));
   memset(p, FILL_ALLOC, size);
@@ -551,7 +551,7 @@ static void *refill_and_pop(hak_tiny_heap_t *h, unsigned cls) {
     }
   }
   if (HAK_CHECKS) return cache_pop_checked(c, cls);
-  return hak_cache_pop(c, hak_links.tiny_mask);
+  return hak_cache_pop(c, hak_link_tiny_mask);
 }
 
 void *hak_tiny_malloc_slow(unsigned cls) {
@@ -583,7 +583,7 @@ void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
   int32_t room = (int32_t)(c->cap - c->cap / 2);
   hak_tiny_slab_t *last = NULL;
   while (c->room < room) {
-    void *b = hak_cache_pop(c, hak_links.tiny_mask);
+    void *b = hak_cache_pop(c, hak_link_tiny_mask);
     HAK_ASSERT(b != NULL, "a thread cache holds fewer blocks than it counts at", c);
     last = hak_tiny_slab_of(b);
     return_block(h, last, b);
@@ -663,7 +663,7 @@ static void heap_flush(void *tier) {
   process_pending(h);
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
     hak_tiny_cache_t *c = &h->cache[cls];
-    for (void *b; (b = hak_cache_pop(c, hak_links.tiny_mask)) != NULL;)
+    for (void *b; (b = hak_cache_pop(c, hak_link_tiny_mask)) != NULL;)
       return_block(h, hak_tiny_slab_of(b), b);
   }
 }

@@ -49,8 +49,8 @@ HAK_STATIC_ASSERT(HAK_TINY_COLOURS *HAK_TINY_SLAB_HEADER <= HAK_TINY_FIRST_PAGE,
                   "every header lies in its slab's first page");
 #define HAK_TINY_PREWARM_BUDGET (32 * 1024) /* bytes of blocks per thread at start */
 
-extern const uint16_t hak_tiny_class_size[HAK_TINY_CLASSES];
-extern const uint8_t hak_tiny_size_class[HAK_TINY_MAX / 16 + 1]; /* by (n + 15) / 16 */
+extern HAK_HIDDEN const uint16_t hak_tiny_class_size[HAK_TINY_CLASSES];
+extern HAK_HIDDEN const uint8_t hak_tiny_size_class[HAK_TINY_MAX / 16 + 1]; /* by (n + 15) / 16 */
 
 HAK_INLINE unsigned hak_tiny_class_of(size_t n) { return hak_tiny_size_class[(n + 15) >> 4]; }
 
@@ -116,9 +116,9 @@ typedef struct {
   uintptr_t rows[HAK_TINY_CLASS_SLOTS]; /* SuperSlabs (grid rows) handed out per slot */
 } hak_tiny_geom_t;
 
-extern hak_tiny_geom_t hak_tiny_geom;
-extern hak_tiny_heap_t hak_tiny_empty_heap;
-extern HAK_TLS hak_tiny_heap_t *hak_tiny_tls;
+extern HAK_HIDDEN hak_tiny_geom_t hak_tiny_geom;
+extern HAK_HIDDEN hak_tiny_heap_t hak_tiny_empty_heap;
+extern HAK_HIDDEN HAK_TLS hak_tiny_heap_t *hak_tiny_tls;
 
 /* Takes [base, base+size) of the claimed range (size a power of two of 2 .. 2048 grid
  * rows, base aligned to a SuperSlab). Returns 0, EINVAL for a size out of those bounds,
@@ -209,7 +209,7 @@ HAK_INLINE int hak_tiny_owns(uintptr_t off) {
  * take the checked slow path. */
 HAK_INLINE void *hak_tiny_pop(size_t n) {
   if (HAK_CHECKS) return NULL;
-  void *p = hak_cache_take(&hak_tiny_tls->cache[hak_tiny_class_of(n)], hak_links.tiny_mask);
+  void *p = hak_cache_take(&hak_tiny_tls->cache[hak_tiny_class_of(n)], hak_link_tiny_mask);
   if (p) HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 0);
   return p;
 }
