@@ -90,6 +90,9 @@ void hak_front_init(void) {
   in_init = 1;
   hak_options_load(env_get, 2);
   links_init();
+  for (int k = 0; k < HAK_OS_KIND_COUNT; k++) {
+    hak_os_fail_rate((hak_os_kind_t)k, (uint32_t)hak_opt(HAK_OPT_FAULT_RATE));
+  }
   void *base = NULL;
   size_t size = claim_range(&base);
   if (size) {

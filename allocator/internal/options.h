@@ -13,19 +13,20 @@ extern "C" {
 #endif
 
 /* X(id, default, min, max, help); the variable is "HAKMEM_" #id. */
-#define HAK_OPTIONS(X)                                                                        \
-  X(HELP, 0, 0, 1, "print this table and the compiled variant at start-up")                   \
-  X(STATS, 0, 0, 1, "print allocator counters to stderr at exit")                             \
-  X(FREE_ROUTE_TRACE, 0, 0, 1, "trace variant: log the route of every free to stderr")        \
-  X(BIGCACHE_MB, 1024, 0, 65536, "most MiB of freed Large memory kept for reuse until decay") \
-  X(DECAY_MS, 1000, 0, 3600000, "idle ms before empty memory is returned to the OS")          \
-  X(HARDEN, 1, 0, 1, "encoded free-list links, double-free and bad-pointer checks (release)") \
-  X(PURGE_THREAD, 1, 0, 1, "return memory on time from a thread started at the first free")   \
-  X(SS_LRU_SIZE, 0, 0, 4096, "empty Tiny SuperSlabs kept committed past the decay")           \
-  X(TINY_CACHE_MAX, 2048, 16, 2048, "upper bound of a Tiny thread cache, in blocks")          \
-  X(POOL_TLS_ARENA_MB_INIT, 1, 1, 64, "first Pool arena chunk of a thread, MiB")              \
-  X(POOL_TLS_ARENA_MB_MAX, 8, 1, 1024, "largest Pool arena chunk, MiB")                       \
-  X(POOL_TLS_ARENA_GROWTH_LEVELS, 3, 0, 10, "Pool arena chunk doublings up to the max")       \
+#define HAK_OPTIONS(X)                                                                         \
+  X(HELP, 0, 0, 1, "print this table and the compiled variant at start-up")                    \
+  X(STATS, 0, 0, 1, "print allocator counters to stderr at exit")                              \
+  X(FREE_ROUTE_TRACE, 0, 0, 1, "trace variant: log the route of every free to stderr")         \
+  X(BIGCACHE_MB, 1024, 0, 65536, "most MiB of freed Large memory kept for reuse until decay")  \
+  X(DECAY_MS, 1000, 0, 3600000, "idle ms before empty memory is returned to the OS")           \
+  X(FAULT_RATE, 0, 0, 1000000, "testing: fail this many of every million memory system calls") \
+  X(HARDEN, 1, 0, 1, "encoded free-list links, double-free and bad-pointer checks (release)")  \
+  X(PURGE_THREAD, 1, 0, 1, "return memory on time from a thread started at the first free")    \
+  X(SS_LRU_SIZE, 0, 0, 4096, "empty Tiny SuperSlabs kept committed past the decay")            \
+  X(TINY_CACHE_MAX, 2048, 16, 2048, "upper bound of a Tiny thread cache, in blocks")           \
+  X(POOL_TLS_ARENA_MB_INIT, 1, 1, 64, "first Pool arena chunk of a thread, MiB")               \
+  X(POOL_TLS_ARENA_MB_MAX, 8, 1, 1024, "largest Pool arena chunk, MiB")                        \
+  X(POOL_TLS_ARENA_GROWTH_LEVELS, 3, 0, 10, "Pool arena chunk doublings up to the max")        \
   X(RESERVE_GB, 64, 1, 256, "GiB of address space claimed for Tiny and Pool (mapped as used)")
 
 typedef enum {

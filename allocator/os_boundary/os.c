@@ -20,6 +20,8 @@ static uint64_t os_bytes[HAK_OS_KIND_COUNT];
 static uint64_t os_failures[HAK_OS_KIND_COUNT];
 static uint64_t os_fail_countdown[HAK_OS_KIND_COUNT];
 static int os_fail_every[HAK_OS_KIND_COUNT];
+static uint32_t os_fail_ppm[HAK_OS_KIND_COUNT]; /* random failures per million calls */
+static HAK_TLS uint64_t fault_rng;              /* this thread's draws (xorshift) */
 static size_t os_page_size;
 
 static const char *const os_kind_names[HAK_OS_KIND_COUNT] = {
@@ -38,11 +40,25 @@ size_t hak_os_page_size(void) {
   return ps;
 }
 
+/* Whether a random injected failure hits this call (HAKMEM_FAULT_RATE, tests). */
+static int fault_drawn(hak_os_kind_t kind) {
+  uint32_t ppm = __atomic_load_n(&os_fail_ppm[kind], __ATOMIC_RELAXED);
+  if (ppm == 0) return 0;
+  uint64_t x = fault_rng;
+  if (x == 0) x = hak_os_random() | 1;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  fault_rng = x;
+  return x % 1000000 < ppm;
+}
+
 /* Counts the call and decides whether an injected failure applies to it. */
 static int os_enter(hak_os_kind_t kind, size_t bytes) {
   __atomic_fetch_add(&os_calls[kind], 1, __ATOMIC_RELAXED);
   __atomic_fetch_add(&os_bytes[kind], bytes, __ATOMIC_RELAXED);
   if (__atomic_load_n(&os_fail_every[kind], __ATOMIC_RELAXED)) return ENOMEM;
+  if (fault_drawn(kind)) return ENOMEM;
   uint64_t n = __atomic_load_n(&os_fail_countdown[kind], __ATOMIC_RELAXED);
   while (n != 0) {
     if (__atomic_compare_exchange_n(&os_fail_countdown[kind], &n, n - 1, 0, __ATOMIC_RELAXED,
@@ -351,4 +367,9 @@ void hak_os_fail_nth(hak_os_kind_t kind, uint64_t n) {
 
 void hak_os_fail_every(hak_os_kind_t kind, int on) {
   __atomic_store_n(&os_fail_every[kind], on, __ATOMIC_RELAXED);
+}
+
+void hak_os_fail_rate(hak_os_kind_t kind, uint32_t per_million) {
+  if (per_million > 1000000) per_million = 1000000;
+  __atomic_store_n(&os_fail_ppm[kind], per_million, __ATOMIC_RELAXED);
 }

@@ -37,6 +37,11 @@ typedef struct {
 } hak_os_counters_t;
 
 /* The system page size (cached after the first call). */
+/* Random fault injection (HAKMEM_FAULT_RATE, tests): `per_million` of the calls of
+ * `kind` (0 = none, at most 1,000,000) fail with ENOMEM without reaching the kernel,
+ * drawn independently per thread. */
+void hak_os_fail_rate(hak_os_kind_t kind, uint32_t per_million);
+
 /* 64 random bits from getrandom(2) (a clock-derived value if that fails): the claim's
  * address and the free-list key. */
 uint64_t hak_os_random(void);
