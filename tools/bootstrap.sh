@@ -12,6 +12,8 @@ PACKAGES=(
   libmimalloc2.0 libjemalloc2 libtcmalloc-minimal4
   # Real programs the preload tests run.
   python3 libpython3.11-testsuite sqlite3 perl git coreutils make redis-server redis-tools
+  # libFuzzer builds (--config=fuzz).
+  clang-14 libclang-rt-14-dev
   # Measurement tools.
   strace valgrind binutils gnuplot-nox procps time bc
 )
