@@ -23,23 +23,11 @@
 namespace {
 
 using hak_test::InChild;
+using hak_test::RssKib;
 using hak_test::RunSelf;
 using hak_test::Stamp;
 using hak_test::StampIntact;
 using hak_test::Stats;
-
-// VmRSS in KiB, read with system calls only.
-uint64_t RssKib() {
-  char buf[4096];
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  const char *at = strstr(buf, "VmRSS:");
-  return at ? strtoull(at + 6, nullptr, 10) : 0;
-}
 
 struct Block {
   unsigned char *p = nullptr;

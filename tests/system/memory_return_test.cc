@@ -29,21 +29,8 @@ using hak_test::RunSelf;
 
 constexpr int kDecayMs = 200;
 
-// A /proc/self/status field in KiB, read with system calls only: reading it must not
-// make an allocator call, or the "no call at all" cases would not be.
-uint64_t StatusKib(const char *field) {
-  char buf[4096];
-  int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  const char *at = strstr(buf, field);
-  return at ? strtoull(at + strlen(field) + 1, nullptr, 10) : 0;
-}
-uint64_t RssKib() { return StatusKib("VmRSS"); }
-uint64_t PeakKib() { return StatusKib("VmHWM"); }
+using hak_test::RssKib;
+uint64_t PeakKib() { return hak_test::StatusKib("VmHWM"); }
 
 uint64_t NowMs() {
   struct timespec ts;
