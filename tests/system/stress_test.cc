@@ -2,7 +2,8 @@
 // (threads replacing random blocks and handing whole slot arrays to each other), at
 // 2 to 32 threads. The suite runs each for a few seconds (//tests:stress_test); the
 // long version runs each for STRESS_SECONDS (//tests:stress_long_test, tagged manual:
-// `bazel test //tests:stress_long_test --test_env=STRESS_SECONDS=600`).
+// `bazel test //tests:stress_long_test --test_env=STRESS_SECONDS=600`). Its twin on the
+// hak_* API (//tests:stress_api_test) runs under --config=tsan.
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +18,7 @@
 #include "allocator/hakmem.h"
 #include "gtest/gtest.h"
 #include "tests/system/test_util.h"
+#include "tests/system/api_twin.h"
 
 namespace {
 
