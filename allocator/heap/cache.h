@@ -18,24 +18,12 @@ typedef struct {
 
 HAK_STATIC_ASSERT(sizeof(hak_cache_t) == 16, "a cache is 16 bytes: indexed with a shift");
 
-/* The first block, or NULL when the cache is empty. The link to the next block is
- * checked against `mask` (the tier's hak_link_*_mask) before it becomes the head; one
- * that fails aborts with a message. For slow paths. */
-HAK_INLINE void *hak_cache_pop(hak_cache_t *c, uintptr_t mask) {
-  void *p = c->head;
-  if (HAK_LIKELY(p != NULL)) {
-    void *next = hak_link_read(p);
-    if (hak_link_bad(p, next, mask)) hak_link_corrupt("corrupted free list link in block", p);
-    c->head = next;
-    c->room++;
-  }
-  return p;
-}
-
-/* The fast paths' pop: as hak_cache_pop, but a link that fails its check leaves the
- * cache as it is and returns NULL, a miss: the slow path pops the same block with
- * hak_cache_pop and reports it. The fast paths so make no call but tail calls and need
- * no stack frame (a call to the reporting function cost malloc and free one each). */
+/* The fast paths' pop: the first block, or NULL when the cache is empty. The link to the
+ * next block is checked against `mask` (the tier's hak_link_*_mask) before it becomes the
+ * head; one that fails leaves the cache as it is and returns NULL, a miss: the slow path
+ * pops the same block with hak_cache_pop, which reports it. The fast paths so make no
+ * call but tail calls and need no stack frame (a call to the reporting function cost
+ * malloc and free one each). */
 HAK_INLINE void *hak_cache_take(hak_cache_t *c, uintptr_t mask) {
   void *p = c->head;
   if (HAK_LIKELY(p != NULL)) {
@@ -43,6 +31,16 @@ HAK_INLINE void *hak_cache_take(hak_cache_t *c, uintptr_t mask) {
     if (hak_link_bad(p, next, mask)) return NULL;
     c->head = next;
     c->room++;
+  }
+  return p;
+}
+
+/* The slow paths' pop: as hak_cache_take, but a link that fails its check aborts with a
+ * message naming the block. */
+HAK_INLINE void *hak_cache_pop(hak_cache_t *c, uintptr_t mask) {
+  void *p = hak_cache_take(c, mask);
+  if (HAK_UNLIKELY(p == NULL) && c->head != NULL) {
+    hak_link_corrupt("corrupted free list link in block", c->head);
   }
   return p;
 }
