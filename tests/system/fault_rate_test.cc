@@ -23,6 +23,7 @@
 namespace {
 
 using hak_test::InChild;
+using hak_test::NextRandom;
 using hak_test::RssKib;
 using hak_test::RunSelf;
 using hak_test::Stamp;
@@ -40,17 +41,10 @@ struct Outcome {
   std::atomic<uint64_t> served{0}, refused{0}, bad_errno{0}, damaged{0}, not_zero{0};
 };
 
-uint64_t Next(uint64_t *x) {
-  *x ^= *x << 13;
-  *x ^= *x >> 7;
-  *x ^= *x << 17;
-  return *x;
-}
-
 // Sizes across the tiers: 60% Tiny, 30% Pool, 10% Large (up to 2 MiB, 1 in 8 of those
 // up to 24 MiB, so that arenas keep growing and new memory is asked for).
 size_t RandomSize(uint64_t *rng) {
-  uint64_t r = Next(rng);
+  uint64_t r = NextRandom(rng);
   switch (r % 10) {
     case 0:
       return 65537 + (r >> 8) % ((r >> 4) % 8 == 0 ? 24 << 20 : 2 << 20);
@@ -94,11 +88,11 @@ void Work(int id, int iters, std::atomic<Block *> *shared, Block *holders, Block
   while (!go->load()) std::this_thread::yield();
   uint64_t rng = 0x9e3779b97f4a7c15u * (id + 1);
   for (int i = 0; i < iters; i++) {
-    Block &b = slots[Next(&rng) % kSlots];
+    Block &b = slots[NextRandom(&rng) % kSlots];
     uint64_t seed = (uint64_t(id) << 32) | uint64_t(i);
     size_t n = RandomSize(&rng);
     errno = 0;
-    switch (Next(&rng) % 8) {
+    switch (NextRandom(&rng) % 8) {
       case 0:
       case 1: {
         Release(&b, out);
@@ -132,7 +126,7 @@ void Work(int id, int iters, std::atomic<Block *> *shared, Block *holders, Block
       case 4: {
         Release(&b, out);
         void *p = nullptr;
-        size_t align = size_t{64} << (Next(&rng) % 11);  // 64 B .. 64 KiB
+        size_t align = size_t{64} << (NextRandom(&rng) % 11);  // 64 B .. 64 KiB
         int err = posix_memalign(&p, align, n);
         if (err != 0) {
           errno = err;
@@ -147,7 +141,7 @@ void Work(int id, int iters, std::atomic<Block *> *shared, Block *holders, Block
         if (!b.p) break;
         holders[i] = b;
         b = Block{};
-        Block *theirs = shared[Next(&rng) % kSlots].exchange(&holders[i]);
+        Block *theirs = shared[NextRandom(&rng) % kSlots].exchange(&holders[i]);
         if (theirs) Release(theirs, out);
         break;
       }

@@ -17,11 +17,12 @@
 
 #include "allocator/hakmem.h"
 #include "gtest/gtest.h"
-#include "tests/system/test_util.h"
 #include "tests/system/api_twin.h"
+#include "tests/system/test_util.h"
 
 namespace {
 
+using hak_test::NextRandom;
 using hak_test::Stamp;
 using hak_test::StampIntact;
 using Clock = std::chrono::steady_clock;
@@ -32,16 +33,9 @@ double Seconds() {
   return v > 0 ? v : 1.0;
 }
 
-uint64_t Next(uint64_t *x) {
-  *x ^= *x << 13;
-  *x ^= *x >> 7;
-  *x ^= *x << 17;
-  return *x;
-}
-
 // Mostly small, some Pool, a few Large.
 size_t RandomSize(uint64_t *rng) {
-  uint64_t r = Next(rng);
+  uint64_t r = NextRandom(rng);
   if (r % 64 == 0) return 65537 + (r >> 8) % (512 << 10);
   if (r % 8 == 0) return 1025 + (r >> 8) % 64512;
   return 1 + (r >> 8) % 1024;
@@ -142,7 +136,7 @@ void Larson(int threads, double seconds, uint64_t *ops, uint64_t *damaged) {
       uint64_t rng = 0x2545f4914f6cdd1du * (t + 7), i = 0;
       auto *slots = new std::vector<Block>(kSlots, Block{nullptr, 0, 0});
       while (!stop.load(std::memory_order_relaxed)) {
-        Block &b = (*slots)[Next(&rng) % kSlots];
+        Block &b = (*slots)[NextRandom(&rng) % kSlots];
         if (b.p) {
           if (!Intact(b)) bad++;
           free(b.p);

@@ -41,6 +41,15 @@ inline hak_stats_t Stats() {
   return s;
 }
 
+// The next value of a xorshift64 sequence in *x (never 0 unless seeded with 0): random
+// sizes and choices for stress tests, repeatable from the seed.
+inline uint64_t NextRandom(uint64_t *x) {
+  *x ^= *x << 13;
+  *x ^= *x >> 7;
+  *x ^= *x << 17;
+  return *x;
+}
+
 // Hides a value from the compiler, which rejects impossible requests made on purpose.
 inline size_t Opaque(size_t v) {
   volatile size_t hidden = v;
