@@ -20,3 +20,16 @@ def hak_system_test(name, src, **kwargs):
         deps = SYSTEM_DEPS,
         **kwargs
     )
+
+def hak_api_twin_test(name, srcs, **kwargs):
+    """The twin of a whole-allocator test built against the hak_* API
+    (tests/system/api_twin.h, -DHAK_TEST_API_TWIN) instead of replacing malloc, so that
+    ThreadSanitizer and AddressSanitizer, which own malloc, run it too."""
+    hak_cc_test(
+        name = name,
+        srcs = srcs + ["system/api_twin.h", "system/test_util.h"],
+        copts = ["-DHAK_TEST_API_TWIN"] + kwargs.pop("copts", []),
+        external_deps = ["@com_google_googletest//:gtest_main"] + kwargs.pop("external_deps", []),
+        deps = SYSTEM_DEPS,
+        **kwargs
+    )

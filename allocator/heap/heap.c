@@ -73,8 +73,14 @@ void hak_heap_retire(hak_heap_registry_t *r, void *tier) {
   h->next_dead = r->dead;
   __atomic_store_n(&r->dead, h, __ATOMIC_RELAXED); /* flush_dead peeks without the lock */
   __atomic_store_n(&h->state, HAK_HEAP_DEAD, __ATOMIC_SEQ_CST);
+  /* The busy mark goes before the lock does: a thread adopting the heap takes the lock
+   * first, so it finds busy 0. Dropped after the unlock, the mark raced the adopter's own
+   * (both are plain read-modify-writes) and could stay at 1 for good, so the heap was
+   * never reclaimed again (ThreadSanitizer found it in threads_api_test). DEAD already
+   * keeps reclaims away. */
+  hak_heap_leave(&h->busy);
   pthread_mutex_unlock(&r->lock);
-  hak_heap_disown(h);
+  hak_purge_defer_end(); /* hak_heap_disown's other half: may start the purge thread */
   if (__atomic_load_n(&h->pending, __ATOMIC_SEQ_CST)) collect(r, h, r->ops->drain);
   hak_purge_kick(HAK_PURGE_HEAP_BYTES); /* its caches are flushed after the decay */
 }

@@ -15,9 +15,14 @@
  * the forking one included, as when fork() runs in a signal handler that interrupted the
  * allocator), 0 when it was free; either way leaves `m` initialised and unlocked. */
 HAK_INLINE int hak_fork_child_reset_lock(pthread_mutex_t *m) {
-  int held = pthread_mutex_trylock(m) != 0;
+  if (pthread_mutex_trylock(m) == 0) {
+    pthread_mutex_unlock(m);
+    return 0;
+  }
+  /* Held by a thread the child does not have: made anew (re-initialising a mutex this
+   * thread held left ThreadSanitizer believing it still held it). */
   pthread_mutex_init(m, NULL);
-  return held;
+  return 1;
 }
 
 /* A thread marks its heap busy around every slow-path change of it, so that a fork from

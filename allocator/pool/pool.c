@@ -440,7 +440,10 @@ void hak_pool_overflow(pool_list_t *l) {
     last = span_of((uintptr_t)b - hak_pool_geom.base);
     hak_pool_return_block(h, last, b);
   }
-  if (HAK_CHECKS && last && last->owner == h) hak_slab_validate(&last->slab);
+  /* Still ours (only this thread releases it), or handed to another thread by now. */
+  if (HAK_CHECKS && last && __atomic_load_n(&last->owner, __ATOMIC_ACQUIRE) == h) {
+    hak_slab_validate(&last->slab);
+  }
   hak_heap_disown(&h->base);
 }
 

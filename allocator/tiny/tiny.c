@@ -588,7 +588,10 @@ void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
     last = hak_tiny_slab_of(b);
     return_block(h, last, b);
   }
-  if (HAK_CHECKS && last && last->owner == h) hak_slab_validate(&last->slab);
+  /* Still ours (only this thread releases it), or handed to another thread by now. */
+  if (HAK_CHECKS && last && __atomic_load_n(&last->owner, __ATOMIC_ACQUIRE) == h) {
+    hak_slab_validate(&last->slab);
+  }
   hak_heap_disown(&h->base);
 }
 
