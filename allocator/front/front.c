@@ -47,6 +47,7 @@ static int maintain_pass(uint64_t now, int force) {
 
 static void *large_malloc(size_t n, size_t align, int zero) {
   void *p = hak_large_malloc(n, align, zero);
+  if (HAK_ASAN) hak_front_asan_narrow(p, n);
   hak_front_maintain(0);
   return p;
 }
@@ -127,7 +128,16 @@ static int block_freed(const void *p, hak_owner_t o) {
   }
 }
 
-size_t hak_front_usable(const void *p) { return p ? usable_of(p, hak_owner_of(p)) : 0; }
+void hak_front_asan_narrow(void *p, size_t n) {
+  if (p) hak_asan_narrow(p, n, usable_of(p, hak_owner_of(p)));
+}
+
+/* A program that asked for the usable size may use all of it: ASan builds unpoison it. */
+size_t hak_front_usable(const void *p) {
+  size_t usable = p ? usable_of(p, hak_owner_of(p)) : 0;
+  hak_asan_unpoison(p, usable);
+  return usable;
+}
 
 void *hak_front_calloc(size_t count, size_t size) {
   size_t n;
@@ -168,10 +178,13 @@ void *hak_front_realloc(void *p, size_t n) {
     errno = EINVAL;
     return NULL;
   }
+  hak_asan_unpoison(p, usable); /* copied or moved whole below */
   if (o.kind == HAK_OWNER_LARGE && n > HAK_POOL_MAX) {
     void *q = hak_large_realloc(p, n);
+    if (HAK_ASAN) hak_front_asan_narrow(q, n);
     if (q) return q;
   } else if (n <= usable && n > usable / 2) {
+    if (HAK_ASAN) hak_front_asan_narrow(p, n);
     return p; /* fits, and not so much smaller that a smaller class would be worth it */
   }
   void *q = hak_front_malloc(n);
@@ -209,6 +222,7 @@ void *hak_front_aligned(size_t align, size_t n, int zero) {
     p = pool_aligned(align, n);
   }
   if (!p) return large_malloc(n, align, zero);
+  if (HAK_ASAN) hak_front_asan_narrow(p, n);
   if (zero) memset(p, 0, n);
   return p;
 }
@@ -263,7 +277,7 @@ void *hak_front_pvalloc(size_t n) {
 
 void hak_front_free_sized(void *p, size_t n, size_t align) {
   if (HAK_CHECKS && p) {
-    size_t usable = hak_front_usable(p);
+    size_t usable = usable_of(p, hak_owner_of(p));
     HAK_CHECK(usable == 0 || n <= usable, "free_sized with a size larger than the block at", p,
               NULL);
     HAK_CHECK(align == 0 || ((uintptr_t)p & (align - 1)) == 0,

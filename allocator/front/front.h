@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "allocator/internal/config.h"
+#include "allocator/os_boundary/asan.h"
 #include "allocator/pool/pool.h"
 #include "allocator/tiny/tiny.h"
 
@@ -44,6 +45,10 @@ void hak_front_malloc_stats(void);
 int hak_front_mallopt(int param, int value);
 void hak_front_free_sized(void *p, size_t n, size_t align);
 
+/* ASan builds: block p (or NULL), handed out for n bytes, is narrowed to them: the rest
+ * of its usable size stays poisoned (internal/asan.h). */
+void hak_front_asan_narrow(void *p, size_t n);
+
 /* No readiness check: before initialisation every thread's caches are the empty ones, so
  * the pops miss and the slow path initialises. */
 HAK_INLINE void *hak_front_malloc(size_t n) {
@@ -52,6 +57,11 @@ HAK_INLINE void *hak_front_malloc(size_t n) {
     p = hak_tiny_pop(n);
   } else if (n <= HAK_POOL_MAX) {
     p = hak_pool_pop(n);
+  }
+  if (HAK_ASAN) { /* the pops always miss there */
+    p = hak_front_malloc_slow(n);
+    hak_front_asan_narrow(p, n);
+    return p;
   }
   return HAK_LIKELY(p != NULL) ? p : hak_front_malloc_slow(n);
 }

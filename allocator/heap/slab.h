@@ -128,7 +128,7 @@ HAK_INLINE uint32_t hak_slab_carve(hak_slab_t *s, char *base, size_t stride, siz
   while (got < want && s->carved < s->capacity) {
     char *b = base + (size_t)s->carved * stride;
     __atomic_store_n(&s->carved, s->carved + 1, __ATOMIC_RELAXED);
-    if (HAK_CHECKS) memset(b, HAK_FILL_FREE, fill);
+    if (HAK_CHECKS) hak_fill_bytes(b, HAK_FILL_FREE, fill);
     hak_link_write(b, *head);
     *head = b;
     got++;

@@ -99,6 +99,25 @@ enum {
 #define HAK_STATIC_ASSERT _Static_assert
 #endif
 
+/* AddressSanitizer builds (--config=asan, --config=fuzz; os_boundary/asan.h says what
+ * hakmem does there). HAK_NO_ASAN: a function ASan does not instrument, never inlined
+ * (GCC instruments an inlined body as its caller's). */
+#if defined(__SANITIZE_ADDRESS__)
+#define HAK_ASAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HAK_ASAN_BUILD 1
+#endif
+#endif
+#ifdef HAK_ASAN_BUILD
+enum { HAK_ASAN = 1 };
+#define HAK_NO_ASAN __attribute__((noinline, no_sanitize_address))
+#else
+#define HAK_ASAN_BUILD 0
+enum { HAK_ASAN = 0 };
+#define HAK_NO_ASAN
+#endif
+
 #define HAK_LIKELY(x) __builtin_expect(!!(x), 1)
 #define HAK_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define HAK_INLINE static inline __attribute__((always_inline))

@@ -42,11 +42,19 @@ extern HAK_HIDDEN int hak_link_on;              /* HAKMEM_HARDEN */
 /* Sets the key and masks once, at initialisation, before any link is written. */
 void hak_links_init(uintptr_t secret, int harden, uintptr_t tiny_mask, uintptr_t pool_mask);
 
-HAK_INLINE void hak_link_write(void *block, const void *next) {
+/* A link lives in a free block, which ASan builds keep poisoned: there the accessors are
+ * out-of-line functions ASan does not instrument (HAK_NO_ASAN, config.h). */
+#if HAK_ASAN_BUILD
+#define HAK_LINK_ACCESS static HAK_NO_ASAN __attribute__((unused))
+#else
+#define HAK_LINK_ACCESS HAK_INLINE
+#endif
+
+HAK_LINK_ACCESS void hak_link_write(void *block, const void *next) {
   *(uintptr_t *)block = (uintptr_t)next ^ hak_link_key ^ (uintptr_t)block;
 }
 
-HAK_INLINE void *hak_link_read(const void *block) {
+HAK_LINK_ACCESS void *hak_link_read(const void *block) {
   return (void *)(*(const uintptr_t *)block ^ hak_link_key ^ (uintptr_t)block);
 }
 

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "allocator/internal/config.h"
+
 static void buf_putc(hak_buf_t *b, char c) {
   if (b->len < b->cap) b->data[b->len++] = c;
 }
@@ -91,10 +93,21 @@ const char *hak_class_where(char *buf, size_t cap, const char *tier, unsigned cl
   return buf;
 }
 
-int hak_bytes_are(const void *p, size_t from, size_t to, int value) {
+HAK_NO_ASAN int hak_bytes_are(const void *p, size_t from, size_t to, int value) {
   const unsigned char *c = p;
   for (size_t i = from; i < to; i++) {
     if (c[i] != value) return 0;
   }
   return 1;
+}
+
+HAK_NO_ASAN void hak_fill_bytes(void *p, int value, size_t n) {
+  if (!HAK_ASAN) {
+    memset(p, value, n);
+    return;
+  }
+  /* ASan intercepts memset and checks the range: bytes one at a time, through a volatile
+   * pointer so that the loop is not turned back into a call to memset. */
+  volatile unsigned char *c = p;
+  for (size_t i = 0; i < n; i++) c[i] = (unsigned char)value;
 }

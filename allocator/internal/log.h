@@ -39,6 +39,10 @@ const char *hak_class_where(char *buf, size_t cap, const char *tier, unsigned cl
 /* Whether bytes [from, to) of p all equal `value` (the debug builds' fill checks). */
 int hak_bytes_are(const void *p, size_t from, size_t to, int value);
 
+/* Fills n bytes of block p with `value` (the debug builds' fills). Both may touch a free
+ * block, which ASan builds keep poisoned: they are not instrumented (os_boundary/asan.h). */
+void hak_fill_bytes(void *p, int value, size_t n);
+
 /* Fail-fast checks are compiled in every variant (so they type-check) and cost nothing
  * when BUILD_RELEASE=1. */
 #define HAK_CHECK(cond, what, ptr, where)              \

@@ -29,6 +29,7 @@
 #include "allocator/internal/options.h"
 #include "allocator/internal/purge.h"
 #include "allocator/internal/trace.h"
+#include "allocator/os_boundary/asan.h"
 #include "allocator/os_boundary/os.h"
 
 #define PAGE_SHIFT 12
@@ -390,6 +391,7 @@ static void arena_trim_dirty(arena_t *a) {
 /* Frees the USED span s: dirty, joined with dirty neighbours, back in the bins; past the
  * bound on freed memory kept committed, its pages go back at once. */
 static void span_release(arena_t *a, span_t *s) {
+  hak_asan_poison((void *)s->start, s->pages * PAGE);
   a->live_blocks--;
   a->live_pages -= s->pages;
   s->dirty = 1;
@@ -500,6 +502,7 @@ static void release_mapping(uintptr_t base, size_t size) {
   if (hak_os_release((void *)base, size) == 0) return;
   hak_os_decommit((void *)base, size); /* if this fails too, the pages stay: still accounted */
   unreleased_t *u = (unreleased_t *)base;
+  hak_asan_unpoison(u, sizeof *u);
   u->next = unreleased;
   u->size = size;
   unreleased = u;
@@ -541,6 +544,9 @@ static void huge_cache_put(uintptr_t base, size_t size) {
     }
     huge_cache_evict(oldest);
   }
+  /* Poisoned only when kept: a mapping unmapped at once faults when used (and poisoning
+   * a mapping of gigabytes would cost its eighth in shadow memory first). */
+  hak_asan_poison((void *)base, size);
   huge_cache[huge_cached++] = (huge_entry_t){base, size, hak_now_ms()};
   huge_cached_bytes += size;
 }
@@ -621,6 +627,7 @@ static void *huge_malloc(size_t n, size_t align, int zero) {
     errno = ENOMEM;
     return NULL;
   }
+  hak_asan_unpoison(p, base + size - (uintptr_t)p);
   if (zero && hit) memset(p, 0, n);
   return p;
 }
@@ -651,6 +658,7 @@ void *hak_large_malloc(size_t n, size_t align, int zero) {
       pthread_mutex_unlock(&x->lock);
       if (s) {
         HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, (void *)s->start, 0);
+        hak_asan_unpoison((void *)s->start, s->pages * PAGE);
         if (zero && !clean) memset((void *)s->start, 0, n);
         return (void *)s->start;
       }
@@ -819,6 +827,7 @@ static uintptr_t span_slide(arena_t *a, span_t *s, size_t pages) {
   uintptr_t from = s->start;
   size_t old_pages = s->pages;
   s->start = l->start;
+  hak_asan_unpoison((void *)s->start, old_pages * PAGE); /* lands (partly) on a free span */
   memmove((void *)s->start, (void *)from, old_pages * PAGE);
   a->live_pages += pages - old_pages;
   s->pages = pages;
@@ -826,6 +835,7 @@ static uintptr_t span_slide(arena_t *a, span_t *s, size_t pages) {
   /* The rest, after the block: pages of the block's old place (dirty) at least. */
   if (r) record_free(&a->spare, r);
   if (all > pages) {
+    hak_asan_poison((void *)span_end(s), (all - pages) * PAGE);
     *l = (span_t){.start = span_end(s),
                   .pages = all - pages,
                   .dirty = 1,
@@ -858,6 +868,7 @@ static void *span_move(arena_t *a, span_t *s, size_t n) {
   a->live_blocks--;
   a->live_pages -= s->pages;
   s->dirty = 0; /* its pages left with the block: it reads as zero */
+  hak_asan_poison((void *)s->start, s->pages * PAGE);
   free_coalesce(a, s);
   return (void *)d->start;
 }
@@ -943,6 +954,8 @@ void *hak_large_realloc(void *ptr, size_t n) {
   }
   if (!result && old_usable) result = move_grow(ptr, old_usable, n);
   if (!result) errno = ENOMEM;
+  /* Grown in place, slid or moved: the whole block is the caller's (the front narrows). */
+  if (HAK_ASAN && result) hak_asan_unpoison(result, hak_large_usable(result));
   return result;
 }
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "allocator/internal/fork.h"
+#include "allocator/os_boundary/asan.h"
 #include "allocator/os_boundary/os_testing.h"
 
 static uint64_t os_calls[HAK_OS_KIND_COUNT];
@@ -269,10 +270,34 @@ size_t hak_os_resident(const void *p, size_t size) {
   return resident * ps;
 }
 
+/* ASan builds (asan.h): the shadow pages wholly inside [p, p + n)'s shadow go back to the
+ * kernel and read as zero (addressable); the partial pages at the ends are cleared. */
+void hak_asan_clear(const void *p, size_t n) {
+#if HAK_ASAN_BUILD
+  size_t scale, offset;
+  __asan_get_shadow_mapping(&scale, &offset);
+  uintptr_t lo = ((uintptr_t)p >> scale) + offset;
+  uintptr_t hi = (((uintptr_t)p + n) >> scale) + offset;
+  uintptr_t page = hak_os_page_size();
+  uintptr_t a = (lo + page - 1) & ~(page - 1), b = hi & ~(page - 1);
+  if (a >= b || madvise((void *)a, b - a, MADV_DONTNEED) != 0) {
+    __asan_unpoison_memory_region(p, n);
+    return;
+  }
+  uintptr_t first = (a - offset) << scale, last = (b - offset) << scale;
+  __asan_unpoison_memory_region(p, first - (uintptr_t)p);
+  __asan_unpoison_memory_region((void *)last, (uintptr_t)p + n - last);
+#else
+  (void)p;
+  (void)n;
+#endif
+}
+
 int hak_os_release(void *p, size_t size) {
   int err = os_enter(HAK_OS_RELEASE, size);
   if (err) return os_fail(HAK_OS_RELEASE, err);
   if (munmap(p, size) != 0) return os_fail(HAK_OS_RELEASE, errno);
+  hak_asan_clear(p, size);
   return 0;
 }
 
@@ -281,6 +306,11 @@ int hak_os_remap(void *p, size_t old_size, size_t new_size, int may_move, void *
   if (err) return os_fail(HAK_OS_REMAP, err);
   void *q = mremap(p, old_size, new_size, may_move ? MREMAP_MAYMOVE : 0);
   if (q == MAP_FAILED) return os_fail(HAK_OS_REMAP, ENOMEM);
+  if (q != p) {
+    hak_asan_clear(p, old_size); /* unmapped by the move */
+  } else if (new_size < old_size) {
+    hak_asan_clear((char *)p + new_size, old_size - new_size);
+  }
   *out = q;
   return 0;
 }
@@ -291,6 +321,7 @@ int hak_os_remap_to(void *p, size_t old_size, size_t new_size, void *dest) {
   if (mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dest) == MAP_FAILED) {
     return os_fail(HAK_OS_REMAP, ENOMEM);
   }
+  hak_asan_clear(p, old_size); /* unmapped by the move */
   return 0;
 }
 

@@ -17,6 +17,7 @@
 #include "allocator/internal/purge.h"
 #include "allocator/internal/remote.h"
 #include "allocator/internal/trace.h"
+#include "allocator/os_boundary/asan.h"
 #include "allocator/os_boundary/os.h"
 #include "allocator/pool/pool_internal.h"
 
@@ -204,6 +205,7 @@ static pool_span_t *span_acquire(pool_heap_t *h, unsigned cls) {
   HAK_CHECK(s->capacity <= 64, "a span with more blocks than live_bits has bits at", span_base(s),
             "pool");
   __atomic_store_n(&s->live_bits, 0, __ATOMIC_RELAXED);
+  hak_asan_poison(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT); /* none handed out */
   s->cls = (uint8_t)cls;
   s->state = HAK_SLAB_CURRENT;
   s->remote = 0;
@@ -313,7 +315,7 @@ void *hak_pool_checked_alloc(void *p, unsigned cls) {
   }
   pool_span_t *s = span_of((uintptr_t)p - hak_pool_geom.base);
   hak_bit_set(&s->live_bits, (uint32_t)(((char *)p - span_base(s)) / hak_pool_class_size[cls]));
-  memset(p, FILL_ALLOC, checked_len(cls));
+  hak_fill_bytes(p, FILL_ALLOC, checked_len(cls));
   return p;
 }
 
@@ -347,7 +349,7 @@ static pool_span_t *checked_span(void *p, uintptr_t off) {
   if (!hak_bit_clear(&s->live_bits, (uint32_t)(rel / stride))) {
     hak_fatal("double free of", p, class_where(where, sizeof where, cls));
   }
-  memset(p, HAK_FILL_FREE, checked_len(cls));
+  hak_fill_bytes(p, HAK_FILL_FREE, checked_len(cls));
   return s;
 }
 
@@ -463,7 +465,7 @@ void *hak_pool_malloc(size_t n) {
   unsigned cls = hak_pool_class_of(n);
   void *p;
   if (HAK_POOL_THREAD_CACHE) {
-    p = HAK_CHECKS ? NULL : hak_cache_pop(&hak_pool_tls->list[cls], hak_link_pool_mask);
+    p = HAK_CHECKS || HAK_ASAN ? NULL : hak_cache_pop(&hak_pool_tls->list[cls], hak_link_pool_mask);
     if (HAK_LIKELY(p != NULL)) {
       HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
       return p;
@@ -473,6 +475,7 @@ void *hak_pool_malloc(size_t n) {
     p = hak_pool_shared_malloc(cls);
   }
   if (!p) errno = ENOMEM;
+  hak_asan_unpoison(p, hak_pool_class_size[cls]);
   return p;
 }
 
@@ -482,6 +485,7 @@ void hak_pool_free(void *p, uintptr_t off) {
     bad_free(p);
     return;
   }
+  hak_asan_poison(p, hak_pool_class_size[s->cls]);
   if (!HAK_POOL_THREAD_CACHE) {
     hak_pool_shared_free(s, p);
     return;

@@ -109,7 +109,7 @@ void hak_pool_overflow(hak_pool_list_t *l);
  * list is empty or its first link is corrupt, without TLS lists (POOL_TLS_PHASE1=0) or in debug
  * builds: then call hak_pool_malloc. */
 HAK_INLINE void *hak_pool_pop(size_t n) {
-  if (!HAK_POOL_THREAD_CACHE || HAK_CHECKS) return NULL;
+  if (!HAK_POOL_THREAD_CACHE || HAK_CHECKS || HAK_ASAN) return NULL;
   void *p = hak_cache_take(&hak_pool_tls->list[hak_pool_class_of(n)], hak_link_pool_mask);
   if (p) HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
   return p;
@@ -118,7 +118,7 @@ HAK_INLINE void *hak_pool_pop(size_t n) {
 /* The fast free: pushes a block of the calling thread's own span onto its free list and
  * returns 1; returns 0 for anything else (then call hak_pool_free). */
 HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
-  if (!HAK_POOL_THREAD_CACHE || HAK_CHECKS) return 0;
+  if (!HAK_POOL_THREAD_CACHE || HAK_CHECKS || HAK_ASAN) return 0;
   /* Every Pool block is 256-byte aligned (class sizes are multiples of 256, spans start
    * on 64 KiB boundaries): anything else goes to hak_pool_free, which refuses it. */
   if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE) || (off & 255) != 0) return 0;

@@ -13,6 +13,7 @@
 #include "allocator/internal/options.h"
 #include "allocator/internal/purge.h"
 #include "allocator/internal/remote.h"
+#include "allocator/os_boundary/asan.h"
 #include "allocator/os_boundary/os.h"
 #include "allocator/tiny/tiny.h"
 
@@ -306,6 +307,7 @@ static void slab_adopt(hak_tiny_heap_t *h, hak_tiny_slab_t *s, unsigned cls, int
     if (HAK_CHECKS) live_bits_init(s);
     uintptr_t end = ((uintptr_t)s & ~(uintptr_t)(HAK_TINY_SLAB_SIZE - 1)) + HAK_TINY_SLAB_SIZE;
     s->capacity = (uint32_t)((end - (uintptr_t)block_start(s)) / hak_tiny_class_size[cls]);
+    hak_asan_poison(block_start(s), end - (uintptr_t)block_start(s)); /* none handed out */
     s->cls = (uint16_t)cls;
     __atomic_store_n(&s->remote, 0, __ATOMIC_RELAXED);
     if (!HAK_CLASS_FROM_ADDRESS) {
@@ -419,7 +421,7 @@ static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
   hak_cache_pop(c, hak_link_tiny_mask);
   hak_tiny_slab_t *s = hak_tiny_slab_of(p);
   if (s->live_bits) hak_bit_set(s->live_bits, (uint32_t)(((char *)p - block_start(s)) / size));
-  memset(p, FILL_ALLOC, size);
+  hak_fill_bytes(p, FILL_ALLOC, size);
   return p;
 }
 
@@ -550,8 +552,9 @@ static void *refill_and_pop(hak_tiny_heap_t *h, unsigned cls) {
       return NULL;
     }
   }
-  if (HAK_CHECKS) return cache_pop_checked(c, cls);
-  return hak_cache_pop(c, hak_link_tiny_mask);
+  void *p = HAK_CHECKS ? cache_pop_checked(c, cls) : hak_cache_pop(c, hak_link_tiny_mask);
+  hak_asan_unpoison(p, hak_tiny_class_size[cls]);
+  return p;
 }
 
 void *hak_tiny_malloc_slow(unsigned cls) {
@@ -645,11 +648,12 @@ void hak_tiny_free_slow(void *p, uintptr_t off) {
     if (s->live_bits && !hak_bit_clear(s->live_bits, index)) {
       hak_fatal("double free of", p, class_where(where, sizeof where, cls));
     }
-    memset(p, HAK_FILL_FREE, size);
+    hak_fill_bytes(p, HAK_FILL_FREE, size);
   } else if (kind != BLOCK_OK) { /* release: refused, never put on a list */
     hak_tiny_bad_free(p);
     return;
   }
+  hak_asan_poison(p, size);
   hak_tiny_heap_t *h = hak_tiny_tls;
   if (s->owner != h) {
     hak_tiny_free_remote(s, p);

@@ -205,10 +205,10 @@ HAK_INLINE int hak_tiny_owns(uintptr_t off) {
 
 /* The fast path: a block of n (0 .. HAK_TINY_MAX) bytes from the thread cache, or NULL
  * when the cache of its class is empty or its first link is corrupt (then call
- * hak_tiny_malloc, which refills or reports). Debug builds always
- * take the checked slow path. */
+ * hak_tiny_malloc, which refills or reports). Debug and ASan builds always
+ * take the slow path. */
 HAK_INLINE void *hak_tiny_pop(size_t n) {
-  if (HAK_CHECKS) return NULL;
+  if (HAK_CHECKS || HAK_ASAN) return NULL;
   void *p = hak_cache_take(&hak_tiny_tls->cache[hak_tiny_class_of(n)], hak_link_tiny_mask);
   if (p) HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 0);
   return p;
@@ -227,7 +227,7 @@ HAK_INLINE void hak_tiny_free(void *p, uintptr_t off) {
   hak_tiny_heap_t *h = hak_tiny_tls;
   /* Every block is 16-byte aligned: a pointer that is not cannot be one (the slow path
    * refuses it). An aligned interior pointer is caught there only: one modulo. */
-  if (HAK_CHECKS || HAK_UNLIKELY(((uintptr_t)p & 15) != 0) ||
+  if (HAK_CHECKS || HAK_ASAN || HAK_UNLIKELY(((uintptr_t)p & 15) != 0) ||
       HAK_UNLIKELY(__atomic_load_n(hak_tiny_owner_of(off), __ATOMIC_RELAXED) != h)) {
     hak_tiny_free_slow(p, off);
     return;
