@@ -104,6 +104,8 @@ HAK_INLINE int hak_slab_return_block(hak_slab_t **avail, hak_slab_t *s, void *b)
  * [lo, lo + len): each link is checked before it is followed. */
 HAK_INLINE uint32_t hak_slab_take_free(hak_slab_t *s, void **head, uint32_t want, uintptr_t lo,
                                        uintptr_t len) {
+  /* In a Tiny slab the head lies in the header, which an overflow can reach (tiny.h). */
+  if (hak_slab_link_bad(s->free, lo, len)) hak_link_corrupt("corrupted free list head of slab", s);
   uint32_t got = 0;
   while (got < want && s->free) {
     void *b = s->free;

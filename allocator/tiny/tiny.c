@@ -300,7 +300,14 @@ static void live_bits_init(hak_tiny_slab_t *s) {
   s->live_bits = bits; /* NULL only when out of memory: the slab then goes unchecked */
 }
 
+/* What a slab header's guard words hold: its address, scrambled by a constant (and by the
+ * process's key), so that neither zeros nor a copied header pass. */
+static uintptr_t header_guard(const hak_tiny_slab_t *s) {
+  return (uintptr_t)s ^ hak_link_key ^ (uintptr_t)0x9e3779b97f4a7c15u;
+}
+
 static void slab_adopt(hak_tiny_heap_t *h, hak_tiny_slab_t *s, unsigned cls, int fresh) {
+  s->guard[0] = s->guard[1] = header_guard(s);
   if (fresh) {
     s->free = NULL;
     __atomic_store_n(&s->carved, 0, __ATOMIC_RELAXED);
@@ -633,8 +640,13 @@ void hak_tiny_free_slow(void *p, uintptr_t off) {
   block_kind_t kind = block_kind(s, p, size, &index);
   if (HAK_CHECKS) {
     char where[32];
-    if (__atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) == NULL) {
+    hak_tiny_heap_t *owner = __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE);
+    if (owner == NULL && __atomic_load_n(owner_slot(s), __ATOMIC_ACQUIRE) == NULL) {
       hak_fatal("free of memory that is not allocated:", p, class_where(where, sizeof where, cls));
+    }
+    if (s->guard[0] != header_guard(s) || s->guard[1] != header_guard(s) ||
+        owner != __atomic_load_n(owner_slot(s), __ATOMIC_ACQUIRE)) {
+      hak_fatal("overflow into the slab header at", s, class_where(where, sizeof where, cls));
     }
     if (kind == BLOCK_INTERIOR) {
       hak_fatal("free of a pointer that is not a block start:", p,

@@ -95,10 +95,17 @@ typedef struct hak_tiny_slab {
    * when it got there, and whether its pages after the first went back to the OS. */
   uint64_t released_ms;
   uint8_t cold;
-  char pad2[64 - 25];
+  char pad2[64 - 25 - 16];
+  /* Right below the first block: written when a heap takes the slab, checked by debug
+   * builds at every free. A block 0 written below its start, or the block before a
+   * header without colour written past its end (into `owner`, checked against the owner
+   * table), is reported as an overflow into the header before anything in it is used. */
+  uintptr_t guard[2];
 } hak_tiny_slab_t;
 
 HAK_STATIC_ASSERT(sizeof(hak_tiny_slab_t) == HAK_TINY_SLAB_HEADER, "slab header size");
+HAK_STATIC_ASSERT(offsetof(hak_tiny_slab_t, guard) == HAK_TINY_SLAB_HEADER - 16,
+                  "the guard ends where the first block starts");
 HAK_STATIC_ASSERT(offsetof(hak_tiny_slab_t, remote) == HAK_SLAB_REMOTE_OFFSET &&
                       offsetof(hak_tiny_slab_t, pending_next) == HAK_SLAB_REMOTE_OFFSET + 8,
                   "the remote line where the engine's drain reads it");

@@ -106,6 +106,18 @@ TEST_F(LinkTest, TakingAForgedSlabFreeListAborts) {
       "^hakmem: corrupted free list link in block 0x[0-9a-f]+\n$");
 }
 
+// A Tiny slab's free-list head lives in its header, where an overflow from the block
+// before can write it: the head is checked like every link before it is followed.
+TEST_F(LinkTest, AForgedSlabFreeListHeadAborts) {
+  hak_slab_t s = {};
+  s.capacity = s.carved = s.used = 16;
+  s.free = Near(16 * 64);  // what an overflow into the header could leave there
+  uintptr_t lo = reinterpret_cast<uintptr_t>(g_blocks[0]);
+  void *head = nullptr;
+  EXPECT_DEATH(hak_slab_take_free(&s, &head, 1, lo, sizeof g_blocks),
+               "^hakmem: corrupted free list head of slab 0x[0-9a-f]+\n$");
+}
+
 void ReturnTwice() {
   hak_slab_t s = {};
   s.capacity = s.carved = 16;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <algorithm>
 #include <set>
 #include <thread>
 #include <vector>
@@ -183,6 +184,31 @@ TEST(SystemFailFastDeathTest, WriteAfterFreeIsCaughtOnReuse) {
                "hakmem: write after free to block 0x[0-9a-f]+ \\(tiny class 5\\)");
   EXPECT_DEATH(WriteAfterFree(3000),
                "hakmem: write after free to block 0x[0-9a-f]+ \\(pool class 5\\)");
+}
+
+// The first block of a Tiny slab sits right after the slab's header. A fresh thread's
+// first blocks of a class are carved from block 0 of a slab taken fresh: the lowest of
+// them is block 0, and `bytes` before it lie in the header. Writes 8 bytes there.
+void WriteBelowTheFirstBlock(ptrdiff_t bytes) {
+  char *first = nullptr;
+  std::thread([&] {
+    std::vector<char *> blocks;
+    for (int i = 0; i < 64; i++) blocks.push_back(static_cast<char *>(malloc(48)));
+    first = *std::min_element(blocks.begin(), blocks.end());
+  }).join();
+  memset(first - bytes, 0x41, 8);
+  free(first);
+}
+
+TEST(SystemFailFastDeathTest, AnOverflowIntoASlabHeaderIsCaught) {
+  if (HAK_RELEASE) GTEST_SKIP() << "release builds do not check slab headers";
+  // Block 0 written below its start: the guard words at the header's end.
+  EXPECT_DEATH(WriteBelowTheFirstBlock(8),
+               "^hakmem: overflow into the slab header at 0x[0-9a-f]+ \\(tiny class 2\\)\n$");
+  // The owner, the header's first word (where the block before a header without colour
+  // would write past its end): checked against the owner table.
+  EXPECT_DEATH(WriteBelowTheFirstBlock(128),
+               "^hakmem: overflow into the slab header at 0x[0-9a-f]+ \\(tiny class 2\\)\n$");
 }
 
 TEST(SystemFailFastDeathTest, ReallocOfAForeignPointer) {
