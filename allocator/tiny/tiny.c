@@ -641,11 +641,11 @@ void hak_tiny_free_slow(void *p, uintptr_t off) {
   if (HAK_CHECKS) {
     char where[32];
     hak_tiny_heap_t *owner = __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE);
-    if (owner == NULL && __atomic_load_n(owner_slot(s), __ATOMIC_ACQUIRE) == NULL) {
+    hak_tiny_heap_t *listed = __atomic_load_n(owner_slot(s), __ATOMIC_ACQUIRE);
+    if (owner == NULL && listed == NULL) {
       hak_fatal("free of memory that is not allocated:", p, class_where(where, sizeof where, cls));
     }
-    if (s->guard[0] != header_guard(s) || s->guard[1] != header_guard(s) ||
-        owner != __atomic_load_n(owner_slot(s), __ATOMIC_ACQUIRE)) {
+    if (s->guard[0] != header_guard(s) || s->guard[1] != header_guard(s) || owner != listed) {
       hak_fatal("overflow into the slab header at", s, class_where(where, sizeof where, cls));
     }
     if (kind == BLOCK_INTERIOR) {
