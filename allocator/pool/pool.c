@@ -181,8 +181,17 @@ static pool_span_t *span_from_free(unsigned pages) {
   return s;
 }
 
+/* A span's owner is written into the entry of each of its pages, the first last (the
+ * slow paths read it there): the fast free then finds its owner and class in the entry of
+ * the block's own page, one load with no branch on the page's kind (a branch taken at
+ * random for spans of several pages: a third of mid_large_mt's frees mispredicted it). */
+static void span_set_owner(pool_span_t *s, pool_heap_t *h) {
+  for (unsigned i = 1; i < s->pages; i++) __atomic_store_n(&s[i].owner, h, __ATOMIC_RELEASE);
+  __atomic_store_n(&s->owner, h, __ATOMIC_RELEASE);
+}
+
 static void span_to_free(pool_span_t *s) {
-  s->owner = NULL;
+  span_set_owner(s, NULL);
   s->emptied_ms = hak_now_ms();
   pthread_mutex_lock(&arena_lock);
   if (s->committed) free_committed_add(s, 1);
@@ -206,12 +215,12 @@ static pool_span_t *span_acquire(pool_heap_t *h, unsigned cls) {
             "pool");
   __atomic_store_n(&s->live_bits, 0, __ATOMIC_RELAXED);
   hak_asan_poison(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT); /* none handed out */
-  s->cls = (uint8_t)cls;
+  for (unsigned i = 0; i < pages; i++) s[i].cls = (uint8_t)cls;        /* the fast free's too */
   s->state = HAK_SLAB_CURRENT;
   s->remote = 0;
   s->pending_next = NULL;
   __atomic_store_n(&s->kind, HAK_POOL_HEAD, __ATOMIC_RELAXED);
-  __atomic_store_n(&s->owner, h, __ATOMIC_RELEASE);
+  span_set_owner(s, h);
   return s;
 }
 
@@ -220,7 +229,7 @@ static void span_release(pool_heap_t *h, pool_span_t *s) {
       __atomic_load_n(&h->base.state, __ATOMIC_RELAXED) == HAK_HEAP_LIVE) {
     /* Kept by the heap, empty: its next span of this size costs no lock. A stale free
      * into it finds no owner and is refused. */
-    __atomic_store_n(&s->owner, NULL, __ATOMIC_RELEASE);
+    span_set_owner(s, NULL);
     h->spare[s->pages] = s;
     return;
   }
@@ -529,7 +538,6 @@ void hak_pool_heap_trim(pool_heap_t *h) {
     if (s && s->used == 0) { /* blocks in a list count as used: none is out */
       h->current[cls] = NULL;
       s->state = HAK_SLAB_FULL;
-      __atomic_store_n(&s->owner, NULL, __ATOMIC_RELEASE);
       span_to_free(s);
     }
   }

@@ -42,7 +42,7 @@ enum { HAK_POOL_UNUSED = 0, HAK_POOL_HEAD = 1, HAK_POOL_TAIL = 2 };
 struct hak_pool_heap;
 
 /* One registry entry per 64 KiB page of the Pool region; the entry of a span's first page
- * holds the span's metadata, the others point to it. */
+ * holds the span's metadata, the others point to it and copy its owner and class. */
 typedef struct hak_pool_span {
   union { /* the engine's slab header (heap/slab.h); owner is a hak_pool_heap_t, kind says
              HEAD (a span's first page), TAIL (another of its pages) or UNUSED */
@@ -122,8 +122,9 @@ HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
   /* Every Pool block is 256-byte aligned (class sizes are multiples of 256, spans start
    * on 64 KiB boundaries): anything else goes to hak_pool_free, which refuses it. */
   if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE) || (off & 255) != 0) return 0;
+  /* The entry of the block's own page: a span's owner and class are in each of its
+   * pages' entries (pool.c, span_set_owner). */
   hak_pool_span_t *s = &hak_pool_geom.registry[off >> HAK_POOL_PAGE_SHIFT];
-  if (s->kind == HAK_POOL_TAIL) s = &hak_pool_geom.registry[s->head];
   hak_pool_heap_t *h = hak_pool_tls;
   if (HAK_UNLIKELY(s->owner != h)) return 0;
   hak_pool_list_t *l = &h->list[s->cls];

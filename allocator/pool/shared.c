@@ -72,7 +72,8 @@ static void replace_shard(shard_t *sh) {
   uintptr_t pages = hak_pool_geom.top >> HAK_POOL_PAGE_SHIFT;
   for (uintptr_t page = 0; page < pages; page++) {
     hak_pool_span_t *s = &hak_pool_geom.registry[page];
-    if (s->kind == HAK_POOL_HEAD && s->owner == &sh->heap) s->owner = &orphan_shard;
+    if (s->kind != HAK_POOL_HEAD || s->owner != &sh->heap) continue;
+    for (unsigned i = 0; i < s->pages; i++) s[i].owner = &orphan_shard; /* tails copy it */
   }
   memset(&sh->heap, 0, sizeof sh->heap);
   sh->heap.base.state = HAK_HEAP_LIVE;
