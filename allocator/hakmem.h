@@ -56,6 +56,7 @@ enum {
   X(tiny_decommitted_superslabs, "tiny decommitted superslabs",                                  \
     "empty SuperSlabs whose pages went back to the OS")                                          \
   X(pool_refills, "pool refills", "Pool thread-list refills (or shard calls)")                   \
+  X(pool_overflows, "pool overflows", "Pool thread lists trimmed on overflow")                   \
   X(pool_remote_frees, "pool remote frees", "Pool blocks freed by a thread not their owner")     \
   X(pool_pages_in_use, "pool pages in use", "64 KiB Pool pages of spans in use")                 \
   X(large_live_blocks, "large live blocks", "Large blocks allocated")                            \

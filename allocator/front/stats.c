@@ -39,6 +39,7 @@ void hak_stats_get(hak_stats_t *out) {
     hak_pool_stats_t p;
     hak_pool_stats(&p);
     out->pool_refills = p.refills;
+    out->pool_overflows = p.overflows;
     out->pool_remote_frees = p.remote_frees;
     out->pool_pages_in_use = p.pages_in_use;
     out->pool_resident_bytes = p.resident_bytes;

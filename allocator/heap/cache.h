@@ -69,4 +69,40 @@ HAK_INLINE void hak_cache_set_cap(hak_cache_t *c, uint32_t cap) {
   c->cap = cap;
 }
 
+/* What adapts a cache's capacity, kept beside it in the tier's heap and touched by the
+ * slow paths only. The capacity follows the thread's pattern in the class:
+ * - two refills with no overflow between them (it allocates more than it frees): double;
+ * - an overflow after a refill (it swings between empty and full, each swing paying a
+ *   refill and a trim that move half the cache through its slabs): double — this is what
+ *   a working set of mixed sizes does, class by class, as a random walk around its mean;
+ * - two overflows in a row with no refill (it frees more than it allocates: blocks should
+ *   go back to their slabs, where other threads and the decay find them): halve. */
+typedef struct {
+  uint32_t misses; /* refills since the last overflow */
+  uint32_t idle;   /* overflows since the last refill */
+} hak_cache_adapt_t;
+
+HAK_INLINE void hak_cache_grow(hak_cache_t *c, uint32_t max) {
+  if (c->cap < max) hak_cache_set_cap(c, c->cap > max / 2 ? max : c->cap * 2);
+}
+
+/* A refill of c (empty), with capacities bounded by max. */
+HAK_INLINE void hak_cache_adapt_miss(hak_cache_t *c, hak_cache_adapt_t *a, uint32_t max) {
+  a->idle = 0;
+  if (++a->misses >= 2) hak_cache_grow(c, max);
+}
+
+/* An overflow of c (the caller then trims it to half its capacity), with capacities in
+ * [min, max]. */
+HAK_INLINE void hak_cache_adapt_overflow(hak_cache_t *c, hak_cache_adapt_t *a, uint32_t min,
+                                         uint32_t max) {
+  if (a->misses > 0) {
+    hak_cache_grow(c, max);
+  } else if (++a->idle >= 2 && c->cap > min) {
+    hak_cache_set_cap(c, c->cap / 2 < min ? min : c->cap / 2);
+    a->idle = 0;
+  }
+  a->misses = 0;
+}
+
 #endif /* HAK_ALLOCATOR_HEAP_CACHE_H */

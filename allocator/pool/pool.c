@@ -26,7 +26,6 @@ const uint32_t hak_pool_class_size[HAK_POOL_CLASSES] = {
     10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536,
 };
 
-#define LIST_BYTES (256 * 1024) /* TLS list capacity per class, in bytes of blocks */
 #define FILL_ALLOC 0xaa
 #define CHECKED_BYTES 256 /* debug: how much of a freed block is filled and checked */
 
@@ -385,8 +384,30 @@ static void bad_free(void *p) {
 /* ---- Heaps (POOL_TLS_PHASE1=1). ---- */
 
 static uint32_t list_cap(unsigned cls) {
-  uint32_t cap = LIST_BYTES / hak_pool_class_size[cls];
+  uint32_t cap = HAK_POOL_LIST_BYTES / hak_pool_class_size[cls];
   return cap < 4 ? 4 : cap;
+}
+
+/* The most list l of heap h may hold now: HAK_POOL_LIST_MAX_BYTES, and what the budget leaves
+ * (capacities never drop below list_cap: the growth is what counts). */
+static uint32_t list_max(const pool_heap_t *h, const pool_list_t *l, unsigned cls) {
+  uint32_t size = hak_pool_class_size[cls];
+  uint64_t left =
+      h->list_grown_bytes < HAK_POOL_LIST_BUDGET ? HAK_POOL_LIST_BUDGET - h->list_grown_bytes : 0;
+  uint64_t max = l->cap + left / size;
+  return (uint32_t)(max < HAK_POOL_LIST_MAX_BYTES / size ? max : HAK_POOL_LIST_MAX_BYTES / size);
+}
+
+/* Adapts list l of heap h after a refill (overflow = 0) or an overflow (1). */
+static void list_adapt(pool_heap_t *h, pool_list_t *l, int overflow) {
+  unsigned cls = (unsigned)(l - h->list);
+  uint32_t before = l->cap, max = list_max(h, l, cls);
+  if (overflow) {
+    hak_cache_adapt_overflow(l, &h->adapt[cls], list_cap(cls), max);
+  } else {
+    hak_cache_adapt_miss(l, &h->adapt[cls], max);
+  }
+  h->list_grown_bytes += ((int64_t)l->cap - (int64_t)before) * hak_pool_class_size[cls];
 }
 
 /* Favours the small classes: 4 blocks of each class up to 2 KiB, 2 up to 4 KiB, 53 KiB
@@ -424,6 +445,7 @@ static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
   if (!l->head) {
     if (__atomic_load_n(&h->base.pending, __ATOMIC_RELAXED)) process_pending(h);
     h->refills++;
+    list_adapt(h, l, 0);
     HAK_TRACE_ROUTE(HAK_ROUTE_POOL_REFILL, 0, 0);
     if (hak_pool_fill(h, cls, l, l->cap / 2 ? l->cap / 2 : 1) == 0) return NULL;
   }
@@ -443,6 +465,8 @@ static void *tls_malloc_slow(unsigned cls) {
 void hak_pool_overflow(pool_list_t *l) {
   pool_heap_t *h = hak_pool_tls;
   hak_heap_own(&h->base);
+  h->overflows++;
+  list_adapt(h, l, 1);
   /* Down to half the capacity: room = cap - count reaches cap - cap / 2. */
   pool_span_t *last = NULL;
   while (l->room < (int32_t)(l->cap - l->cap / 2)) {
@@ -629,6 +653,7 @@ void hak_pool_fork_child(void) {
 
 void hak_pool_add_heap_stats(const pool_heap_t *h, hak_pool_stats_t *out) {
   out->refills += h->refills;
+  out->overflows += h->overflows;
   out->remote_frees += h->remote_frees;
   out->arena_chunks += h->arena_chunks;
 }

@@ -29,6 +29,16 @@ extern "C" {
 
 #define HAK_POOL_MAX_SPAN_PAGES 4
 
+/* A TLS list's capacity starts at HAK_POOL_LIST_BYTES of blocks (at least 4) and adapts
+ * to the thread's traffic (heap/cache.h) up to HAK_POOL_LIST_MAX_BYTES; a thread's lists
+ * together grow by at most HAK_POOL_LIST_BUDGET. A working set of mixed mid sizes swings
+ * each class's free count by tens of blocks as a random walk: with a fixed 256 KiB a
+ * class, mid_large_mt spent a sixth of its time trimming lists into spans and refilling
+ * them, and pool_tls (24 classes) wanted more than a 4 MiB budget. */
+#define HAK_POOL_LIST_BYTES (256 * 1024)
+#define HAK_POOL_LIST_MAX_BYTES (1024 * 1024)
+#define HAK_POOL_LIST_BUDGET (8 * 1024 * 1024)
+
 extern HAK_HIDDEN const uint32_t hak_pool_class_size[HAK_POOL_CLASSES];
 
 /* Class of a size in (HAK_POOL_MIN, HAK_POOL_MAX]: four classes per power of two. */
@@ -72,13 +82,15 @@ HAK_STATIC_ASSERT(offsetof(hak_pool_span_t, remote) == HAK_SLAB_REMOTE_OFFSET &&
 typedef hak_cache_t hak_pool_list_t;
 
 typedef struct hak_pool_heap {
-  hak_pool_list_t list[HAK_POOL_CLASSES];              /* the TLS free lists */
-  hak_pool_span_t *current[HAK_POOL_CLASSES];          /* where refills take blocks first */
-  hak_slab_t *avail[HAK_POOL_CLASSES];                 /* owned spans with free blocks */
+  hak_pool_list_t list[HAK_POOL_CLASSES];     /* the TLS free lists */
+  hak_cache_adapt_t adapt[HAK_POOL_CLASSES];  /* what sizes them (heap/cache.h) */
+  uint64_t list_grown_bytes;                  /* capacity they gained beyond their first, bytes */
+  hak_pool_span_t *current[HAK_POOL_CLASSES]; /* where refills take blocks first */
+  hak_slab_t *avail[HAK_POOL_CLASSES];        /* owned spans with free blocks */
   hak_pool_span_t *spare[HAK_POOL_MAX_SPAN_PAGES + 1]; /* one empty span per size */
   uintptr_t chunk_pos, chunk_end;                      /* the arena chunk spans are cut from */
   unsigned chunk_level, arena_chunks;
-  uint64_t refills, remote_frees; /* statistics */
+  uint64_t refills, overflows, remote_frees; /* statistics */
   hak_heap_t base; /* the engine's part: life cycle, pending remote spans (heap/heap.h) */
 } hak_pool_heap_t;
 
@@ -162,7 +174,7 @@ void hak_pool_fork_child(void);
 unsigned hak_pool_arena_steps(size_t *out, unsigned max);
 
 typedef struct {
-  uint64_t refills, remote_frees, pages_in_use, arena_chunks, foreign_frees;
+  uint64_t refills, overflows, remote_frees, pages_in_use, arena_chunks, foreign_frees;
   uint64_t resident_bytes; /* of the arena, from mincore */
 } hak_pool_stats_t;
 void hak_pool_stats(hak_pool_stats_t *out);

@@ -548,10 +548,7 @@ static void *refill_and_pop(hak_tiny_heap_t *h, unsigned cls) {
    * each cache's room), and a refill on top of them would overfill this one. */
   if (c->head == NULL && __atomic_load_n(&h->base.pending, __ATOMIC_RELAXED)) process_pending(h);
   if (c->head == NULL) {
-    uint32_t max = cache_max(cls);
-    hak_tiny_adapt_t *a = &h->adapt[cls];
-    if (++a->misses >= 2 && c->cap < max) hak_cache_set_cap(c, c->cap * 2 > max ? max : c->cap * 2);
-    a->idle = 0;
+    hak_cache_adapt_miss(c, &h->adapt[cls], cache_max(cls));
     h->refills++;
     HAK_TRACE_ROUTE(HAK_ROUTE_TINY_REFILL, 0, 0);
     if (fill(h, cls, c->cap / 2 > 0 ? c->cap / 2 : 1) == 0) {
@@ -581,13 +578,8 @@ void *hak_tiny_malloc_slow(unsigned cls) {
 
 void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
   hak_heap_own(&h->base);
-  hak_tiny_adapt_t *a = &h->adapt[c - h->cache];
-  /* Overflows with no refill in between mean the thread frees more than it allocates. */
-  if (a->misses == 0 && ++a->idle >= 2 && c->cap > 16) {
-    hak_cache_set_cap(c, c->cap / 2 < 16 ? 16 : c->cap / 2);
-    a->idle = 0;
-  }
-  a->misses = 0;
+  unsigned cls = (unsigned)(c - h->cache);
+  hak_cache_adapt_overflow(c, &h->adapt[cls], 16, cache_max(cls));
   h->overflows++;
   /* Down to half the capacity: room = cap - count reaches cap - cap / 2. */
   int32_t room = (int32_t)(c->cap - c->cap / 2);

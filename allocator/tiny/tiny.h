@@ -57,17 +57,11 @@ HAK_INLINE unsigned hak_tiny_class_of(size_t n) { return hak_tiny_size_class[(n 
 /* A thread's cache of one class: the engine's (heap/cache.h). */
 typedef hak_cache_t hak_tiny_cache_t;
 
-/* What adapts a cache's capacity; touched on refills and overflows only. */
-typedef struct {
-  uint32_t misses; /* refills since the last overflow: grows cap */
-  uint32_t idle;   /* overflows without a refill in between: shrinks cap */
-} hak_tiny_adapt_t;
-
 struct hak_tiny_slab;
 
 typedef struct hak_tiny_heap {
   hak_tiny_cache_t cache[HAK_TINY_CLASSES];
-  hak_tiny_adapt_t adapt[HAK_TINY_CLASSES];
+  hak_cache_adapt_t adapt[HAK_TINY_CLASSES];       /* what sizes each cache (heap/cache.h) */
   struct hak_tiny_slab *current[HAK_TINY_CLASSES]; /* where refills take blocks first */
   hak_slab_t *avail[HAK_TINY_CLASSES];             /* owned slabs with free blocks */
   uint64_t refills, overflows, remote_frees;       /* statistics */

@@ -1,7 +1,9 @@
 // The heap engine's life cycle on a fake tier, without the allocator around it: adoption
 // of retired heaps, collection by remote frees, decay flushes, and the fork child's
-// repair of the registry.
+// repair of the registry; and the rules that size a thread cache.
 #include "allocator/heap/heap.h"
+
+#include "allocator/heap/cache.h"
 
 #include <stddef.h>
 
@@ -267,6 +269,61 @@ TEST_F(HeapEngineTest, TheHandshakeKeepsOwnerAndReclaimerApart) {
   hak_heap_reclaim_idle(&r_, 1);
   EXPECT_GT(h->reclaims, during) << "an owner outside its slow path is reclaimed";
   EXPECT_EQ(h->changes, owner_changes + h->reclaims);
+}
+
+// The capacity rules of heap/cache.h, on a cache alone (only cap and room change).
+struct AdaptedCache {
+  hak_cache_t c{nullptr, 0, 0};
+  hak_cache_adapt_t a{0, 0};
+  explicit AdaptedCache(uint32_t cap) { hak_cache_set_cap(&c, cap); }
+  void Miss(uint32_t max) { hak_cache_adapt_miss(&c, &a, max); }
+  void Overflow(uint32_t min, uint32_t max) { hak_cache_adapt_overflow(&c, &a, min, max); }
+};
+
+TEST(CacheAdaptTest, ASecondMissInARowDoublesTheCapacityUpToTheMax) {
+  AdaptedCache t(16);
+  t.Miss(100);
+  EXPECT_EQ(t.c.cap, 16u) << "one miss is a cold start, not a pattern";
+  t.Miss(100);
+  EXPECT_EQ(t.c.cap, 32u);
+  t.Miss(100);
+  EXPECT_EQ(t.c.cap, 64u);
+  t.Miss(100);
+  EXPECT_EQ(t.c.cap, 100u) << "capped at the max";
+  t.Miss(100);
+  EXPECT_EQ(t.c.cap, 100u);
+  EXPECT_EQ(t.c.room, 100) << "the room moves with the capacity";
+}
+
+TEST(CacheAdaptTest, AnOverflowAfterARefillDoublesTheCapacity) {
+  AdaptedCache t(16);
+  for (int swing = 0; swing < 3; swing++) {  // empty, then full, then empty ...
+    t.Miss(1000);
+    t.Overflow(16, 1000);
+  }
+  EXPECT_EQ(t.c.cap, 128u) << "each swing between empty and full doubles it";
+  t.Miss(100);
+  t.Overflow(16, 100);
+  EXPECT_EQ(t.c.cap, 128u) << "never shrunk to a max below it by growth";
+}
+
+TEST(CacheAdaptTest, OverflowsWithNoRefillBetweenHalveTheCapacityDownToTheMin) {
+  AdaptedCache t(16);
+  t.Miss(1000);
+  t.Miss(1000);
+  t.Miss(1000);
+  ASSERT_EQ(t.c.cap, 64u);
+  t.Overflow(16, 1000);  // right after the misses: a swing, grows
+  EXPECT_EQ(t.c.cap, 128u);
+  t.Overflow(16, 1000);
+  EXPECT_EQ(t.c.cap, 128u) << "one overflow alone is no pattern";
+  t.Overflow(16, 1000);
+  EXPECT_EQ(t.c.cap, 64u);
+  for (int i = 0; i < 10; i++) t.Overflow(16, 1000);
+  EXPECT_EQ(t.c.cap, 16u) << "never below the min";
+  t.Miss(1000);
+  t.Overflow(16, 1000);
+  EXPECT_EQ(t.c.cap, 32u) << "a refill in between makes the next overflow a swing again";
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 // The Pool tier on its own: class table, arena growth from the options (bad values fall
-// back to the defaults with a warning), and the page registry for every page an arena
-// holds.
+// back to the defaults with a warning), the page registry for every page an arena
+// holds, and thread lists that adapt to a working set within their budget.
 #include <stdio.h>
 
+#include <algorithm>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "allocator/front/front.h"
@@ -104,6 +106,116 @@ TEST(PoolTest, RegistryAnswersForEveryPageOfTheArena) {
   EXPECT_GT(pages, 900u);
   EXPECT_EQ(hak_pool_registry_class(hak_front.total - hak_tiny_geom.size - 1), -1);
   for (void *p : blocks) hak_free(p);
+}
+
+// Pool list traffic (refills and overflows) of the whole process so far.
+uint64_t ListTraffic() {
+  hak_stats_t st;
+  hak_stats_get(&st);
+  return st.pool_refills + st.pool_overflows;
+}
+
+// A thread replaces random slots of a working set of `slots` blocks of [lo, hi] bytes
+// (mid_large_mt's pattern) `ops` times after a warm-up of as many; returns the list
+// traffic of the measured part, and the capacities its heap ended with.
+struct RingResult {
+  uint64_t traffic;
+  uint64_t grown_bytes;
+  uint32_t cap[HAK_POOL_CLASSES];
+};
+
+RingResult RunRing(size_t slots, size_t lo, size_t hi, int ops) {
+  RingResult r{};
+  std::thread([&] {
+    std::vector<void *> ring(slots, nullptr);
+    uint64_t x = 88172645463325252ull;
+    uint64_t before = 0;
+    for (int i = 0; i < 2 * ops; i++) {
+      if (i == ops) before = ListTraffic();
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      size_t k = x % slots;
+      hak_free(ring[k]);
+      ring[k] = hak_malloc(lo + (x >> 32) % (hi - lo + 1));
+      ASSERT_NE(ring[k], nullptr);
+    }
+    r.traffic = ListTraffic() - before;
+    r.grown_bytes = hak_pool_tls->list_grown_bytes;
+    for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) r.cap[c] = hak_pool_tls->list[c].cap;
+    for (void *p : ring) hak_free(p);
+  }).join();
+  return r;
+}
+
+// With lists of a fixed 256 KiB a class, 8-32 KiB blocks in a working set of 256 made a
+// refill or an overflow every 25 operations (mid_large_mt ran at half tcmalloc's speed);
+// grown lists absorb the swings of each class's free count.
+TEST(PoolTest, ThreadListsGrowToAbsorbAMixedWorkingSet) {
+  if (!HAK_POOL_THREAD_CACHE) GTEST_SKIP() << "POOL_TLS_PHASE1=0: no thread lists";
+  constexpr int kOps = 200000;
+  RingResult r = RunRing(256, 8 * 1024, 32 * 1024, kOps);
+  EXPECT_LT(r.traffic, uint64_t{kOps} / 200)
+      << "refills + overflows in " << kOps << " replacements";
+  unsigned grown = 0;
+  for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) {
+    if (r.cap[c] > HAK_POOL_LIST_BYTES / hak_pool_class_size[c]) grown++;
+  }
+  EXPECT_GE(grown, 5u) << "of the 9 classes the working set uses";
+}
+
+// A working set far beyond the budget (2,048 blocks across the whole Pool range, ~65 MiB)
+// grows the lists no further than the budget and no list past its own limit.
+TEST(PoolTest, ThreadListsStayWithinTheirBudget) {
+  if (!HAK_POOL_THREAD_CACHE) GTEST_SKIP() << "POOL_TLS_PHASE1=0: no thread lists";
+  RingResult r = RunRing(2048, HAK_POOL_MIN + 1, HAK_POOL_MAX, 100000);
+  EXPECT_GT(r.grown_bytes, uint64_t{HAK_POOL_LIST_BUDGET} / 2) << "the lists should have grown";
+  EXPECT_LE(r.grown_bytes, uint64_t{HAK_POOL_LIST_BUDGET});
+  uint64_t sum = 0;
+  for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) {
+    uint32_t first = HAK_POOL_LIST_BYTES / hak_pool_class_size[c];
+    if (first < 4) first = 4;
+    EXPECT_LE(uint64_t{r.cap[c]} * hak_pool_class_size[c],
+              std::max<uint64_t>(HAK_POOL_LIST_MAX_BYTES, uint64_t{first} * hak_pool_class_size[c]))
+        << "class " << c;
+    EXPECT_GE(r.cap[c], first) << "class " << c;
+    sum += uint64_t{r.cap[c] - first} * hak_pool_class_size[c];
+  }
+  EXPECT_EQ(sum, r.grown_bytes) << "the budget's account agrees with the capacities";
+}
+
+// The fast free reads the owner and class from the entry of the block's own page, so a
+// span's later pages carry them too: a span of 32 KiB blocks given back and cut again for
+// 28 KiB blocks (both two pages) must send a block of its second page to the 28 KiB list.
+TEST(PoolTest, ABlockOfASpansSecondPageGoesToItsSpansCurrentClass) {
+  std::thread([] {
+    constexpr size_t kOld = 32768, kNew = 28672;
+    ASSERT_EQ(hak_pool_class_size[hak_pool_class_of(kNew)], kNew);
+    void *old[4];
+    for (void *&p : old) p = hak_malloc(kOld);
+    for (void *p : old) hak_free(p);
+    hak_malloc_trim(0);  // the lists go back: the emptied span goes to the free spans
+    uintptr_t base = reinterpret_cast<uintptr_t>(*std::min_element(old, old + 4));  // 4 fill it
+    std::vector<void *> cut;
+    void *tail = nullptr;
+    for (int i = 0; i < 64 && !tail; i++) {
+      void *p = hak_malloc(kNew);
+      ASSERT_NE(p, nullptr);
+      cut.push_back(p);
+      uintptr_t d = reinterpret_cast<uintptr_t>(p) - base;
+      if (d >= HAK_POOL_PAGE_SIZE && d < 2 * HAK_POOL_PAGE_SIZE) tail = p;
+    }
+    if (!tail) GTEST_SKIP() << "the span was not reused for the new class";
+    hak_free(tail);  // the owner's free of a second-page block
+    void *again = hak_malloc(kNew);
+    EXPECT_EQ(again, tail) << "the block should be on the 28 KiB list";
+    void *big = hak_malloc(kOld);
+    ASSERT_NE(big, nullptr);
+    EXPECT_EQ(hak_malloc_usable_size(big), kOld) << "a 28 KiB block handed out as 32 KiB";
+    hak_free(big);
+    hak_free(again);
+    for (void *p : cut) {
+      if (p != tail) hak_free(p);
+    }
+  }).join();
 }
 
 }  // namespace
