@@ -40,11 +40,12 @@ static size_t checked_len(unsigned cls) {
 typedef hak_pool_heap_t pool_heap_t;
 
 hak_pool_geom_t hak_pool_geom;
-hak_pool_heap_t hak_pool_empty_heap;
+__attribute__((aligned(64))) hak_pool_heap_t hak_pool_empty_heap; /* 64: owner words keep a class */
 HAK_TLS hak_pool_heap_t *hak_pool_tls = &hak_pool_empty_heap;
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER; /* region top, free spans */
 static hak_heap_registry_t heaps;
 static size_t registry_committed; /* bytes of the registry made usable, page multiple */
+static size_t owners_committed;   /* the same of the owner words */
 static hak_slab_t *free_spans[HAK_POOL_MAX_SPAN_PAGES + 1]; /* empty spans by size */
 static uint64_t foreign_frees, orphan_remote_frees;
 
@@ -83,9 +84,14 @@ unsigned hak_pool_arena_steps(size_t *out, unsigned max) {
 static void thread_exit_cb(void *arg);
 static const hak_heap_ops_t heap_ops;
 
-size_t hak_pool_registry_bytes(size_t size) {
+/* Bytes of `per_page` bytes a page for the first `size` bytes of the region, in pages. */
+static size_t page_table_bytes(size_t size, size_t per_page) {
   size_t page = hak_os_page_size();
-  return ((size >> HAK_POOL_PAGE_SHIFT) * sizeof(pool_span_t) + page - 1) & ~(page - 1);
+  return ((size >> HAK_POOL_PAGE_SHIFT) * per_page + page - 1) & ~(page - 1);
+}
+
+size_t hak_pool_registry_bytes(size_t size) {
+  return page_table_bytes(size, sizeof(pool_span_t)) + page_table_bytes(size, sizeof(uintptr_t));
 }
 
 int hak_pool_init(uintptr_t base, size_t size) {
@@ -94,6 +100,7 @@ int hak_pool_init(uintptr_t base, size_t size) {
   /* Right after the region, in the same claim; mapped as the arenas grow: 128 bytes per
    * 64 KiB page in use. */
   hak_pool_geom.registry = (pool_span_t *)(base + size);
+  hak_pool_geom.owners = (uintptr_t *)(base + size + page_table_bytes(size, sizeof(pool_span_t)));
   hak_pool_shared_init();
   return hak_heap_registry_init(&heaps, &heap_ops, thread_exit_cb);
 }
@@ -107,14 +114,17 @@ static int arena_grow(pool_heap_t *h, size_t need) {
   if (size < need) size = need;
   pthread_mutex_lock(&arena_lock);
   int ok = hak_pool_geom.top + size <= hak_pool_geom.size;
-  size_t page = hak_os_page_size();
-  size_t reg_need =
-      (((hak_pool_geom.top + size) >> HAK_POOL_PAGE_SHIFT) * sizeof(pool_span_t) + page - 1) &
-      ~(page - 1);
+  size_t reg_need = page_table_bytes(hak_pool_geom.top + size, sizeof(pool_span_t));
   if (ok && reg_need > registry_committed) {
     ok = hak_os_commit_at((char *)hak_pool_geom.registry + registry_committed,
                           reg_need - registry_committed) == 0;
     if (ok) registry_committed = reg_need;
+  }
+  size_t owners_need = page_table_bytes(hak_pool_geom.top + size, sizeof(uintptr_t));
+  if (ok && owners_need > owners_committed) {
+    ok = hak_os_commit_at((char *)hak_pool_geom.owners + owners_committed,
+                          owners_need - owners_committed) == 0;
+    if (ok) owners_committed = owners_need;
   }
   /* The region is claimed, not reserved: each chunk is mapped (inaccessible; spans are
    * committed as they are cut) when an arena takes it. Anything in the way fails the
@@ -180,17 +190,19 @@ static pool_span_t *span_from_free(unsigned pages) {
   return s;
 }
 
-/* A span's owner is written into the entry of each of its pages, the first last (the
- * slow paths read it there): the fast free then finds its owner and class in the entry of
- * the block's own page, one load with no branch on the page's kind (a branch taken at
- * random for spans of several pages: a third of mid_large_mt's frees mispredicted it). */
-static void span_set_owner(pool_span_t *s, pool_heap_t *h) {
-  for (unsigned i = 1; i < s->pages; i++) __atomic_store_n(&s[i].owner, h, __ATOMIC_RELEASE);
+/* A span's owner goes into its first page's entry (the slow paths read it there) and,
+ * with its class, into the owner word of each of its pages (the fast free's, see
+ * hak_pool_geom_t). */
+void hak_pool_span_set_owner(pool_span_t *s, pool_heap_t *h) {
+  uintptr_t word = h ? (uintptr_t)h | s->cls : 0;
+  HAK_ASSERT(((uintptr_t)h & HAK_POOL_OWNER_CLASS_MASK) == 0, "a misaligned Pool heap at", h);
+  uintptr_t *owners = &hak_pool_geom.owners[s - hak_pool_geom.registry];
+  for (unsigned i = 0; i < s->pages; i++) __atomic_store_n(&owners[i], word, __ATOMIC_RELEASE);
   __atomic_store_n(&s->owner, h, __ATOMIC_RELEASE);
 }
 
 static void span_to_free(pool_span_t *s) {
-  span_set_owner(s, NULL);
+  hak_pool_span_set_owner(s, NULL);
   s->emptied_ms = hak_now_ms();
   pthread_mutex_lock(&arena_lock);
   if (s->committed) free_committed_add(s, 1);
@@ -214,12 +226,12 @@ static pool_span_t *span_acquire(pool_heap_t *h, unsigned cls) {
             "pool");
   __atomic_store_n(&s->live_bits, 0, __ATOMIC_RELAXED);
   hak_asan_poison(span_base(s), (size_t)pages << HAK_POOL_PAGE_SHIFT); /* none handed out */
-  for (unsigned i = 0; i < pages; i++) s[i].cls = (uint8_t)cls;        /* the fast free's too */
+  s->cls = (uint8_t)cls;
   s->state = HAK_SLAB_CURRENT;
   s->remote = 0;
   s->pending_next = NULL;
   __atomic_store_n(&s->kind, HAK_POOL_HEAD, __ATOMIC_RELAXED);
-  span_set_owner(s, h);
+  hak_pool_span_set_owner(s, h);
   return s;
 }
 
@@ -228,7 +240,7 @@ static void span_release(pool_heap_t *h, pool_span_t *s) {
       __atomic_load_n(&h->base.state, __ATOMIC_RELAXED) == HAK_HEAP_LIVE) {
     /* Kept by the heap, empty: its next span of this size costs no lock. A stale free
      * into it finds no owner and is refused. */
-    span_set_owner(s, NULL);
+    hak_pool_span_set_owner(s, NULL);
     h->spare[s->pages] = s;
     return;
   }

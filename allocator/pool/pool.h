@@ -52,7 +52,7 @@ enum { HAK_POOL_UNUSED = 0, HAK_POOL_HEAD = 1, HAK_POOL_TAIL = 2 };
 struct hak_pool_heap;
 
 /* One registry entry per 64 KiB page of the Pool region; the entry of a span's first page
- * holds the span's metadata, the others point to it and copy its owner and class. */
+ * holds the span's metadata, the others point to it. */
 typedef struct hak_pool_span {
   union { /* the engine's slab header (heap/slab.h); owner is a hak_pool_heap_t, kind says
              HEAD (a span's first page), TAIL (another of its pages) or UNUSED */
@@ -98,7 +98,16 @@ typedef struct {
   uintptr_t base, size;      /* the Pool region */
   uintptr_t top;             /* bytes of it handed to arenas; registry valid below */
   hak_pool_span_t *registry; /* indexed by page number in the region */
+  /* Indexed the same: the owner heap of the page's span with its class in the low bits
+   * (heaps are 64-byte aligned), 0 when unowned. The fast free reads this word alone:
+   * 8 bytes a page keep a working set's words in a few lines, where the 128-byte entries
+   * (each its own line, a second one for a span's later pages) missed the cache on a
+   * quarter of pool_tls's frees. Written with the entry's owner (pool.c). */
+  uintptr_t *owners;
 } hak_pool_geom_t;
+
+#define HAK_POOL_OWNER_CLASS_MASK ((uintptr_t)63)
+HAK_STATIC_ASSERT(HAK_POOL_CLASSES <= 64, "a class fits an owner word's low bits");
 
 extern HAK_HIDDEN hak_pool_geom_t hak_pool_geom;
 extern HAK_HIDDEN hak_pool_heap_t hak_pool_empty_heap;
@@ -134,12 +143,10 @@ HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
   /* Every Pool block is 256-byte aligned (class sizes are multiples of 256, spans start
    * on 64 KiB boundaries): anything else goes to hak_pool_free, which refuses it. */
   if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE) || (off & 255) != 0) return 0;
-  /* The entry of the block's own page: a span's owner and class are in each of its
-   * pages' entries (pool.c, span_set_owner). */
-  hak_pool_span_t *s = &hak_pool_geom.registry[off >> HAK_POOL_PAGE_SHIFT];
+  uintptr_t owner = hak_pool_geom.owners[off >> HAK_POOL_PAGE_SHIFT];
   hak_pool_heap_t *h = hak_pool_tls;
-  if (HAK_UNLIKELY(s->owner != h)) return 0;
-  hak_pool_list_t *l = &h->list[s->cls];
+  if (HAK_UNLIKELY((owner & ~HAK_POOL_OWNER_CLASS_MASK) != (uintptr_t)h)) return 0;
+  hak_pool_list_t *l = &h->list[owner & HAK_POOL_OWNER_CLASS_MASK];
   if (hak_cache_is_head(l, p)) return 0; /* a double free: hak_pool_free says so */
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 1);
   if (HAK_UNLIKELY(hak_cache_push(l, p))) hak_pool_overflow(l);

@@ -16,6 +16,10 @@ void hak_pool_return_block(hak_pool_heap_t *h, hak_pool_span_t *s, void *b);
  * decay finds them. Same rule. */
 void hak_pool_heap_trim(hak_pool_heap_t *h);
 
+/* Makes h (NULL: none) the owner of span s: its first page's entry and every page's owner
+ * word. The owner (or the shard lock held), or the fork child. */
+void hak_pool_span_set_owner(hak_pool_span_t *s, hak_pool_heap_t *h);
+
 /* Debug builds: checks a block about to be handed out and marks it allocated. */
 void *hak_pool_checked_alloc(void *p, unsigned cls);
 

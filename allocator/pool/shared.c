@@ -17,13 +17,13 @@ typedef struct {
   pthread_mutex_t lock; /* guards the heap */
 } shard_t;
 
-static shard_t shards[SHARDS];
+static __attribute__((aligned(64))) shard_t shards[SHARDS]; /* 64: owner words keep a class */
 static HAK_TLS unsigned shard_of_thread; /* 1-based; 0 until the thread's first call */
 static unsigned shard_next;
 
 /* Stands in, in a fork child, for a shard that a thread was changing at the fork: its
  * spans are handed to this heap, which never serves or takes blocks. */
-static hak_pool_heap_t orphan_shard = {.base.state = HAK_HEAP_ORPHAN};
+static __attribute__((aligned(64))) hak_pool_heap_t orphan_shard = {.base.state = HAK_HEAP_ORPHAN};
 
 void hak_pool_shared_init(void) {
   for (unsigned i = 0; i < SHARDS; i++) {
@@ -72,8 +72,8 @@ static void replace_shard(shard_t *sh) {
   uintptr_t pages = hak_pool_geom.top >> HAK_POOL_PAGE_SHIFT;
   for (uintptr_t page = 0; page < pages; page++) {
     hak_pool_span_t *s = &hak_pool_geom.registry[page];
-    if (s->kind != HAK_POOL_HEAD || s->owner != &sh->heap) continue;
-    for (unsigned i = 0; i < s->pages; i++) s[i].owner = &orphan_shard; /* tails copy it */
+    if (s->kind == HAK_POOL_HEAD && s->owner == &sh->heap)
+      hak_pool_span_set_owner(s, &orphan_shard);
   }
   memset(&sh->heap, 0, sizeof sh->heap);
   sh->heap.base.state = HAK_HEAP_LIVE;
