@@ -167,11 +167,16 @@ void hak_heap_fork_child(hak_heap_registry_t *r, void *self);
 
 /* Owner (or the collector holding the heap BUSY): takes every slab queued at heap h and
  * drains each one's remote queue before anyone pops that slab's free list, so a block is
- * never on both (the use-after-free of the allocator hakmem descends from). Each block
- * goes to put(tier, slab, block): back to its slab, or into a thread cache. Every link
- * must stay inside its slab, whose blocks lie in [lo, lo + len) as bounds(slab) says. */
+ * never on both (the use-after-free of the allocator hakmem descends from). A slab's queue
+ * goes whole to put(tier, slab, head, tail, count): a chain linked as a free list is
+ * (internal/link.h), which the tier splices onto the slab's free list or a thread cache
+ * without touching each block again (a put per block returned each one to its slab and
+ * the next refill took it back: half of a consumer-fed producer's allocator work). Every
+ * link is checked, inside its slab, whose blocks lie in [lo, lo + len) as bounds(slab)
+ * says, while the chain is walked for its tail and count. */
 HAK_INLINE void hak_heap_drain(hak_heap_t *h, void *tier,
-                               void (*put)(void *tier, hak_slab_t *slab, void *block),
+                               void (*put)(void *tier, hak_slab_t *slab, void *head, void *tail,
+                                           uint32_t count),
                                void (*bounds)(hak_slab_t *slab, uintptr_t *lo, uintptr_t *len)) {
   hak_slab_t *s = (hak_slab_t *)hak_pending_take(&h->pending);
   while (s) {
@@ -179,14 +184,18 @@ HAK_INLINE void hak_heap_drain(hak_heap_t *h, void *tier,
     hak_slab_t *next = (hak_slab_t *)r->pending_next;
     uintptr_t lo, len;
     bounds(s, &lo, &len);
-    for (void *b = hak_remote_take(&r->remote); b;) {
+    void *head = hak_remote_take(&r->remote), *tail = head;
+    uint32_t count = 0;
+    for (void *b = head; b;) {
       void *nb = hak_link_read(b);
-      if (hak_slab_link_bad(nb, lo, len)) {
+      if (hak_slab_link_bad(nb, lo, len) || HAK_UNLIKELY(count > s->capacity)) {
         hak_link_corrupt("corrupted remote free queue link in block", b);
       }
-      put(tier, s, b);
+      tail = b;
+      count++;
       b = nb;
     }
+    if (head) put(tier, s, head, tail, count);
     s = next;
   }
 }

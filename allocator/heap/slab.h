@@ -99,6 +99,23 @@ HAK_INLINE int hak_slab_return_block(hak_slab_t **avail, hak_slab_t *s, void *b)
   return 0;
 }
 
+/* The chain head .. tail of `count` blocks of s (linked as a free list, tail's link
+ * unread) goes back onto s's free list at once; the rest as hak_slab_return_block. */
+HAK_INLINE int hak_slab_return_chain(hak_slab_t **avail, hak_slab_t *s, void *head, void *tail,
+                                     uint32_t count) {
+  /* More blocks back than out: a block came back twice (each copy went through a cache). */
+  if (HAK_UNLIKELY(s->used < count) && hak_link_on) hak_link_double_free(head);
+  hak_link_write(tail, s->free);
+  s->free = head;
+  s->used -= count;
+  if (s->used == 0 && s->state != HAK_SLAB_CURRENT) {
+    if (s->state == HAK_SLAB_AVAIL) hak_slab_avail_remove(avail, s);
+    return 1;
+  }
+  if (s->state == HAK_SLAB_FULL) hak_slab_avail_push(avail, s);
+  return 0;
+}
+
 /* Moves up to `want` blocks of s's free list onto the list at *head (a thread cache or
  * list); returns how many, already counted in `used`. The slab's blocks lie in
  * [lo, lo + len): each link is checked before it is followed. */

@@ -254,9 +254,12 @@ void hak_pool_return_block(pool_heap_t *h, pool_span_t *s, void *b) {
   if (hak_slab_return_block(&h->avail[s->cls], &s->slab, b)) span_release(h, s);
 }
 
-/* A drained block goes back to its span. */
-static void put_drained(void *tier, hak_slab_t *slab, void *b) {
-  hak_pool_return_block(tier, (pool_span_t *)slab, b);
+/* Drained blocks go back to their span, all at once. */
+static void put_drained(void *tier, hak_slab_t *slab, void *head, void *tail, uint32_t count) {
+  pool_heap_t *h = tier;
+  if (hak_slab_return_chain(&h->avail[slab->cls], slab, head, tail, count)) {
+    span_release(h, (pool_span_t *)slab);
+  }
 }
 
 /* Where a span's blocks lie: the links of its lists must stay there. */

@@ -349,14 +349,18 @@ static void return_block(hak_tiny_heap_t *h, hak_tiny_slab_t *s, void *b) {
 /* A drained block goes straight into the thread cache while it has room: the walk has
  * just brought it into this core's cache, and a block in a thread cache still counts as
  * used, so nothing is counted twice. */
-static void put_drained(void *tier, hak_slab_t *slab, void *b) {
+static void put_drained(void *tier, hak_slab_t *slab, void *head, void *tail, uint32_t count) {
   hak_tiny_heap_t *h = tier;
   hak_tiny_slab_t *s = (hak_tiny_slab_t *)slab;
   hak_tiny_cache_t *c = &h->cache[s->cls];
-  if (c->room > 0) {
+  while (count > 0 && c->room > 0) {
+    void *b = head;
+    head = hak_link_read(b); /* checked by the drain's walk */
     hak_cache_push(c, b);
-  } else {
-    return_block(h, s, b);
+    count--;
+  }
+  if (count > 0 && hak_slab_return_chain(&h->avail[s->cls], &s->slab, head, tail, count)) {
+    slab_release(s);
   }
 }
 
@@ -383,8 +387,11 @@ static void heap_init(void *h) {
 }
 static void heap_drain(void *h) { process_pending(h); }
 
-static void put_to_slab(void *tier, hak_slab_t *slab, void *b) {
-  return_block(tier, (hak_tiny_slab_t *)slab, b);
+static void put_to_slab(void *tier, hak_slab_t *slab, void *head, void *tail, uint32_t count) {
+  hak_tiny_heap_t *h = tier;
+  if (hak_slab_return_chain(&h->avail[slab->cls], slab, head, tail, count)) {
+    slab_release((hak_tiny_slab_t *)slab);
+  }
 }
 /* The purge thread, holding the claim of an idle heap: the owner may be using its caches
  * right now, so drained blocks go to their slabs; a current slab with no block out (one

@@ -146,7 +146,12 @@ struct TestSlab {
 };
 
 int g_drained;
-void Put(void *, hak_slab_t *, void *) { g_drained++; }
+void *g_head, *g_tail;
+void Put(void *, hak_slab_t *, void *head, void *tail, uint32_t count) {
+  g_drained += static_cast<int>(count);
+  g_head = head;
+  g_tail = tail;
+}
 void Bounds(hak_slab_t *, uintptr_t *lo, uintptr_t *len) {
   *lo = reinterpret_cast<uintptr_t>(g_blocks[0]);
   *len = sizeof g_blocks;
@@ -162,10 +167,14 @@ TEST_F(LinkTest, ADrainFollowsGoodLinksAndAbortsOnABadOne) {
       }
     }
   };
+  ts.capacity = 64;
   queue(4);
   g_drained = 0;
   hak_heap_drain(&h, nullptr, Put, Bounds);
   EXPECT_EQ(g_drained, 4);
+  EXPECT_EQ(g_head, g_blocks[3]) << "the chain as queued: the last block pushed first";
+  EXPECT_EQ(g_tail, g_blocks[0]);
+  EXPECT_EQ(hak_link_read(g_blocks[3]), g_blocks[2]) << "handed over linked as a free list";
   EXPECT_DEATH(
       {
         queue(4);
