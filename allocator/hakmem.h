@@ -59,6 +59,8 @@ enum {
   X(pool_overflows, "pool overflows", "Pool thread lists trimmed on overflow")                   \
   X(pool_remote_frees, "pool remote frees", "Pool blocks freed by a thread not their owner")     \
   X(pool_pages_in_use, "pool pages in use", "64 KiB Pool pages of spans in use")                 \
+  X(remote_batches, "remote batches", "batches of remote frees sent to their slabs")             \
+  X(remote_flushes, "remote flushes", "buffers of remote frees sent whole (slow path, exit)")    \
   X(large_live_blocks, "large live blocks", "Large blocks allocated")                            \
   X(large_live_bytes, "large live bytes", "their usable bytes (page-heap spans, own mappings)")  \
   X(large_cached_blocks, "large cached blocks", "freed Large spans and mappings kept for reuse") \

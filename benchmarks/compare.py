@@ -49,6 +49,10 @@ WORKLOADS = [
     ("mid_large_mt 2T", "mid_large_mt", "2 4000000 256 1", "2 500000 256 1"),
     ("pool_tls 2T", "pool_tls", "2 4000000 256 1", "2 500000 256 1"),
     ("xthread", "xthread", "1 4000000 1", "1 500000 1"),
+    # Cross-thread frees handed over in batches of 64-byte blocks (xmalloc-test's pattern):
+    # the producer allocates a batch, the consumer frees it whole.
+    ("xbatch 4096", "xbatch", "1 2000 4096 64", "1 200 4096 64"),
+    ("xbatch 256", "xbatch", "1 40000 256 64", "1 4000 256 64"),
     ("cache_thrash", "cache_thrash", "2 1000000 100 8", "2 100000 100 8"),
     ("realloc_grow", "realloc_grow", "1000 1048576 1", "150 1048576 1"),
     # Big buffers replaced at random: one thread of 20 buffers of 5-25 MiB, each cleared

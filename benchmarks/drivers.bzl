@@ -6,6 +6,7 @@ DRIVERS = [
     "mid_large_mt",
     "pool_tls",
     "xthread",
+    "xbatch",
     "cache_thrash",
     "realloc_grow",
     "pair_loop",

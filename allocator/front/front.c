@@ -293,6 +293,7 @@ int hak_front_trim(size_t pad) {
   (void)pad;
   hak_os_counters_t before, after;
   hak_os_counters(&before);
+  hak_heap_remote_flush_all(); /* the batches of remote frees this thread holds */
   if (hak_front.ready) hak_tiny_flush_thread();
   if (hak_front_pool_ready()) hak_pool_flush_thread();
   hak_front_maintain(1);

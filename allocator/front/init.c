@@ -34,6 +34,7 @@ static void fork_child(void) {
   hak_large_fork_child();
   hak_pool_fork_child();
   hak_tiny_fork_child();
+  hak_heap_remote_fork_child();
 }
 
 /* Where Large's region starts in a claim of `size` for Tiny and Pool: after Pool's page

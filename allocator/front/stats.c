@@ -45,6 +45,7 @@ void hak_stats_get(hak_stats_t *out) {
     out->pool_resident_bytes = p.resident_bytes;
     out->foreign_frees += p.foreign_frees;
   }
+  hak_heap_remote_counts(&out->remote_batches, &out->remote_flushes);
   hak_large_stats_t l;
   hak_large_stats(&l);
   out->large_live_blocks = l.live_blocks;

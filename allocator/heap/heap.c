@@ -3,13 +3,28 @@
 #include "allocator/heap/heap.h"
 
 #include <errno.h>
+#include <string.h>
 
 #include "allocator/internal/clock.h"
 #include "allocator/internal/purge.h"
 #include "allocator/os_boundary/os.h"
 
+HAK_TLS hak_remote_buf_t hak_remote_buf;
+static pthread_key_t remote_key; /* its destructor sends an exiting thread's batches */
+static pthread_once_t remote_once = PTHREAD_ONCE_INIT;
+static uint64_t remote_batches, remote_flushes;
+
+static void remote_exit(void *arg) {
+  (void)arg;
+  hak_remote_buf.armed = 0; /* a free by a later destructor arms it again */
+  hak_heap_remote_flush_all();
+}
+
+static void remote_key_create(void) { pthread_key_create(&remote_key, remote_exit); }
+
 int hak_heap_registry_init(hak_heap_registry_t *r, const hak_heap_ops_t *ops,
                            void (*on_thread_exit)(void *tier)) {
+  pthread_once(&remote_once, remote_key_create);
   r->ops = ops;
   pthread_mutex_init(&r->lock, NULL);
   pthread_mutex_init(&r->reclaim_lock, NULL);
@@ -85,14 +100,61 @@ void hak_heap_retire(hak_heap_registry_t *r, void *tier) {
   hak_purge_kick(HAK_PURGE_HEAP_BYTES); /* its caches are flushed after the decay */
 }
 
-void hak_heap_remote_free(hak_heap_registry_t *r, hak_heap_t *owner, void *slab, uintptr_t *remote,
-                          void **pending_next, void *block) {
-  if (!hak_remote_push(remote, block)) return; /* the slab is already queued */
-  hak_pending_push(&owner->pending, slab, pending_next);
+/* Sends the batch of slot e and frees the slot. */
+static void slot_send(hak_remote_slot_t *e) {
+  hak_slab_t *slab = e->slab;
+  hak_heap_registry_t *r = e->r;
+  hak_slab_remote_t *line = hak_slab_remote(slab);
+  e->slab = NULL;
+  hak_remote_buf.used--;
+  __atomic_fetch_add(&remote_batches, 1, __ATOMIC_RELAXED);
+  if (!hak_remote_push_chain(&line->remote, e->head, e->tail)) return; /* already queued */
+  hak_heap_t *owner = hak_heap_of(r, __atomic_load_n(&slab->owner, __ATOMIC_ACQUIRE));
+  hak_pending_push(&owner->pending, slab, &line->pending_next);
   if (__atomic_load_n(&owner->state, __ATOMIC_SEQ_CST) == HAK_HEAP_DEAD) {
     collect(r, owner, r->ops->drain);
   }
   hak_purge_kick(HAK_PURGE_HEAP_BYTES / 16); /* the owner may never come back for them */
+}
+
+void hak_heap_remote_free_slow(hak_heap_registry_t *r, hak_slab_t *slab, void *block, size_t size,
+                               hak_remote_slot_t *e) {
+  hak_remote_buf_t *b = &hak_remote_buf;
+  if (e->slab == slab) { /* the block made the batch full */
+    slot_send(e);
+    return;
+  }
+  if (e->slab) slot_send(e);
+  if (!b->armed) {
+    b->armed = 1;
+    pthread_setspecific(remote_key, b);
+  }
+  /* HAK_REMOTE_BATCH_BYTES over the size rounded up to a power of two: no division */
+  uint32_t most =
+      (uint32_t)(HAK_REMOTE_BATCH_BYTES >> (size > 1 ? 64 - __builtin_clzll(size - 1) : 0));
+  *e = (hak_remote_slot_t){
+      slab, block, block, 1, most < HAK_REMOTE_BATCH_BLOCKS ? most : HAK_REMOTE_BATCH_BLOCKS, r};
+  b->used++;
+  if (e->limit <= 1) slot_send(e);
+}
+
+void hak_heap_remote_flush_all(void) {
+  hak_remote_buf_t *b = &hak_remote_buf;
+  if (!b->used) return;
+  __atomic_fetch_add(&remote_flushes, 1, __ATOMIC_RELAXED);
+  for (unsigned i = 0; i < HAK_REMOTE_SLOTS && b->used; i++) {
+    if (b->slot[i].slab) slot_send(&b->slot[i]);
+  }
+}
+
+void hak_heap_remote_fork_child(void) {
+  memset(&hak_remote_buf, 0, sizeof hak_remote_buf);
+  hak_remote_buf.armed = 0; /* the key's value was the parent thread's; set again on use */
+}
+
+void hak_heap_remote_counts(uint64_t *batches, uint64_t *flushes) {
+  *batches = __atomic_load_n(&remote_batches, __ATOMIC_RELAXED);
+  *flushes = __atomic_load_n(&remote_flushes, __ATOMIC_RELAXED);
 }
 
 int hak_heap_flush_dead(hak_heap_registry_t *r, uint64_t now_ms, int force) {

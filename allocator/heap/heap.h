@@ -144,12 +144,71 @@ void *hak_heap_attach(hak_heap_registry_t *r);
  * the caller's drain are collected now. */
 void hak_heap_retire(hak_heap_registry_t *r, void *tier);
 
-/* A block was freed into `slab` of heap `owner` by a thread that does not own it: pushes
- * it onto the slab's remote queue, queues the slab at its owner when it is the first of a
- * batch, and collects the owner if it is dead. `remote` and `pending_next` are the slab's
- * fields. */
-void hak_heap_remote_free(hak_heap_registry_t *r, hak_heap_t *owner, void *slab, uintptr_t *remote,
-                          void **pending_next, void *block);
+/* Remote frees are batched in the freeing thread, per destination slab, so that a
+ * thread freeing other threads' blocks pays about what a local free costs: a link write
+ * into the block, no atomic operation. A batch goes to its slab's remote queue in one
+ * exchange (hak_remote_push_chain) when it holds HAK_REMOTE_BATCH_BLOCKS blocks or
+ * HAK_REMOTE_BATCH_BYTES bytes, when a free for another slab needs its slot, and when the
+ * thread enters an allocation slow path, calls malloc_trim or exits. What a thread that
+ * stops for good leaves in its buffer is bounded: HAK_REMOTE_SLOTS batches of at most
+ * HAK_REMOTE_BATCH_BYTES (128 KiB). A fork child starts with an empty buffer (the
+ * parent's may have been mid-change; its blocks stay unused there). */
+#define HAK_REMOTE_SLOTS 64 /* a power of two: hak_remote_slot_of takes the top 6 bits */
+#define HAK_REMOTE_BATCH_BLOCKS 64
+#define HAK_REMOTE_BATCH_BYTES (16 * 1024)
+
+typedef struct {
+  hak_slab_t *slab;       /* where the batch goes; NULL: the slot is free. Its owner and
+                             remote line are read when the batch goes: a slab with blocks
+                             out keeps its owner. */
+  void *head, *tail;      /* the batch, linked as a free list; tail's link unset */
+  uint32_t count, limit;  /* blocks in it; how many make it go */
+  hak_heap_registry_t *r; /* the slab's tier */
+} hak_remote_slot_t;
+
+typedef struct {
+  hak_remote_slot_t slot[HAK_REMOTE_SLOTS];
+  uint32_t used; /* slots holding a batch */
+  int armed;     /* the thread-exit flush is registered */
+} hak_remote_buf_t;
+
+extern HAK_HIDDEN HAK_TLS hak_remote_buf_t hak_remote_buf;
+
+/* A block of `size` bytes was freed into `slab` of tier r by a thread that does not own it
+ * (the slab's owner is a LIVE, DEAD or ORPHAN heap of r): it joins the calling thread's
+ * batch for that slab. A batch that goes queues the slab at its owner when the slab was not
+ * queued, and collects the owner if it is dead. */
+void hak_heap_remote_free_slow(hak_heap_registry_t *r, hak_slab_t *slab, void *block, size_t size,
+                               hak_remote_slot_t *e);
+
+/* The slot of `slab` in a thread's buffer: slab headers are 64-byte aligned, so the bits
+ * above are mixed into a slot number. */
+HAK_INLINE hak_remote_slot_t *hak_remote_slot_of(const hak_slab_t *slab) {
+  return &hak_remote_buf.slot[(((uintptr_t)slab >> 6) * 0x9e3779b97f4a7c15ull) >> 58];
+}
+
+HAK_INLINE void hak_heap_remote_free(hak_heap_registry_t *r, hak_slab_t *slab, void *block,
+                                     size_t size) {
+  hak_remote_slot_t *e = hak_remote_slot_of(slab);
+  if (HAK_LIKELY(e->slab == slab)) { /* the common case: one more block for the batch */
+    hak_link_write(block, e->head);
+    e->head = block;
+    if (HAK_LIKELY(++e->count < e->limit)) return;
+  }
+  hak_heap_remote_free_slow(r, slab, block, size, e); /* full, or another slab's slot */
+}
+
+/* Sends every batch of the calling thread's buffer. */
+void hak_heap_remote_flush_all(void);
+HAK_INLINE void hak_heap_remote_flush(void) {
+  if (HAK_UNLIKELY(hak_remote_buf.used != 0)) hak_heap_remote_flush_all();
+}
+
+/* Fork child: the forking thread's buffer is dropped (see above). */
+void hak_heap_remote_fork_child(void);
+
+/* Batches sent and whole-buffer flushes so far, for the statistics. */
+void hak_heap_remote_counts(uint64_t *batches, uint64_t *flushes);
 
 /* Flushes dead heaps idle for the decay (all of them with force): their cached blocks go
  * back to their slabs, so empty slabs can go back to the OS. Returns 1 while a dead heap

@@ -29,6 +29,17 @@ HAK_INLINE int hak_remote_push(uintptr_t *remote, void *block) {
   return (old & HAK_REMOTE_FLAG) == 0;
 }
 
+/* Pushes the chain head .. tail (linked as by hak_remote_push; tail's link is written
+ * here) in one exchange: a batch of remote frees. Returns as hak_remote_push. */
+HAK_INLINE int hak_remote_push_chain(uintptr_t *remote, void *head, void *tail) {
+  uintptr_t old = __atomic_load_n(remote, __ATOMIC_RELAXED);
+  do {
+    hak_link_write(tail, (void *)(old & ~HAK_REMOTE_FLAG));
+  } while (!__atomic_compare_exchange_n(remote, &old, (uintptr_t)head | HAK_REMOTE_FLAG, 1,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
+  return (old & HAK_REMOTE_FLAG) == 0;
+}
+
 /* Owner only: takes the whole chain and clears the flag. */
 HAK_INLINE void *hak_remote_take(uintptr_t *remote) {
   return (void *)(__atomic_exchange_n(remote, 0, __ATOMIC_ACQ_REL) & ~HAK_REMOTE_FLAG);

@@ -469,6 +469,7 @@ static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
 }
 
 static void *tls_malloc_slow(unsigned cls) {
+  hak_heap_remote_flush(); /* this thread's batches of remote frees go on a slow path */
   pool_heap_t *h = hak_pool_tls;
   if (h == &hak_pool_empty_heap && !(h = hak_heap_attach(&heaps))) return NULL;
   hak_heap_own(&h->base);
@@ -498,13 +499,12 @@ void hak_pool_overflow(pool_list_t *l) {
 }
 
 static void remote_free(pool_span_t *s, void *p) {
-  pool_heap_t *owner = __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE);
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_REMOTE, p, 1);
   if (hak_pool_tls != &hak_pool_empty_heap)
     hak_pool_tls->remote_frees++;
   else
     __atomic_fetch_add(&orphan_remote_frees, 1, __ATOMIC_RELAXED);
-  hak_heap_remote_free(&heaps, &owner->base, s, &s->remote, (void **)&s->pending_next, p);
+  hak_heap_remote_free(&heaps, &s->slab, p, hak_pool_class_size[s->cls]);
 }
 
 /* ---- Entry points. ---- */

@@ -569,6 +569,7 @@ static void *refill_and_pop(hak_tiny_heap_t *h, unsigned cls) {
 }
 
 void *hak_tiny_malloc_slow(unsigned cls) {
+  hak_heap_remote_flush(); /* this thread's batches of remote frees go on a slow path */
   hak_tiny_heap_t *h = hak_tiny_tls;
   if (h == &hak_tiny_empty_heap) {
     h = hak_heap_attach(&heaps);
@@ -618,7 +619,7 @@ void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p) {
     self->remote_frees++;
   else
     __atomic_fetch_add(&orphan_remote_frees, 1, __ATOMIC_RELAXED);
-  hak_heap_remote_free(&heaps, &owner->base, s, &s->remote, (void **)&s->pending_next, p);
+  hak_heap_remote_free(&heaps, &s->slab, p, hak_tiny_class_size[s->cls]);
 }
 
 HAK_COLD void hak_tiny_bad_free(const void *p) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every workload driver runs on the hakmem variant under test with short arguments,
-# checks its own data (xthread, realloc_grow, large_replace) and prints its result line; a bad argument
+# checks its own data (xthread, xbatch, realloc_grow, large_replace) and prints its result line; a bad argument
 # gives the usage and exit code 2.
 # Usage: drivers_test.sh LIBHAKMEM DRIVER...
 set -uo pipefail
@@ -9,6 +9,7 @@ shift
 declare -A short=(
   [larson]="1 8 1024 200 2000 1 2" [random_mixed]="200000 1024 1 256"
   [mid_large_mt]="2 20000 64 1" [pool_tls]="2 20000 64 1" [xthread]="2 50000 1"
+  [xbatch]="2 200 256 64"
   [cache_thrash]="2 5000 10 8" [realloc_grow]="20 262144 1" [pair_loop]="64 1000"
   [burst_idle]="3 16 100 1" [large_replace]="2 200 4 64 1024 1 1"
 )

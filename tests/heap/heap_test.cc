@@ -16,10 +16,15 @@
 
 namespace {
 
+// A slab as the engine sees one: the shared header (its owner: the tier heap), and the
+// remote line at HAK_SLAB_REMOTE_OFFSET.
 struct FakeSlab {
+  hak_slab_t slab{};
+  char pad[HAK_SLAB_REMOTE_OFFSET - sizeof(hak_slab_t)];
   uintptr_t remote = 0;
   void *pending_next = nullptr;
 };
+static_assert(offsetof(FakeSlab, remote) == HAK_SLAB_REMOTE_OFFSET, "the remote line");
 
 struct FakeHeap {
   int inits, drains, flushes, prewarms, reclaims;
@@ -29,6 +34,15 @@ struct FakeHeap {
 };
 
 thread_local FakeHeap *g_bound;  // the fake tier's "TLS heap"
+
+// A remote free into slab s of heap owner, the way a tier makes one.
+void RemoteFree(hak_heap_registry_t *r, FakeHeap *owner, FakeSlab *s, void *block, size_t size) {
+  s->slab.owner = owner;
+  hak_heap_remote_free(r, &s->slab, block, size);
+}
+
+// A block size that makes every remote free a batch of its own, sent at once.
+constexpr size_t kNow = HAK_REMOTE_BATCH_BYTES;
 
 void Init(void *t) { static_cast<FakeHeap *>(t)->inits++; }
 void Bind(void *t) { g_bound = static_cast<FakeHeap *>(t); }
@@ -116,17 +130,73 @@ TEST_F(HeapEngineTest, RemoteFreesQueueOncePerBatchAndCollectADeadOwner) {
   FakeHeap *owner = Attach(&created);
   FakeSlab slab;
   void *blocks[3][2];
-  hak_heap_remote_free(&r_, &owner->base, &slab, &slab.remote, &slab.pending_next, blocks[0]);
-  hak_heap_remote_free(&r_, &owner->base, &slab, &slab.remote, &slab.pending_next, blocks[1]);
+  RemoteFree(&r_, owner, &slab, blocks[0], kNow);
+  RemoteFree(&r_, owner, &slab, blocks[1], kNow);
   EXPECT_EQ(owner->base.pending, &slab) << "queued once";
   EXPECT_EQ(owner->drains, 1) << "only at attach: a live owner drains itself";
   Drain(owner);
   EXPECT_EQ(owner->drained_blocks, 2);
   hak_heap_retire(&r_, owner);
-  hak_heap_remote_free(&r_, &owner->base, &slab, &slab.remote, &slab.pending_next, blocks[2]);
+  RemoteFree(&r_, owner, &slab, blocks[2], kNow);
   EXPECT_EQ(owner->drained_blocks, 3) << "the freeing thread collected the dead heap";
   EXPECT_EQ(owner->base.pending, nullptr);
   EXPECT_EQ(owner->base.state, HAK_HEAP_DEAD);
+}
+
+uint64_t Batches() {
+  uint64_t batches, flushes;
+  hak_heap_remote_counts(&batches, &flushes);
+  return batches;
+}
+
+// Remote frees of small blocks wait in the freeing thread's batch for their slab: nothing
+// reaches the owner until the batch is full or the thread flushes, then all of it at once.
+TEST_F(HeapEngineTest, RemoteFreesGoInBatchesPerSlab) {
+  int created;
+  FakeHeap *owner = Attach(&created);
+  FakeSlab slab;
+  void *blocks[8][2];
+  const size_t size = HAK_REMOTE_BATCH_BYTES / 4;  // batches of 4
+  const uint64_t batches = Batches();
+  for (int i = 0; i < 3; i++) {
+    RemoteFree(&r_, owner, &slab, blocks[i], size);
+  }
+  EXPECT_EQ(owner->base.pending, nullptr) << "a batch of 3 of 4 waits";
+  EXPECT_EQ(slab.remote, 0u);
+  RemoteFree(&r_, owner, &slab, blocks[3], size);
+  EXPECT_EQ(owner->base.pending, &slab) << "the fourth sends it";
+  EXPECT_EQ(Batches(), batches + 1);
+  Drain(owner);
+  EXPECT_EQ(owner->drained_blocks, 4);
+  for (int i = 4; i < 6; i++) {
+    RemoteFree(&r_, owner, &slab, blocks[i], size);
+  }
+  EXPECT_EQ(owner->base.pending, nullptr);
+  hak_heap_remote_flush();  // what an allocation slow path of this thread does
+  EXPECT_EQ(owner->base.pending, &slab);
+  Drain(owner);
+  EXPECT_EQ(owner->drained_blocks, 6);
+  EXPECT_EQ(hak_remote_buf.used, 0u);
+}
+
+// A batch whose slot another slab needs goes first; a thread's exit sends what is left.
+TEST_F(HeapEngineTest, ACollidingSlabOrTheThreadsExitSendsABatch) {
+  int created;
+  FakeHeap *owner = Attach(&created);
+  constexpr int kSlabs = HAK_REMOTE_SLOTS + 1;  // two of them share a slot
+  std::vector<FakeSlab> slabs(kSlabs);
+  void *blocks[kSlabs][2];
+  std::thread([&] {
+    for (int i = 0; i < kSlabs; i++) {
+      RemoteFree(&r_, owner, &slabs[i], blocks[i], 64);
+    }
+    EXPECT_NE(owner->base.pending, nullptr) << "a collision sent a batch";
+    Drain(owner);
+    EXPECT_GE(owner->drained_blocks, 1);
+    EXPECT_LT(owner->drained_blocks, kSlabs);
+  }).join();
+  Drain(owner);
+  EXPECT_EQ(owner->drained_blocks, kSlabs) << "the rest went when the thread exited";
 }
 
 TEST_F(HeapEngineTest, DeadHeapsAreFlushedOnceAfterTheDecay) {
@@ -175,12 +245,12 @@ TEST_F(HeapEngineTest, ForkChildKeepsDeadHeapsAndOrphansTheRest) {
   FakeSlab slab;
   void *block[2];
   int drains = live->drains;
-  hak_heap_remote_free(&r_, &live->base, &slab, &slab.remote, &slab.pending_next, block);
+  RemoteFree(&r_, live, &slab, block, kNow);
   EXPECT_EQ(live->drains, drains) << "nobody drains an orphan";
 }
 
-// Threads that attach, free into each other's retired heaps, and retire, concurrently:
-// every block is drained exactly once (run under --config=tsan too).
+// Threads that attach, free into each other's retired heaps in batches, and retire,
+// concurrently: every block is drained exactly once (run under --config=tsan too).
 TEST_F(HeapEngineTest, ConcurrentRetireAndRemoteFreeDrainEveryBlockOnce) {
   constexpr int kRounds = 200;
   constexpr int kBlocks = 64;
@@ -193,8 +263,8 @@ TEST_F(HeapEngineTest, ConcurrentRetireAndRemoteFreeDrainEveryBlockOnce) {
       owners[r] = Attach(&created);
       std::thread freer([&] {
         for (int b = 0; b < kBlocks; b++) {
-          hak_heap_remote_free(&r_, &owners[r]->base, &slabs[r], &slabs[r].remote,
-                               &slabs[r].pending_next, &storage[r][b * 2]);
+          // Batches of 10: six go when full, the last four when the thread exits.
+          RemoteFree(&r_, owners[r], &slabs[r], &storage[r][b * 2], HAK_REMOTE_BATCH_BYTES / 10);
         }
       });
       hak_heap_retire(&r_, owners[r]);
@@ -217,7 +287,7 @@ TEST_F(HeapEngineTest, APurgePassReclaimsOnlyIdleLiveHeaps) {
   FakeHeap *h = Attach(&created);
   FakeSlab slab;
   void *blocks[2][2];
-  hak_heap_remote_free(&r_, &h->base, &slab, &slab.remote, &slab.pending_next, blocks[0]);
+  RemoteFree(&r_, h, &slab, blocks[0], kNow);
   EXPECT_EQ(hak_heap_reclaim_idle(&r_, 0), 1) << "remote frees wait";
   EXPECT_EQ(h->reclaims, 0) << "the owner's attach was a slow path since the last pass";
   hak_heap_own(&h->base);  // the owner is active again
@@ -229,7 +299,7 @@ TEST_F(HeapEngineTest, APurgePassReclaimsOnlyIdleLiveHeaps) {
   EXPECT_EQ(h->drained_blocks, 1);
   hak_heap_reclaim_idle(&r_, 0);
   EXPECT_EQ(h->reclaims, 1) << "once per idle period";
-  hak_heap_remote_free(&r_, &h->base, &slab, &slab.remote, &slab.pending_next, blocks[1]);
+  RemoteFree(&r_, h, &slab, blocks[1], kNow);
   hak_heap_reclaim_idle(&r_, 0);
   EXPECT_EQ(h->reclaims, 2) << "new remote frees into the idle heap";
   hak_heap_own(&h->base);  // a slow path in progress: the owner is marked busy

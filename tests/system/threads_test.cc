@@ -9,6 +9,7 @@
 #include <atomic>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -174,6 +175,43 @@ TEST(SystemThreadsTest, FreeOnlyThreadDoesNotGrowMemory) {
   // 400,000 blocks of 48 bytes went through (18 MiB, 300 slabs); reuse keeps it to a few.
   EXPECT_LE(end.tiny_slabs_in_use, start.tiny_slabs_in_use + 40);
   EXPECT_GE(end.tiny_remote_frees - start.tiny_remote_frees, uint64_t{kRounds} * kBatch);
+}
+
+// A thread that only frees sends other threads' blocks back in batches, one exchange per
+// batch of up to 64; what it still holds when it exits goes then. Every block comes back
+// to its owner, whose next allocations reuse them.
+TEST(SystemThreadsTest, RemoteFreesGoInBatchesAndAllComeBack) {
+  constexpr int kBlocks = 20000;
+  std::thread([] {
+    std::vector<void *> blocks(kBlocks);
+    for (int i = 0; i < kBlocks; i++) {
+      blocks[i] = malloc(64);
+      ASSERT_NE(blocks[i], nullptr);
+      Stamp(blocks[i], 64, i);
+    }
+    hak_stats_t before = Stats();
+    std::thread([&] {
+      for (int i = 0; i < kBlocks; i++) {
+        ASSERT_TRUE(StampIntact(blocks[i], 64, i)) << i;
+        free(blocks[i]);
+      }
+    }).join();  // its exit sends the batches it holds
+    hak_stats_t after = Stats();
+    EXPECT_GE(after.tiny_remote_frees - before.tiny_remote_frees, uint64_t{kBlocks});
+    uint64_t batches = after.remote_batches - before.remote_batches;
+    EXPECT_GE(batches, uint64_t{kBlocks} / 64);
+    EXPECT_LE(batches, uint64_t{kBlocks} / 64 + 64) << "one exchange per batch, not per block";
+    EXPECT_GE(after.remote_flushes - before.remote_flushes, 1u) << "the exit sent what was left";
+    std::set<void *> freed(blocks.begin(), blocks.end());
+    int reused = 0;
+    for (int i = 0; i < kBlocks; i++) {
+      blocks[i] = malloc(64);
+      reused += static_cast<int>(freed.count(blocks[i]));
+    }
+    // All but what the current slab still carves (a slab holds 1,024 blocks of 64 bytes).
+    EXPECT_GE(reused, kBlocks - 2048) << "freed blocks stuck on their way back";
+    for (void *p : blocks) free(p);
+  }).join();
 }
 
 TEST(SystemThreadsTest, ThreadChurnKeepsMemoryBounded) {
