@@ -12,7 +12,7 @@ typedef struct {
   int failed;
 } ring_args_t;
 
-static void *ring_thread(void *arg) {
+static inline void *ring_thread(void *arg) {
   ring_args_t *a = arg;
   void **slots = calloc(a->workset, sizeof *slots);
   drv_rng_t rng;
@@ -30,9 +30,26 @@ static void *ring_thread(void *arg) {
   return NULL;
 }
 
+/* Runs a producer and a consumer thread on each of the `pairs` records at `records`
+ * (`stride` bytes apart) and joins them all; returns the seconds it took. */
+static inline double drv_run_pairs(uint64_t pairs, void *records, size_t stride,
+                                   void *(*producer)(void *), void *(*consumer)(void *)) {
+  pthread_t *th = calloc(pairs * 2, sizeof *th);
+  double start = drv_now();
+  for (uint64_t i = 0; i < pairs; i++) {
+    char *record = (char *)records + i * stride;
+    pthread_create(&th[2 * i], NULL, producer, record);
+    pthread_create(&th[2 * i + 1], NULL, consumer, record);
+  }
+  for (uint64_t i = 0; i < pairs * 2; i++) pthread_join(th[i], NULL);
+  double elapsed = drv_now() - start;
+  free(th);
+  return elapsed;
+}
+
 /* Parses THREADS ITERS WORKSET SEED, runs, reports; returns the exit code. */
-static int ring_main(int argc, char **argv, const char *name, uint64_t min, uint64_t max,
-                     const char *usage) {
+static inline int ring_main(int argc, char **argv, const char *name, uint64_t min, uint64_t max,
+                            const char *usage) {
   drv_check_argc(argc, argv, 4, usage);
   uint64_t threads = drv_arg(argc, argv, 1, 2, 1, 1024, usage);
   uint64_t iters = drv_arg(argc, argv, 2, 12000000, 1, 1ull << 40, usage);

@@ -8,7 +8,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 
-#include "benchmarks/driver_util.h"
+#include "benchmarks/threads_driver.h"
 
 #define USAGE "PAIRS BATCHES BATCH SIZE   (defaults: 1 20000 256 64)"
 #define DEPTH 8 /* batches in flight per pair */
@@ -67,21 +67,15 @@ int main(int argc, char **argv) {
   uint64_t batch = drv_arg(argc, argv, 3, 256, 1, 1 << 20, USAGE);
   uint64_t size = drv_arg(argc, argv, 4, 64, 8, 1 << 20, USAGE);
   pair_t *p = calloc(pairs, sizeof *p);
-  pthread_t *th = calloc(pairs * 2, sizeof *th);
-  double start = drv_now();
   for (uint64_t i = 0; i < pairs; i++) {
     p[i].batches = batches;
     p[i].batch = batch;
     p[i].size = size;
-    pthread_create(&th[2 * i], NULL, producer, &p[i]);
-    pthread_create(&th[2 * i + 1], NULL, consumer, &p[i]);
   }
+  double elapsed = drv_run_pairs(pairs, p, sizeof *p, producer, consumer);
   int failed = 0;
-  for (uint64_t i = 0; i < pairs * 2; i++) pthread_join(th[i], NULL);
   for (uint64_t i = 0; i < pairs; i++) failed |= p[i].failed;
-  double elapsed = drv_now() - start;
   free(p);
-  free(th);
   if (failed) {
     fprintf(stderr, "xbatch: allocation failed or data corrupted\n");
     return 1;

@@ -6,7 +6,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 
-#include "benchmarks/driver_util.h"
+#include "benchmarks/threads_driver.h"
 
 #define USAGE "PAIRS ITEMS SEED   (defaults: 1 5000000 1)"
 #define RING 1024
@@ -55,20 +55,14 @@ int main(int argc, char **argv) {
   uint64_t items = drv_arg(argc, argv, 2, 5000000, 1, 1ull << 40, USAGE);
   uint64_t seed = drv_arg(argc, argv, 3, 1, 0, UINT64_MAX, USAGE);
   pair_t *p = calloc(pairs, sizeof *p);
-  pthread_t *th = calloc(pairs * 2, sizeof *th);
-  double start = drv_now();
   for (uint64_t i = 0; i < pairs; i++) {
     p[i].items = items;
     p[i].seed = seed + i;
-    pthread_create(&th[2 * i], NULL, producer, &p[i]);
-    pthread_create(&th[2 * i + 1], NULL, consumer, &p[i]);
   }
+  double elapsed = drv_run_pairs(pairs, p, sizeof *p, producer, consumer);
   int failed = 0;
-  for (uint64_t i = 0; i < pairs * 2; i++) pthread_join(th[i], NULL);
   for (uint64_t i = 0; i < pairs; i++) failed |= p[i].failed;
-  double elapsed = drv_now() - start;
   free(p);
-  free(th);
   if (failed) {
     fprintf(stderr, "xthread: allocation failed or data corrupted\n");
     return 1;

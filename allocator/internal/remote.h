@@ -16,21 +16,12 @@
 
 #define HAK_REMOTE_FLAG ((uintptr_t)1)
 
-/* Pushes `block` (its first word becomes the link, encoded as in internal/link.h). Returns 1 when
- * the caller must queue the slab on its owner's pending list. Acquire as well as release: a pusher
- * that finds the flag clear must see everything the owner did before its take (including its last
- * read of the slab's pending link, which this pusher is about to overwrite). */
-HAK_INLINE int hak_remote_push(uintptr_t *remote, void *block) {
-  uintptr_t old = __atomic_load_n(remote, __ATOMIC_RELAXED);
-  do {
-    hak_link_write(block, (void *)(old & ~HAK_REMOTE_FLAG));
-  } while (!__atomic_compare_exchange_n(remote, &old, (uintptr_t)block | HAK_REMOTE_FLAG, 1,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
-  return (old & HAK_REMOTE_FLAG) == 0;
-}
-
-/* Pushes the chain head .. tail (linked as by hak_remote_push; tail's link is written
- * here) in one exchange: a batch of remote frees. Returns as hak_remote_push. */
+/* Pushes the chain head .. tail in one exchange (a batch of remote frees): the blocks are
+ * linked through their first words, encoded as in internal/link.h; tail's link is written
+ * here. Returns 1 when the caller must queue the slab on its owner's pending list. Acquire
+ * as well as release: a pusher that finds the flag clear must see everything the owner did
+ * before its take (including its last read of the slab's pending link, which this pusher
+ * is about to overwrite). */
 HAK_INLINE int hak_remote_push_chain(uintptr_t *remote, void *head, void *tail) {
   uintptr_t old = __atomic_load_n(remote, __ATOMIC_RELAXED);
   do {
@@ -38,6 +29,11 @@ HAK_INLINE int hak_remote_push_chain(uintptr_t *remote, void *head, void *tail) 
   } while (!__atomic_compare_exchange_n(remote, &old, (uintptr_t)head | HAK_REMOTE_FLAG, 1,
                                         __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
   return (old & HAK_REMOTE_FLAG) == 0;
+}
+
+/* Pushes one block. */
+HAK_INLINE int hak_remote_push(uintptr_t *remote, void *block) {
+  return hak_remote_push_chain(remote, block, block);
 }
 
 /* Owner only: takes the whole chain and clears the flag. */
