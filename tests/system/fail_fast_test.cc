@@ -265,6 +265,26 @@ TEST(SystemFailFastTest, ReleaseRefusesBlocksNeverHandedOut) {
   }
 }
 
+// Release: an aligned interior pointer of a class that is not a power of two, freed by
+// another thread (the checked path: block index by multiply, then the remainder), is
+// refused and never handed out.
+TEST(SystemFailFastTest, ReleaseRefusesAnInteriorPointerFreedByAnotherThread) {
+  if (!HAK_RELEASE) GTEST_SKIP() << "debug builds abort instead";
+  for (size_t n : {size_t{48}, size_t{1000}}) {
+    char *p = static_cast<char *>(malloc(n));
+    uint64_t before = Stats().foreign_frees;
+    std::thread([&] { free(p + 16); }).join();
+    EXPECT_EQ(Stats().foreign_frees - before, 1u) << n;
+    std::vector<void *> blocks;
+    for (int i = 0; i < 4000; i++) {
+      blocks.push_back(malloc(n));
+      ASSERT_NE(blocks.back(), p + 16) << n;
+    }
+    for (void *q : blocks) free(q);
+    free(p);
+  }
+}
+
 // User data that happens to look like a freed block (zero link, free-fill bytes) is
 // never taken for a double free: that is decided from the allocator's state.
 TEST(SystemFailFastTest, DataThatLooksFreedIsNotADoubleFree) {
