@@ -539,7 +539,7 @@ void hak_pool_free(void *p, uintptr_t off) {
     return;
   }
   pool_heap_t *h = hak_pool_tls;
-  if (HAK_UNLIKELY(s->owner != h)) {
+  if (HAK_UNLIKELY(__atomic_load_n(&s->owner, __ATOMIC_RELAXED) != h)) {
     remote_free(s, p);
     return;
   }
@@ -551,7 +551,7 @@ void hak_pool_free(void *p, uintptr_t off) {
 size_t hak_pool_usable(uintptr_t off) {
   if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE)) return 0;
   pool_span_t *s = span_of(off);
-  if (s->kind != HAK_POOL_HEAD || s->owner == NULL) return 0;
+  if (s->kind != HAK_POOL_HEAD || __atomic_load_n(&s->owner, __ATOMIC_RELAXED) == NULL) return 0;
   return hak_pool_class_size[s->cls];
 }
 
@@ -686,7 +686,10 @@ void hak_pool_stats(hak_pool_stats_t *out) {
   pthread_mutex_lock(&arena_lock);
   for (uintptr_t page = 0; page < (hak_pool_geom.top >> HAK_POOL_PAGE_SHIFT); page++) {
     const pool_span_t *s = &hak_pool_geom.registry[page];
-    if (s->kind == HAK_POOL_HEAD && s->owner && s->used) out->pages_in_use += s->pages;
+    /* The owner is written by purge passes too, under the reclaim lock, not this one. */
+    if (s->kind == HAK_POOL_HEAD && __atomic_load_n(&s->owner, __ATOMIC_RELAXED) && s->used) {
+      out->pages_in_use += s->pages;
+    }
   }
   uintptr_t top = hak_pool_geom.top;
   pthread_mutex_unlock(&arena_lock);

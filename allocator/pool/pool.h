@@ -143,7 +143,10 @@ HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
   /* Every Pool block is 256-byte aligned (class sizes are multiples of 256, spans start
    * on 64 KiB boundaries): anything else goes to hak_pool_free, which refuses it. */
   if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE) || (off & 255) != 0) return 0;
-  uintptr_t owner = hak_pool_geom.owners[off >> HAK_POOL_PAGE_SHIFT];
+  /* Relaxed atomic (a plain load on x86): a purge pass may release an idle heap's empty
+   * span and clear its words meanwhile; no block of such a span is out to be freed. */
+  uintptr_t owner =
+      __atomic_load_n(&hak_pool_geom.owners[off >> HAK_POOL_PAGE_SHIFT], __ATOMIC_RELAXED);
   hak_pool_heap_t *h = hak_pool_tls;
   if (HAK_UNLIKELY((owner & ~HAK_POOL_OWNER_CLASS_MASK) != (uintptr_t)h)) return 0;
   hak_pool_list_t *l = &h->list[owner & HAK_POOL_OWNER_CLASS_MASK];
