@@ -151,11 +151,14 @@ void hak_heap_retire(hak_heap_registry_t *r, void *tier);
  * HAK_REMOTE_BATCH_BYTES bytes, when a free for another slab needs its slot, and when the
  * thread enters an allocation slow path, calls malloc_trim or exits. What a thread that
  * stops for good leaves in its buffer is bounded: HAK_REMOTE_SLOTS batches of at most
- * HAK_REMOTE_BATCH_BYTES (128 KiB). A fork child starts with an empty buffer (the
- * parent's may have been mid-change; its blocks stay unused there). */
-#define HAK_REMOTE_SLOTS 64 /* a power of two: hak_remote_slot_of takes the top 6 bits */
+ * HAK_REMOTE_BATCH_BYTES (64 KiB), which keep at most HAK_REMOTE_SLOTS slabs or spans
+ * from going back to the OS: blocks over 2 KiB are never held (a batch of one goes at
+ * once), so those are slabs and spans of 64 KiB, 1 MiB in all. (64 slots of 16 KiB kept
+ * 2.5 MB more in RAM after a burst freed remotely.) A fork child starts with an empty
+ * buffer (the parent's may have been mid-change; its blocks stay unused there). */
+#define HAK_REMOTE_SLOTS 16 /* a power of two: hak_remote_slot_of takes the top 4 bits */
 #define HAK_REMOTE_BATCH_BLOCKS 64
-#define HAK_REMOTE_BATCH_BYTES (16 * 1024)
+#define HAK_REMOTE_BATCH_BYTES (4 * 1024)
 
 typedef struct {
   hak_slab_t *slab;       /* where the batch goes; NULL: the slot is free. Its owner and
@@ -184,7 +187,7 @@ void hak_heap_remote_free_slow(hak_heap_registry_t *r, hak_slab_t *slab, void *b
 /* The slot of `slab` in a thread's buffer: slab headers are 64-byte aligned, so the bits
  * above are mixed into a slot number. */
 HAK_INLINE hak_remote_slot_t *hak_remote_slot_of(const hak_slab_t *slab) {
-  return &hak_remote_buf.slot[(((uintptr_t)slab >> 6) * 0x9e3779b97f4a7c15ull) >> 58];
+  return &hak_remote_buf.slot[(((uintptr_t)slab >> 6) * 0x9e3779b97f4a7c15ull) >> 60];
 }
 
 HAK_INLINE void hak_heap_remote_free(hak_heap_registry_t *r, hak_slab_t *slab, void *block,

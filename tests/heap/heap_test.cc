@@ -253,7 +253,7 @@ TEST_F(HeapEngineTest, ForkChildKeepsDeadHeapsAndOrphansTheRest) {
 // concurrently: every block is drained exactly once (run under --config=tsan too).
 TEST_F(HeapEngineTest, ConcurrentRetireAndRemoteFreeDrainEveryBlockOnce) {
   constexpr int kRounds = 200;
-  constexpr int kBlocks = 64;
+  constexpr int kBlocks = 60;
   std::vector<std::vector<void *>> storage(kRounds, std::vector<void *>(kBlocks * 2));
   std::vector<FakeSlab> slabs(kRounds);
   std::vector<FakeHeap *> owners(kRounds);
@@ -263,8 +263,8 @@ TEST_F(HeapEngineTest, ConcurrentRetireAndRemoteFreeDrainEveryBlockOnce) {
       owners[r] = Attach(&created);
       std::thread freer([&] {
         for (int b = 0; b < kBlocks; b++) {
-          // Batches of 10: six go when full, the last four when the thread exits.
-          RemoteFree(&r_, owners[r], &slabs[r], &storage[r][b * 2], HAK_REMOTE_BATCH_BYTES / 10);
+          // Batches of 8: seven go when full, the last four when the thread exits.
+          RemoteFree(&r_, owners[r], &slabs[r], &storage[r][b * 2], HAK_REMOTE_BATCH_BYTES / 8);
         }
       });
       hak_heap_retire(&r_, owners[r]);
