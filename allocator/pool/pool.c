@@ -283,10 +283,15 @@ static void heap_reclaim(void *h) {
 static void heap_bind(void *h) { hak_pool_tls = h; }
 static void heap_prewarm(void *tier);
 
-/* Moves up to `want` blocks of `cls` onto list l: span free lists first, then carving. */
+/* Moves up to `want` blocks of `cls` onto list l: span free lists first, then carving,
+ * at most CARVE_BYTES of never-used blocks per call. A carved block gets its link written,
+ * which makes its page resident: once the lists could grow to 1 MiB a class, refills of
+ * half a list touched megabytes a thread might never use (churn_test's RSS doubled). */
+#define CARVE_BYTES (32 * 1024)
 uint32_t hak_pool_fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t want) {
   uint32_t got = 0;
   size_t stride = hak_pool_class_size[cls];
+  uint32_t carve_left = stride < CARVE_BYTES ? (uint32_t)(CARVE_BYTES / stride) : 1;
   while (got < want) {
     pool_span_t *s = h->current[cls];
     if (!s) {
@@ -294,7 +299,7 @@ uint32_t hak_pool_fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t wa
       if (s) {
         hak_slab_avail_remove(&h->avail[cls], &s->slab);
         s->state = HAK_SLAB_CURRENT;
-      } else if (!(s = span_acquire(h, cls))) {
+      } else if ((carve_left == 0 && got > 0) || !(s = span_acquire(h, cls))) {
         break;
       }
       h->current[cls] = s;
@@ -304,13 +309,17 @@ uint32_t hak_pool_fill(pool_heap_t *h, unsigned cls, pool_list_t *l, uint32_t wa
     uint32_t taken = hak_slab_take_free(&s->slab, &l->head, want - got, lo, len);
     l->room -= (int32_t)taken;
     got += taken;
+    uint32_t carve = want - got < carve_left ? want - got : carve_left;
     uint32_t carved =
-        hak_slab_carve(&s->slab, span_base(s), stride, checked_len(cls), &l->head, want - got);
+        hak_slab_carve(&s->slab, span_base(s), stride, checked_len(cls), &l->head, carve);
+    carve_left -= carved;
     l->room -= (int32_t)carved;
     got += carved;
     if (hak_slab_exhausted(&s->slab)) {
       s->state = HAK_SLAB_FULL;
       h->current[cls] = NULL;
+    } else if (got < want && carve_left == 0) {
+      break; /* the rest of this span waits for the next refill */
     }
   }
   if (h->current[cls]) hak_slab_validate(&h->current[cls]->slab);
