@@ -148,8 +148,8 @@ void hak_heap_remote_flush_all(void) {
 }
 
 void hak_heap_remote_fork_child(void) {
+  /* armed too: the key is set again on the next use */
   memset(&hak_remote_buf, 0, sizeof hak_remote_buf);
-  hak_remote_buf.armed = 0; /* the key's value was the parent thread's; set again on use */
 }
 
 void hak_heap_remote_counts(uint64_t *batches, uint64_t *flushes) {

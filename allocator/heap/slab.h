@@ -83,24 +83,10 @@ HAK_INLINE int hak_slab_link_bad(const void *next, uintptr_t lo, uintptr_t len) 
          hak_link_on;
 }
 
-/* Block b goes back onto its slab's free list; `avail` is the owner's avail list of the
- * slab's class. Returns 1 when the slab has no block out any more and is on no list:
- * the tier then releases it. A slab that gets its first free block joins the list. */
-HAK_INLINE int hak_slab_return_block(hak_slab_t **avail, hak_slab_t *s, void *b) {
-  /* More blocks back than out: a block came back twice (each copy went through a cache). */
-  if (HAK_UNLIKELY(s->used == 0) && hak_link_on) hak_link_double_free(b);
-  hak_link_write(b, s->free);
-  s->free = b;
-  if (--s->used == 0 && s->state != HAK_SLAB_CURRENT) {
-    if (s->state == HAK_SLAB_AVAIL) hak_slab_avail_remove(avail, s);
-    return 1;
-  }
-  if (s->state == HAK_SLAB_FULL) hak_slab_avail_push(avail, s);
-  return 0;
-}
-
 /* The chain head .. tail of `count` blocks of s (linked as a free list, tail's link
- * unread) goes back onto s's free list at once; the rest as hak_slab_return_block. */
+ * unread) goes back onto s's free list at once; `avail` is the owner's avail list of the
+ * slab's class. Returns 1 when the slab has no block out any more and is on no list:
+ * the tier then releases it. A slab that gets its first free blocks joins the list. */
 HAK_INLINE int hak_slab_return_chain(hak_slab_t **avail, hak_slab_t *s, void *head, void *tail,
                                      uint32_t count) {
   /* More blocks back than out: a block came back twice (each copy went through a cache). */
@@ -114,6 +100,11 @@ HAK_INLINE int hak_slab_return_chain(hak_slab_t **avail, hak_slab_t *s, void *he
   }
   if (s->state == HAK_SLAB_FULL) hak_slab_avail_push(avail, s);
   return 0;
+}
+
+/* One block b back: a chain of one. */
+HAK_INLINE int hak_slab_return_block(hak_slab_t **avail, hak_slab_t *s, void *b) {
+  return hak_slab_return_chain(avail, s, b, b, 1);
 }
 
 /* Moves up to `want` blocks of s's free list onto the list at *head (a thread cache or

@@ -249,17 +249,16 @@ static void span_release(pool_heap_t *h, pool_span_t *s) {
 
 /* ---- A heap's lists (owner, or shard lock held). ---- */
 
-/* A block goes back to its own span's free list; an emptied span is released. */
-void hak_pool_return_block(pool_heap_t *h, pool_span_t *s, void *b) {
-  if (hak_slab_return_block(&h->avail[s->cls], &s->slab, b)) span_release(h, s);
+/* Blocks go back to their own span's free list; an emptied span is released. */
+static void return_chain(pool_heap_t *h, pool_span_t *s, void *head, void *tail, uint32_t count) {
+  if (hak_slab_return_chain(&h->avail[s->cls], &s->slab, head, tail, count)) span_release(h, s);
 }
+
+void hak_pool_return_block(pool_heap_t *h, pool_span_t *s, void *b) { return_chain(h, s, b, b, 1); }
 
 /* Drained blocks go back to their span, all at once. */
 static void put_drained(void *tier, hak_slab_t *slab, void *head, void *tail, uint32_t count) {
-  pool_heap_t *h = tier;
-  if (hak_slab_return_chain(&h->avail[slab->cls], slab, head, tail, count)) {
-    span_release(h, (pool_span_t *)slab);
-  }
+  return_chain(tier, (pool_span_t *)slab, head, tail, count);
 }
 
 /* Where a span's blocks lie: the links of its lists must stay there. */

@@ -340,8 +340,13 @@ static void avail_remove(hak_tiny_heap_t *h, hak_tiny_slab_t *s) {
 }
 
 /* A block goes back to its own slab's free list; an emptied slab goes back to its class. */
+static void return_chain(hak_tiny_heap_t *h, hak_tiny_slab_t *s, void *head, void *tail,
+                         uint32_t count) {
+  if (hak_slab_return_chain(&h->avail[s->cls], &s->slab, head, tail, count)) slab_release(s);
+}
+
 static void return_block(hak_tiny_heap_t *h, hak_tiny_slab_t *s, void *b) {
-  if (hak_slab_return_block(&h->avail[s->cls], &s->slab, b)) slab_release(s);
+  return_chain(h, s, b, b, 1);
 }
 
 /* Takes every slab with remote frees off the heap's pending list and drains each slab's
@@ -359,9 +364,7 @@ static void put_drained(void *tier, hak_slab_t *slab, void *head, void *tail, ui
     hak_cache_push(c, b);
     count--;
   }
-  if (count > 0 && hak_slab_return_chain(&h->avail[s->cls], &s->slab, head, tail, count)) {
-    slab_release(s);
-  }
+  if (count > 0) return_chain(h, s, head, tail, count);
 }
 
 /* Where a slab's blocks lie: the links of its lists must stay there. */
@@ -388,10 +391,7 @@ static void heap_init(void *h) {
 static void heap_drain(void *h) { process_pending(h); }
 
 static void put_to_slab(void *tier, hak_slab_t *slab, void *head, void *tail, uint32_t count) {
-  hak_tiny_heap_t *h = tier;
-  if (hak_slab_return_chain(&h->avail[slab->cls], slab, head, tail, count)) {
-    slab_release((hak_tiny_slab_t *)slab);
-  }
+  return_chain(tier, (hak_tiny_slab_t *)slab, head, tail, count);
 }
 /* The purge thread, holding the claim of an idle heap: the owner may be using its caches
  * right now, so drained blocks go to their slabs; a current slab with no block out (one
