@@ -35,6 +35,9 @@ int hak_front_maintain(int force) {
 /* The pass itself, out of line: a Large malloc+free pair mostly finds none due. */
 static int maintain_pass(uint64_t now, int force) {
   __atomic_store_n(&maintain_due_ms, now + hak_decay_step_ms(), __ATOMIC_RELAXED);
+  /* The pass runs inside malloc, free and their refusals, which answer in errno: what
+   * its own system calls leave there must not reach the caller. */
+  int saved = errno;
   int waiting = 0;
   hak_purge_defer_begin(); /* the passes change other heaps and hold the registry locks */
   if (hak_front.ready) waiting |= hak_tiny_maintain(force);
@@ -42,6 +45,7 @@ static int maintain_pass(uint64_t now, int force) {
   waiting |= hak_large_maintain(force);
   hak_purge_defer_end();
   __atomic_store_n(&maintain_waiting, waiting, __ATOMIC_RELAXED);
+  errno = saved;
   return waiting;
 }
 

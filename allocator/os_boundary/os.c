@@ -246,12 +246,21 @@ int hak_os_decommit(void *p, size_t size) {
   return 0;
 }
 
-int hak_os_barrier_all(void) {
+/* The answer is the return value; errno is left as the caller had it (the first call
+ * fails with EPERM before registering, and it runs inside malloc and free). */
+static int barrier_all(void) {
   if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0) return 0;
   if (errno != EPERM) return errno;
   /* Not registered (the first call, or the first in a fork child). */
   if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0) return errno;
   return syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ? 0 : errno;
+}
+
+int hak_os_barrier_all(void) {
+  int saved = errno;
+  int err = barrier_all();
+  errno = saved;
+  return err;
 }
 
 size_t hak_os_resident(const void *p, size_t size) {

@@ -114,7 +114,8 @@ int hak_os_meta_alloc(size_t size, void **out);
 /* Makes every thread of the process pass a full memory barrier before it returns
  * (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), registering the process on first use
  * and again in a fork child). Returns 0, or an errno value when the kernel cannot (then
- * the caller must not rely on it). Not a memory call: not counted. */
+ * the caller must not rely on it); errno itself is left as it was. Not a memory call:
+ * not counted. */
 int hak_os_barrier_all(void);
 
 /* In a fork child: unlocks the metadata allocator; if a thread was inside it at the fork,

@@ -1,12 +1,16 @@
 // Deterministic counter assertions, not timings: steady states make no memory system
 // calls, and freed memory goes back to the OS after the decay.
+#include <errno.h>
 #include <malloc.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -17,6 +21,7 @@
 
 namespace {
 
+using hak_test::Opaque;
 using hak_test::Stats;
 
 size_t ResidentBytes() {
@@ -110,6 +115,62 @@ TEST(SystemCountersTest, EmptySuperSlabsWithinTheLruStayCommitted) {
   EXPECT_EQ(s.tiny_empty_superslabs - s.tiny_decommitted_superslabs, 3u);
   hak_option_values[HAK_OPT_DECAY_MS] = hak_option_table[HAK_OPT_DECAY_MS].def;
   hak_option_values[HAK_OPT_SS_LRU_SIZE] = hak_option_table[HAK_OPT_SS_LRU_SIZE].def;
+}
+
+// The decay passes run inside malloc, free and their refusals, and make system calls
+// whose failures are expected (membarrier fails with EPERM before the process is
+// registered, in every new process and fork child). None of that may reach the caller's
+// errno: a refusal says ENOMEM, a free leaves errno alone. Each case runs in a child of
+// its own (a first membarrier), with an idle thread whose heap the pass asks to reclaim
+// and no purge thread to take the pass first.
+int DecayPassInsideTheCall(bool refusal) {
+  hak_option_values[HAK_OPT_PURGE_THREAD] = 0;
+  hak_option_values[HAK_OPT_DECAY_MS] = 16;  // a pass every 2 ms
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread idle([&] {
+    std::vector<void *> blocks;
+    for (int i = 0; i < 1000; i++) blocks.push_back(malloc(64));
+    for (void *p : blocks) free(p);
+    std::unique_lock<std::mutex> g(mu);
+    cv.wait(g, [&] { return done; });
+  });
+  // Two passes see the thread idle (the first notes its slow-path count, the second
+  // finds it unchanged and asks, with a barrier); each call below may run one, once the
+  // pass the parent scheduled (at most a default decay step, 125 ms) falls due.
+  int wrong = 0;
+  std::vector<void *> large;  // freed one a round: no malloc before the free runs a pass
+  for (int i = 0; i < 40 && !refusal; i++) large.push_back(malloc(300000));
+  for (int i = 0; i < 40 && !wrong; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (refusal) {
+      errno = 0;
+      void *p = malloc(Opaque(SIZE_MAX / 2));  // not folded away by the compiler
+      wrong = p != nullptr || errno != ENOMEM;
+    } else {
+      errno = EDOM;
+      free(large[i]);
+      large[i] = nullptr;
+      wrong = errno != EDOM;
+    }
+  }
+  for (void *p : large) free(p);
+  {
+    std::lock_guard<std::mutex> g(mu);
+    done = true;
+  }
+  cv.notify_all();
+  idle.join();
+  return wrong;
+}
+
+TEST(SystemCountersTest, ARefusalThatRunsADecayPassSaysEnomem) {
+  EXPECT_EXIT(exit(DecayPassInsideTheCall(true)), ::testing::ExitedWithCode(0), "");
+}
+
+TEST(SystemCountersTest, AFreeThatRunsADecayPassLeavesErrnoAlone) {
+  EXPECT_EXIT(exit(DecayPassInsideTheCall(false)), ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace
