@@ -108,7 +108,8 @@ static void slot_send(hak_remote_slot_t *e) {
   e->slab = NULL;
   hak_remote_buf.used--;
   __atomic_fetch_add(&remote_batches, 1, __ATOMIC_RELAXED);
-  if (!hak_remote_push_chain(&line->remote, e->head, e->tail)) return; /* already queued */
+  if (!hak_remote_push_chain(&line->remote, e->head, e->tail, e->count))
+    return; /* already queued */
   hak_heap_t *owner = hak_heap_of(r, __atomic_load_n(&slab->owner, __ATOMIC_ACQUIRE));
   hak_pending_push(&owner->pending, slab, &line->pending_next);
   if (__atomic_load_n(&owner->state, __ATOMIC_SEQ_CST) == HAK_HEAP_DEAD) {

@@ -227,15 +227,37 @@ int hak_heap_reclaim_idle(hak_heap_registry_t *r, int force);
  * and makes every other heap but `self` (the forking thread's, or NULL) an orphan. */
 void hak_heap_fork_child(hak_heap_registry_t *r, void *self);
 
+/* Debug builds: every link of the batch head .. tail of n blocks is checked (inside its
+ * slab, n blocks to the tail), and the descriptor's word gets back the fill of a freed
+ * block, which the hand-out checks for writes after free. */
+HAK_INLINE void hak_heap_check_batch(void *head, void *tail, uint32_t n, uintptr_t lo,
+                                     uintptr_t len) {
+  void *b = head;
+  for (uint32_t i = 1; i < n; i++) {
+    void *nb = hak_link_read(b);
+    if (nb == NULL || hak_slab_link_bad(nb, lo, len)) {
+      hak_link_corrupt("corrupted remote free queue link in block", b);
+    }
+    b = nb;
+  }
+  if (b != tail) hak_link_corrupt("corrupted remote free queue link in block", head);
+  hak_fill_bytes((char *)head + sizeof(void *), HAK_FILL_FREE, sizeof(void *));
+}
+
 /* Owner (or the collector holding the heap BUSY): takes every slab queued at heap h and
  * drains each one's remote queue before anyone pops that slab's free list, so a block is
  * never on both (the use-after-free of the allocator hakmem descends from). A slab's queue
  * goes whole to put(tier, slab, head, tail, count): a chain linked as a free list is
  * (internal/link.h), which the tier splices onto the slab's free list or a thread cache
- * without touching each block again (a put per block returned each one to its slab and
- * the next refill took it back: half of a consumer-fed producer's allocator work). Every
- * link is checked, inside its slab, whose blocks lie in [lo, lo + len) as bounds(slab)
- * says, while the chain is walked for its tail and count. */
+ * (a put per block returned each one to its slab and the next refill took it back: half
+ * of a consumer-fed producer's allocator work). The queue is read batch by batch through
+ * the descriptors (internal/remote.h): each one's tail must lie inside the slab, whose
+ * blocks lie in [lo, lo + len) as bounds(slab) says, the lengths add up to at most the
+ * slab's capacity, and the link from a tail to the next batch is checked; the links
+ * inside a batch are checked where they are followed (the tier's put, a refill), and by
+ * debug builds here. Walking every block here made the owner wait for each line the
+ * freeing thread had written, one after another: a consumer-fed producer spent a third
+ * of its time in that walk. */
 HAK_INLINE void hak_heap_drain(hak_heap_t *h, void *tier,
                                void (*put)(void *tier, hak_slab_t *slab, void *head, void *tail,
                                            uint32_t count),
@@ -246,15 +268,24 @@ HAK_INLINE void hak_heap_drain(hak_heap_t *h, void *tier,
     hak_slab_t *next = (hak_slab_t *)r->pending_next;
     uintptr_t lo, len;
     bounds(s, &lo, &len);
-    void *head = hak_remote_take(&r->remote), *tail = head;
+    void *head = hak_remote_take(&r->remote), *tail = NULL;
     uint32_t count = 0;
     for (void *b = head; b;) {
-      void *nb = hak_link_read(b);
-      if (hak_slab_link_bad(nb, lo, len) || HAK_UNLIKELY(count > s->capacity)) {
+      uint32_t n;
+      void *t = hak_remote_desc_read(b, &n);
+      count += n;
+      /* A NULL tail or an empty or overlong batch would be followed (or loop) even
+       * without hardening. */
+      if (t == NULL || n == 0 || HAK_UNLIKELY(count > s->capacity) ||
+          hak_slab_link_bad(t, lo, len)) {
         hak_link_corrupt("corrupted remote free queue link in block", b);
       }
-      tail = b;
-      count++;
+      if (HAK_CHECKS) hak_heap_check_batch(b, t, n, lo, len);
+      void *nb = hak_link_read(t);
+      if (hak_slab_link_bad(nb, lo, len)) {
+        hak_link_corrupt("corrupted remote free queue link in block", t);
+      }
+      tail = t;
       b = nb;
     }
     if (head) put(tier, s, head, tail, count);

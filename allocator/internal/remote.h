@@ -16,13 +16,34 @@
 
 #define HAK_REMOTE_FLAG ((uintptr_t)1)
 
-/* Pushes the chain head .. tail in one exchange (a batch of remote frees): the blocks are
- * linked through their first words, encoded as in internal/link.h; tail's link is written
- * here. Returns 1 when the caller must queue the slab on its owner's pending list. Acquire
- * as well as release: a pusher that finds the flag clear must see everything the owner did
- * before its take (including its last read of the slab's pending link, which this pusher
- * is about to overwrite). */
-HAK_INLINE int hak_remote_push_chain(uintptr_t *remote, void *head, void *tail) {
+/* A remote queue is a stack of batches, each a chain of blocks of one slab linked through
+ * their first words (internal/link.h). The first block of a batch also carries, in its
+ * second word, the batch's descriptor: its tail and its length, encoded as a link is (so
+ * the queue is never walked block by block to be counted: a drain reads two lines a
+ * batch, not one a block, and the blocks stay in the order they were freed). Every block
+ * of the tiers has at least 16 bytes. */
+#define HAK_REMOTE_DESC_SHIFT 48 /* the length above any user-space address bit */
+
+HAK_INLINE void hak_remote_desc_write(void *head, const void *tail, uint32_t count) {
+  hak_link_write((char *)head + sizeof(void *),
+                 (const void *)((uintptr_t)tail | (uintptr_t)count << HAK_REMOTE_DESC_SHIFT));
+}
+
+/* The tail of the batch that starts at head; its length in *count. */
+HAK_INLINE void *hak_remote_desc_read(const void *head, uint32_t *count) {
+  uintptr_t d = (uintptr_t)hak_link_read((const char *)head + sizeof(void *));
+  *count = (uint32_t)(d >> HAK_REMOTE_DESC_SHIFT);
+  return (void *)(d & (((uintptr_t)1 << HAK_REMOTE_DESC_SHIFT) - 1));
+}
+
+/* Pushes the batch head .. tail of `count` blocks in one exchange: the blocks are linked
+ * as a free list; tail's link and head's descriptor are written here. Returns 1 when the
+ * caller must queue the slab on its owner's pending list. Acquire as well as release: a
+ * pusher that finds the flag clear must see everything the owner did before its take
+ * (including its last read of the slab's pending link, which this pusher is about to
+ * overwrite). */
+HAK_INLINE int hak_remote_push_chain(uintptr_t *remote, void *head, void *tail, uint32_t count) {
+  hak_remote_desc_write(head, tail, count);
   uintptr_t old = __atomic_load_n(remote, __ATOMIC_RELAXED);
   do {
     hak_link_write(tail, (void *)(old & ~HAK_REMOTE_FLAG));
@@ -31,9 +52,9 @@ HAK_INLINE int hak_remote_push_chain(uintptr_t *remote, void *head, void *tail) 
   return (old & HAK_REMOTE_FLAG) == 0;
 }
 
-/* Pushes one block. */
+/* Pushes one block: a batch of one. */
 HAK_INLINE int hak_remote_push(uintptr_t *remote, void *block) {
-  return hak_remote_push_chain(remote, block, block);
+  return hak_remote_push_chain(remote, block, block, 1);
 }
 
 /* Owner only: takes the whole chain and clears the flag. */

@@ -184,4 +184,50 @@ TEST_F(LinkTest, ADrainFollowsGoodLinksAndAbortsOnABadOne) {
       "^hakmem: corrupted remote free queue link in block 0x[0-9a-f]+\n$");
 }
 
+// Batches pushed whole: the drain reads each one's descriptor (tail and length) instead
+// of walking its blocks, and hands the queue over as one chain.
+TEST_F(LinkTest, ADrainReadsBatchesByTheirDescriptors) {
+  static TestSlab ts;
+  static hak_heap_t h;
+  ts.capacity = 16;
+  for (int i = 0; i < 3; i++) hak_link_write(g_blocks[i], g_blocks[i + 1]);  // 0 -> 1 -> 2 -> 3
+  ASSERT_TRUE(hak_remote_push_chain(&ts.remote, g_blocks[0], g_blocks[3], 4));
+  hak_pending_push(&h.pending, &ts, &ts.pending_next);
+  hak_link_write(g_blocks[5], g_blocks[6]);  // 5 -> 6, then the first batch
+  EXPECT_FALSE(hak_remote_push_chain(&ts.remote, g_blocks[5], g_blocks[6], 2));
+  uint32_t n = 0;
+  EXPECT_EQ(hak_remote_desc_read(g_blocks[5], &n), g_blocks[6]);
+  EXPECT_EQ(n, 2u);
+  g_drained = 0;
+  hak_heap_drain(&h, nullptr, Put, Bounds);
+  EXPECT_EQ(g_drained, 6);
+  EXPECT_EQ(g_head, g_blocks[5]) << "the last batch pushed first";
+  EXPECT_EQ(g_tail, g_blocks[3]);
+  EXPECT_EQ(hak_link_read(g_blocks[6]), g_blocks[0]) << "one batch linked to the next";
+}
+
+// A descriptor that names a tail outside the slab, or more blocks than the slab holds,
+// is refused before anything it names is followed.
+TEST_F(LinkTest, ADrainAbortsOnABadDescriptor) {
+  static TestSlab ts;
+  static hak_heap_t h;
+  ts.capacity = 16;
+  auto drain_with = [](void *tail, uint32_t count) {
+    ts.remote = 0;
+    if (hak_remote_push(&ts.remote, g_blocks[8]))
+      hak_pending_push(&h.pending, &ts, &ts.pending_next);
+    hak_remote_desc_write(g_blocks[8], tail, count);
+    hak_heap_drain(&h, nullptr, Put, Bounds);
+  };
+  EXPECT_DEATH(drain_with(Near(-64), 1),
+               "^hakmem: corrupted remote free queue link in block 0x[0-9a-f]+\n$");
+  EXPECT_DEATH(drain_with(g_blocks[8], 17),
+               "^hakmem: corrupted remote free queue link in block 0x[0-9a-f]+\n$");
+  EXPECT_DEATH(drain_with(g_blocks[8], 0),
+               "^hakmem: corrupted remote free queue link in block 0x[0-9a-f]+\n$");
+  g_drained = 0;
+  drain_with(g_blocks[8], 1);
+  EXPECT_EQ(g_drained, 1) << "the same batch, described truly";
+}
+
 }  // namespace

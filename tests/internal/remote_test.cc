@@ -18,6 +18,7 @@ struct FakeSlab {
 
 struct alignas(16) Node {
   void *link;
+  void *batch;  // a batch's descriptor, when the node heads one (internal/remote.h)
   int producer;
   int seq;
 };

@@ -89,9 +89,12 @@ TEST(SystemFailFastDeathTest, AForgedLinkIsCaughtBeforeItIsFollowed) {
                "^hakmem: corrupted free list link in block 0x[0-9a-f]+ \\(pool class 8\\)\n$");
 }
 
-// A block freed by another thread waits on its slab's remote queue; a write into it
-// there is caught when the owner drains the queue, before the link is followed.
-TEST(SystemFailFastDeathTest, ACorruptedRemoteQueueLinkIsCaughtAtTheDrain) {
+// A block freed by another thread waits on its slab's remote queue; a write into its
+// link there is caught before the link is followed: debug builds check every link of
+// the queue at the drain; release builds check a batch's tail and its link to the next
+// batch there, and the links inside a short batch as those of the thread cache it joins
+// (a pop checks the link it follows).
+TEST(SystemFailFastDeathTest, ACorruptedRemoteQueueLinkIsCaughtBeforeItIsFollowed) {
   EXPECT_DEATH(
       {
         static char target[64] __attribute__((aligned(64)));
@@ -100,7 +103,27 @@ TEST(SystemFailFastDeathTest, ACorruptedRemoteQueueLinkIsCaughtAtTheDrain) {
         std::thread([&] {
           for (void *b : blocks) free(b);
         }).join();
-        *static_cast<void **>(blocks[1]) = target;  // the head of the queue
+        *static_cast<void **>(blocks[1]) = target;  // the head of the queue, inside its batch
+        for (int i = 0; i < 10000; i++) g_sink = malloc(96);
+      },
+      HAK_CHECKS
+          ? "^hakmem: corrupted remote free queue link in block 0x[0-9a-f]+ \\(tiny class 5\\)\n$"
+          : "^hakmem: corrupted free list link in block 0x[0-9a-f]+ \\(tiny class 5\\)\n$");
+}
+
+// A batch's descriptor (its tail and length, in its first block's second word) is
+// checked by every build at the drain: a write over it is caught before the tail it
+// names is followed.
+TEST(SystemFailFastDeathTest, ACorruptedRemoteBatchIsCaughtAtTheDrain) {
+  EXPECT_DEATH(
+      {
+        static char target[64] __attribute__((aligned(64)));
+        std::vector<void *> blocks;
+        for (int i = 0; i < 2; i++) blocks.push_back(malloc(96));
+        std::thread([&] {
+          for (void *b : blocks) free(b);
+        }).join();
+        static_cast<void **>(blocks[1])[1] = target;  // the descriptor of the batch
         for (int i = 0; i < 10000; i++) g_sink = malloc(96);
       },
       "^hakmem: corrupted remote free queue link in block 0x[0-9a-f]+ \\(tiny class 5\\)\n$");
