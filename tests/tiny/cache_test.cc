@@ -99,6 +99,26 @@ TEST(TinyCacheTest, RemoteFreesDoNotOverfillTheCache) {
   ExpectConsistent(CacheOf(kSize));
 }
 
+// A slab all of whose blocks come back (here freed by another thread) forgets its free
+// list and is carved again in address order; blocks it had carved before touch no new
+// page, so one refill may carve as many of them as it wants, not the 4 KiB a refill
+// carves of never-used memory.
+TEST(TinyCacheTest, AnEmptiedSlabIsCarvedAgainInOneRefill) {
+  constexpr size_t kSize96 = 96;  // a class no other test here uses: one slab of it
+  std::thread([] {
+    std::vector<void *> out;
+    for (int i = 0; i < 600; i++) out.push_back(hak_malloc(kSize96));
+    while (CacheOf(kSize96).head != nullptr) out.push_back(hak_malloc(kSize96));
+    std::thread([&] {
+      for (void *p : out) hak_free(p);  // every block out comes back, remotely
+    }).join();
+    void *p = hak_malloc(kSize96);  // the miss: drain, and a refill of the emptied slab
+    uint32_t listed = Listed(CacheOf(kSize96));
+    EXPECT_GT(listed * kSize96, 4096u) << listed << " blocks in one refill";
+    hak_free(p);
+  }).join();
+}
+
 TEST(TinyCacheTest, RoomStaysConsistentAcrossMixedTraffic) {
   std::vector<void *> live;
   uint64_t x = 88172645463325252ull;

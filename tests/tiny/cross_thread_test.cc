@@ -1,8 +1,10 @@
 // Cross-thread frees through the hak_* API, without replacing the process allocator, so
 // that ThreadSanitizer (--config=tsan) sees every access of the lock-free paths of Tiny
 // and Pool: producers allocate and stamp, consumers verify and free, owners keep going.
+#include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -75,5 +77,33 @@ TEST(TinyCrossThreadTest, RemoteFreesOfTinyBlocks) { RunProducersAndConsumers(64
 TEST(TinyCrossThreadTest, RemoteFreesOfPoolBlocks) { RunProducersAndConsumers(9000, 3, 3000); }
 
 TEST(TinyCrossThreadTest, RemoteFreesOfLargeBlocks) { RunProducersAndConsumers(200000, 2, 300); }
+
+// A thread's blocks freed in bulk, in random order, by another thread come back to their
+// slabs; a slab all of whose blocks are back is carved again in address order, so the
+// owner's next blocks follow one another in memory (a walk the prefetcher can follow)
+// instead of keeping the order of the frees.
+TEST(TinyCrossThreadTest, BlocksFreedInBulkElsewhereComeBackInAddressOrder) {
+  constexpr size_t kSize = 208;  // a class of its own in this test
+  constexpr int kBlocks = 3000;  // about ten slabs
+  std::vector<char *> first, second;
+  std::thread owner([&] {
+    for (int i = 0; i < kBlocks; i++) first.push_back(static_cast<char *>(hak_malloc(kSize)));
+    std::thread([&] {
+      std::vector<char *> shuffled = first;
+      std::shuffle(shuffled.begin(), shuffled.end(), std::mt19937(7));
+      for (char *b : shuffled) hak_free(b);
+    }).join();
+    for (int i = 0; i < kBlocks; i++) second.push_back(static_cast<char *>(hak_malloc(kSize)));
+    for (char *b : second) hak_free(b);
+  });
+  owner.join();
+  size_t stride = hak_malloc_usable_size(second[0]);
+  int adjacent = 0;
+  for (int i = 1; i < kBlocks; i++) {
+    size_t d = second[i] > second[i - 1] ? second[i] - second[i - 1] : second[i - 1] - second[i];
+    adjacent += d == stride;
+  }
+  EXPECT_GE(adjacent, kBlocks * 3 / 4) << "of " << kBlocks << " blocks, stride " << stride;
+}
 
 }  // namespace
