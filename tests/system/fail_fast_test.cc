@@ -89,43 +89,38 @@ TEST(SystemFailFastDeathTest, AForgedLinkIsCaughtBeforeItIsFollowed) {
                "^hakmem: corrupted free list link in block 0x[0-9a-f]+ \\(pool class 8\\)\n$");
 }
 
-// A block freed by another thread waits on its slab's remote queue; a write into its
-// link there is caught before the link is followed: debug builds check every link of
-// the queue at the drain; release builds check a batch's tail and its link to the next
-// batch there, and the links inside a short batch as those of the thread cache it joins
-// (a pop checks the link it follows).
+// Two blocks of 96 bytes freed by another thread: they wait on their slab's remote queue
+// as one batch, the last freed first; `word` of that first block (0: its link, 1: the
+// batch's descriptor) is overwritten with a pointer outside the heap, then the owner
+// allocates until it has drained the queue and used the blocks.
+void CorruptRemoteBatch(int word) {
+  static char target[64] __attribute__((aligned(64)));
+  std::vector<void *> blocks;
+  for (int i = 0; i < 2; i++) blocks.push_back(malloc(96));
+  std::thread([&] {
+    for (void *b : blocks) free(b);
+  }).join();
+  static_cast<void **>(blocks[1])[word] = target;
+  for (int i = 0; i < 10000; i++) g_sink = malloc(96);
+}
+
+// A write into a link waiting on a remote queue is caught before the link is followed:
+// debug builds check every link of the queue at the drain; release builds check there
+// each batch's tail and its link to the next batch, and a link inside a short batch as
+// a link of the thread cache the batch joins (a pop checks the link it follows).
 TEST(SystemFailFastDeathTest, ACorruptedRemoteQueueLinkIsCaughtBeforeItIsFollowed) {
   EXPECT_DEATH(
-      {
-        static char target[64] __attribute__((aligned(64)));
-        std::vector<void *> blocks;
-        for (int i = 0; i < 2; i++) blocks.push_back(malloc(96));
-        std::thread([&] {
-          for (void *b : blocks) free(b);
-        }).join();
-        *static_cast<void **>(blocks[1]) = target;  // the head of the queue, inside its batch
-        for (int i = 0; i < 10000; i++) g_sink = malloc(96);
-      },
+      CorruptRemoteBatch(0),
       HAK_CHECKS
           ? "^hakmem: corrupted remote free queue link in block 0x[0-9a-f]+ \\(tiny class 5\\)\n$"
           : "^hakmem: corrupted free list link in block 0x[0-9a-f]+ \\(tiny class 5\\)\n$");
 }
 
 // A batch's descriptor (its tail and length, in its first block's second word) is
-// checked by every build at the drain: a write over it is caught before the tail it
-// names is followed.
+// checked by every build at the drain, before the tail it names is followed.
 TEST(SystemFailFastDeathTest, ACorruptedRemoteBatchIsCaughtAtTheDrain) {
   EXPECT_DEATH(
-      {
-        static char target[64] __attribute__((aligned(64)));
-        std::vector<void *> blocks;
-        for (int i = 0; i < 2; i++) blocks.push_back(malloc(96));
-        std::thread([&] {
-          for (void *b : blocks) free(b);
-        }).join();
-        static_cast<void **>(blocks[1])[1] = target;  // the descriptor of the batch
-        for (int i = 0; i < 10000; i++) g_sink = malloc(96);
-      },
+      CorruptRemoteBatch(1),
       "^hakmem: corrupted remote free queue link in block 0x[0-9a-f]+ \\(tiny class 5\\)\n$");
 }
 
