@@ -45,17 +45,22 @@ HAK_INLINE void *hak_cache_pop(hak_cache_t *c, uintptr_t mask) {
   return p;
 }
 
-/* Pushes block p; returns nonzero when the cache now holds more than its capacity (the
- * caller trims it). A block that already is the head is a double free: caught here for
- * the price of a compare with a value the push loads anyway. Fast paths test
- * hak_cache_is_head first and leave such a block to their slow path, so that they make
- * no call that needs a stack frame. */
-HAK_INLINE int hak_cache_push(hak_cache_t *c, void *p) {
-  if (HAK_UNLIKELY(p == c->head)) hak_link_double_free(p);
-  hak_link_write(p, c->head);
-  c->head = p;
-  return --c->room < 0;
+/* Pushes the chain head .. tail of `count` blocks (linked as a free list, tail's link
+ * written here) in front of the cache. A head that already is the cache's first block is
+ * a double free: caught here for the price of a compare with a value the push loads
+ * anyway. Returns nonzero when the cache now holds more than its capacity (the caller
+ * trims it). Fast paths test hak_cache_is_head first and leave such a block to their
+ * slow path, so that they make no call that needs a stack frame. */
+HAK_INLINE int hak_cache_push_chain(hak_cache_t *c, void *head, void *tail, uint32_t count) {
+  if (HAK_UNLIKELY(head == c->head)) hak_link_double_free(head);
+  hak_link_write(tail, c->head);
+  c->head = head;
+  c->room -= (int32_t)count;
+  return c->room < 0;
 }
+
+/* Pushes block p: a chain of one. */
+HAK_INLINE int hak_cache_push(hak_cache_t *c, void *p) { return hak_cache_push_chain(c, p, p, 1); }
 
 /* Whether p is the cache's first block: freeing it again is a double free. */
 HAK_INLINE int hak_cache_is_head(const hak_cache_t *c, const void *p) {

@@ -394,10 +394,7 @@ static void put_drained(void *tier, hak_slab_t *slab, void *head, void *tail, ui
     return_chain(h, s, head, tail, count);
     return;
   }
-  if (HAK_UNLIKELY(hak_cache_is_head(c, head))) hak_link_double_free(head);
-  hak_link_write(tail, c->head);
-  c->head = head;
-  c->room -= (int32_t)count;
+  hak_cache_push_chain(c, head, tail, count); /* it fits: no overflow */
 }
 
 static void process_pending(hak_tiny_heap_t *h) {
