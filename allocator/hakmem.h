@@ -67,6 +67,8 @@ enum {
   X(large_cached_bytes, "large cached bytes", "their bytes, until the decay gives them back")    \
   X(bigcache_hits, "large reuses", "Large requests served from free spans or cached mappings")   \
   X(bigcache_misses, "large growths", "Large requests that grew an arena or needed a mapping")   \
+  X(large_moved_bytes, "large moved bytes",                                                      \
+    "freed Large pages moved into new blocks in place of fresh ones (no fault, no copy)")        \
   X(large_unreleased_bytes, "large unreleased bytes",                                            \
     "freed Large mappings the kernel refused to unmap: decommitted, kept, retried")              \
   X(foreign_frees, "foreign frees", "frees of pointers hakmem did not hand out (release)")       \

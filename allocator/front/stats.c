@@ -54,6 +54,7 @@ void hak_stats_get(hak_stats_t *out) {
   out->large_cached_bytes = l.cached_bytes;
   out->bigcache_hits = l.cache_hits;
   out->bigcache_misses = l.cache_misses;
+  out->large_moved_bytes = l.moved_bytes;
   out->large_unreleased_bytes = l.unreleased_bytes;
   out->large_resident_bytes = l.resident_bytes;
   out->committed_bytes -= l.os_committed_bytes; /* the Tiny/Pool range's alone */

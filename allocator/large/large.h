@@ -53,8 +53,9 @@ typedef struct {
   uint64_t cached_blocks, cached_bytes; /* freed and not yet given back (dirty free spans) */
   uint64_t cache_hits;                  /* blocks served from free spans or cached mappings */
   uint64_t cache_misses;                /* blocks that needed an arena to grow or a new mapping */
-  uint64_t mapped_bytes;                /* arenas' mapped extent (live, free and purged spans) */
-  uint64_t huge_blocks;                 /* live blocks with a mapping of their own */
+  uint64_t moved_bytes;       /* freed pages moved into new blocks in place of fresh ones */
+  uint64_t mapped_bytes;      /* arenas' mapped extent (live, free and purged spans) */
+  uint64_t huge_blocks;       /* live blocks with a mapping of their own */
   int64_t os_committed_bytes; /* the arenas' share of the OS counters' commit - decommit */
   uint64_t unreleased_bytes;  /* freed mappings the kernel refused to unmap, retried */
   uint64_t resident_bytes;    /* of arenas, live mappings and cached ones, from mincore */

@@ -6,8 +6,10 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <random>
@@ -470,9 +472,119 @@ TEST_F(LargeHeapTest, MappedBlocksGrowByRemapOrByCopyWhenRemapFails) {
   }
 }
 
+// ---- New blocks take the resident pages of freed spans (span_fill): moved in 2 MiB
+// pieces instead of faulting fresh pages in, so memory follows the live blocks. ----
+
+size_t RssBytes() {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long size = 0, resident = 0;
+  if (f) {
+    if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
+    fclose(f);
+  }
+  return resident * kPage;
+}
+
+size_t MappingCount() {
+  FILE *f = fopen("/proc/self/maps", "r");
+  size_t lines = 0;
+  if (f) {
+    for (int c; (c = fgetc(f)) != EOF;) lines += c == '\n';
+    fclose(f);
+  }
+  return lines;
+}
+
+constexpr size_t kMiB = size_t{1} << 20;
+
+// A block that no freed span fits grows the arena, and the pages of the freed span move
+// into it: writing it faults in only its unaligned ends, the freed span reads as zero
+// after (a zeroed block there is cleared), and a refused move leaves both as they were.
+TEST_F(LargeHeapTest, ANewBlockTakesTheResidentPagesOfAFreedOne) {
+  for (int refuse = 0; refuse < 2; refuse++) {
+    SCOPED_TRACE(refuse);
+    hak_large_maintain(1);
+    char *a = Pages(1536);  // 6 MiB, at the arena's base: three whole 2 MiB pieces
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(a) % (2 * kMiB), 0u);
+    char *fence = Pages(1);
+    memset(a, 0x5a, 6 * kMiB);
+    hak_large_free(a);
+    hak_large_stats_t before, after;
+    hak_large_stats(&before);
+    hak_os_fail_every(HAK_OS_REMAP, refuse);
+    auto *b = static_cast<unsigned char *>(hak_large_malloc(8 * kMiB, 16, 0));
+    hak_os_fail_every(HAK_OS_REMAP, 0);
+    ASSERT_NE(b, nullptr);
+    ASSERT_GT(reinterpret_cast<char *>(b), fence) << "the freed span is too small for it";
+    EXPECT_EQ(hak_large_usable(b), 8 * kMiB);
+    size_t rss = RssBytes();
+    memset(b, 0x33, 8 * kMiB);
+    size_t grown = RssBytes() - rss;
+    hak_large_stats(&after);
+    if (!refuse) {
+      EXPECT_EQ(after.moved_bytes - before.moved_bytes, 6 * kMiB);
+      EXPECT_EQ(hak_os_resident(a, 6 * kMiB), 0u) << "the freed span gave its pages";
+      EXPECT_LE(grown, 2 * kMiB + kMiB / 2) << "only the block's unaligned ends are new";
+    } else {
+      EXPECT_EQ(after.moved_bytes, before.moved_bytes);
+      EXPECT_EQ(hak_os_resident(a, 6 * kMiB), 6 * kMiB) << "a refused move keeps the pages";
+      EXPECT_GE(grown, 8 * kMiB - kMiB / 2);
+    }
+    for (size_t i = 0; i < 8 * kMiB; i += 4093) ASSERT_EQ(b[i], 0x33) << i;
+    auto *c = static_cast<unsigned char *>(hak_large_malloc(6 * kMiB, 16, 1));
+    ASSERT_EQ(static_cast<void *>(c), a) << "the freed span, still dirty, fits it";
+    for (size_t i = 0; i < 6 * kMiB; i += 4093) ASSERT_EQ(c[i], 0) << i;
+    hak_large_free(c);
+    hak_large_free(b);
+    hak_large_free(fence);
+  }
+}
+
+// Big buffers of random sizes replaced at random (large 5-25M's pattern, scaled to a
+// 64 MiB arena): what the region holds in RAM stays near the live bytes instead of the
+// arena's extent, every block keeps its bytes, and the moves split the arena's mapping
+// only on the 2 MiB grid.
+TEST_F(LargeHeapTest, ReplacedBigBlocksKeepMemoryNearTheLiveBytesAndMappingsFew) {
+  struct Block {
+    unsigned char *p;
+    size_t n;
+    unsigned char tag;
+  } live[4] = {};
+  std::mt19937_64 rng(11);
+  size_t maps = MappingCount(), live_bytes = 0, peak_live = 0, peak_resident = 0;
+  hak_large_stats_t before, after;
+  hak_large_stats(&before);
+  for (int i = 0; i < 400; i++) {
+    Block &b = live[rng() % 4];
+    if (b.p) {
+      for (size_t j = 0; j < b.n; j += 4093) ASSERT_EQ(b.p[j], b.tag) << i << " " << j;
+      ASSERT_EQ(b.p[b.n - 1], b.tag) << i;
+      hak_large_free(b.p);
+      live_bytes -= b.n;
+    }
+    b.n = (1024 + rng() % 2048) * kPage;  // 4-12 MiB
+    b.p = static_cast<unsigned char *>(hak_large_malloc(b.n, 16, 0));
+    ASSERT_NE(b.p, nullptr);
+    ASSERT_TRUE(InRegion(b.p));
+    b.tag = static_cast<unsigned char>(i + 1);
+    memset(b.p, b.tag, b.n);
+    live_bytes += b.n;
+    peak_live = std::max(peak_live, live_bytes);
+    peak_resident =
+        std::max(peak_resident, hak_os_resident(reinterpret_cast<void *>(region_base), kRegion));
+  }
+  hak_large_stats(&after);
+  EXPECT_GT(after.moved_bytes, before.moved_bytes);
+  EXPECT_LE(peak_resident, peak_live + 4 * kMiB) << "peak of live bytes " << peak_live;
+  EXPECT_LE(MappingCount(), maps + 64 / 2) << "at most one split per 2 MiB of the arena";
+  for (Block &b : live) hak_large_free(b.p);
+}
+
 // Threads replace, grow and hand each other blocks (a free from another arena's thread);
 // every block's stamp is checked before it is freed or after it moved.
 TEST_F(LargeHeapTest, ThreadsSharingBlocksNeverCorruptThem) {
+  hak_large_stats_t before;
+  hak_large_stats(&before);
   constexpr int kThreads = 4, kSteps = 3000, kSlots = 16;
   std::mutex hand_lock;
   std::vector<std::pair<uint64_t *, size_t>> handed;  // blocks for any thread to free
@@ -496,7 +608,10 @@ TEST_F(LargeHeapTest, ThreadsSharingBlocksNeverCorruptThem) {
         int k = static_cast<int>(rng() % kSlots);
         uint64_t v = reinterpret_cast<uintptr_t>(slot[k]) ^ size[k];
         if (slot[k] && !intact(slot[k], size[k], v)) bad++;
-        size_t n = (size_t{64} << 10) + rng() % (size_t{3} << 20);
+        // 64 KiB-3 MiB, and one block in four of 4-8 MiB (whole 2 MiB pieces, filled
+        // with the pages of freed ones while other threads free into the same arena).
+        size_t n = rng() % 4 ? (size_t{64} << 10) + rng() % (size_t{3} << 20)
+                             : (size_t{4} << 20) + rng() % (size_t{4} << 20);
         n &= ~size_t{7};
         switch (rng() % 3) {
           case 0:  // replace
@@ -551,6 +666,7 @@ TEST_F(LargeHeapTest, ThreadsSharingBlocksNeverCorruptThem) {
   hak_large_stats_t s;
   hak_large_stats(&s);
   EXPECT_EQ(s.live_blocks, 0u);
+  EXPECT_GT(s.moved_bytes, before.moved_bytes) << "new blocks took freed pages";
 }
 
 }  // namespace
