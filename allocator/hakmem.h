@@ -64,7 +64,8 @@ enum {
   X(large_live_blocks, "large live blocks", "Large blocks allocated")                            \
   X(large_live_bytes, "large live bytes", "their usable bytes (page-heap spans, own mappings)")  \
   X(large_cached_blocks, "large cached blocks", "freed Large spans and mappings kept for reuse") \
-  X(large_cached_bytes, "large cached bytes", "their bytes, until the decay gives them back")    \
+  X(large_cached_bytes, "large cached bytes",                                                    \
+    "their bytes, until the decay gives them back (pages moved out of them included)")           \
   X(bigcache_hits, "large reuses", "Large requests served from free spans or cached mappings")   \
   X(bigcache_misses, "large growths", "Large requests that grew an arena or needed a mapping")   \
   X(large_moved_bytes, "large moved bytes",                                                      \

@@ -51,6 +51,7 @@
 #define FILL_GRAIN ((size_t)2 << 20) /* pages move into fresh spans in aligned pieces of this */
 #define FILL_MIN ((size_t)4 << 20)   /* blocks from this size take whole pieces */
 #define FILL_SCAN 64                 /* dirty spans looked at for them per allocation */
+#define FILL_PROBES 256 /* hollow pieces looked at (mincore) per block, and 4 per piece of it */
 
 typedef enum { SPAN_SPARE, SPAN_FREE, SPAN_USED, SPAN_MAPPED } span_state_t;
 
@@ -467,9 +468,12 @@ static span_t *arena_alloc(arena_t *a, size_t pages, size_t align, int *clean) {
  *   (peaks rose to 550 MB); given back whole, their unaligned ends were refaulted (20%
  *   slower). A block placed in a hollow span is filled in turn, so memory grows only
  *   when the program's live blocks do.
- * Oldest dirty spans first, at most FILL_SCAN of them; runs of pieces adjacent on both
- * sides move in one call. Returns whether any page moved (d then holds old bytes). Lock
- * held. */
+ * Oldest dirty spans first, at most FILL_SCAN of them, and at most FILL_PROBES pieces of
+ * hollow ones plus 4 per piece d needs (a hollow span of a GiB would otherwise cost 512
+ * calls of mincore for any block: the work stays in proportion to d's size, and the
+ * mincore of a piece costs far less than the 512 faults it saves); runs of pieces
+ * adjacent on both sides move in one call. Returns whether any page moved (d then holds
+ * old bytes). Lock held. */
 static int span_fill(arena_t *a, span_t *d, int clean) {
   uintptr_t lo = (d->start + FILL_GRAIN - 1) & ~(FILL_GRAIN - 1);
   uintptr_t hi = span_end(d) & ~(FILL_GRAIN - 1);
@@ -478,6 +482,7 @@ static int span_fill(arena_t *a, span_t *d, int clean) {
   uintptr_t run_from = 0, run_to = 0; /* pieces found and not moved yet: one call */
   size_t run = 0;
   unsigned scanned = 0;
+  size_t probes = 0, budget = FILL_PROBES + 4 * ((hi - lo) / FILL_GRAIN);
   int moved = 0;
   for (uintptr_t at = lo; at <= hi; at += FILL_GRAIN) {
     int need = at < hi && (clean || hak_os_resident((void *)at, FILL_GRAIN) < FILL_GRAIN / 2);
@@ -495,7 +500,13 @@ static int span_fill(arena_t *a, span_t *d, int clean) {
           hi = at;
           break;
         }
-        if (!src->hollow || hak_os_resident((void *)from, FILL_GRAIN) >= FILL_GRAIN / 2) break;
+        if (!src->hollow) break;
+        if (probes++ >= budget) { /* hollow spans of few resident pieces: stop */
+          need = 0;
+          hi = at;
+          break;
+        }
+        if (hak_os_resident((void *)from, FILL_GRAIN) >= FILL_GRAIN / 2) break;
       }
     }
     if (need && run && run_from + run == from && run_to + run == at) {

@@ -50,7 +50,8 @@ void hak_large_fork_child(void);
 
 typedef struct {
   uint64_t live_blocks, live_bytes;     /* blocks in use, and their usable bytes */
-  uint64_t cached_blocks, cached_bytes; /* freed and not yet given back (dirty free spans) */
+  uint64_t cached_blocks, cached_bytes; /* freed and not yet given back (dirty free spans,
+                                           whole: with the pages span_fill moved out) */
   uint64_t cache_hits;                  /* blocks served from free spans or cached mappings */
   uint64_t cache_misses;                /* blocks that needed an arena to grow or a new mapping */
   uint64_t moved_bytes;       /* freed pages moved into new blocks in place of fresh ones */
