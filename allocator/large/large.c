@@ -48,10 +48,11 @@
 #define LARGE_LIMIT ((size_t)1 << 46)       /* no size or alignment above this is served */
 #define REALLOC_HEADROOM ((size_t)64 << 20) /* most extra bytes a moved block gets */
 #define REMAP_MIN_PAGES 1024         /* blocks of 4 MiB and more move their pages, not bytes */
-#define FILL_GRAIN ((size_t)2 << 20) /* pages move into fresh spans in aligned pieces of this */
+#define FILL_GRAIN ((size_t)1 << 20) /* pages move into new blocks in aligned pieces of this */
 #define FILL_MIN ((size_t)4 << 20)   /* blocks from this size take whole pieces */
 #define FILL_SCAN 64                 /* dirty spans looked at for them per allocation */
-#define FILL_PROBES 256 /* hollow pieces looked at (mincore) per block, and 4 per piece of it */
+#define FILL_PROBES 256  /* hollow pieces looked at (mincore) per block, and 4 per piece of it */
+#define FILL_SPLITS 2048 /* most mappings an arena's moves may make: extent / FILL_GRAIN */
 
 typedef enum { SPAN_SPARE, SPAN_FREE, SPAN_USED, SPAN_MAPPED } span_state_t;
 
@@ -454,12 +455,16 @@ static span_t *arena_alloc(arena_t *a, size_t pages, size_t align, int *clean) {
  * nothing in. Without this, a program replacing big buffers of random sizes grew the
  * arena with fresh pages each time no hole fitted, while the holes stayed resident until
  * the decay: large 5-25M peaked at 467 MB against jemalloc's 392-401 (which unmaps at
- * once and refaults every page); with it, 402 MB at the same speed.
- * - Pages move in 2 MiB-aligned pieces, into 2 MiB-aligned places: every mapping
- *   boundary a move creates lies on the 2 MiB grid, so an arena's mappings stay fewer
- *   than its extent over 2 MiB however long the program runs (vm.max_map_count is
+ * once and refaults every page); with it, 393 MB at the same speed.
+ * - Pages move in 1 MiB-aligned pieces, into 1 MiB-aligned places: every mapping
+ *   boundary a move creates lies on the 1 MiB grid, so an arena's mappings stay fewer
+ *   than its extent in MiB however long the program runs, and an arena past FILL_SPLITS
+ *   MiB moves nothing (at most 16384 mappings for the 8 arenas; vm.max_map_count is
  *   65530). Blocks of FILL_MIN and more take whole pieces (block_pages), so the holes
- *   they leave move whole.
+ *   they leave move whole. (2 MiB pieces, the huge-page size, left up to 2 MiB resident
+ *   past the end of each rounded block: heaps of many 4-8 MiB buffers peaked 8% higher
+ *   than with no moves; 1 MiB pieces peak lower than that on every mix tried, and
+ *   512 KiB ones were no better on most.)
  * - A piece of d that is at least half resident (mincore) keeps its pages; a source
  *   piece moves when it is at least half resident (every piece of a span never moved
  *   from: the program wrote it).
@@ -469,12 +474,13 @@ static span_t *arena_alloc(arena_t *a, size_t pages, size_t align, int *clean) {
  *   slower). A block placed in a hollow span is filled in turn, so memory grows only
  *   when the program's live blocks do.
  * Oldest dirty spans first, at most FILL_SCAN of them, and at most FILL_PROBES pieces of
- * hollow ones plus 4 per piece d needs (a hollow span of a GiB would otherwise cost 512
+ * hollow ones plus 4 per piece d needs (a hollow span of a GiB would otherwise cost 1024
  * calls of mincore for any block: the work stays in proportion to d's size, and the
- * mincore of a piece costs far less than the 512 faults it saves); runs of pieces
+ * mincore of a piece costs far less than the 256 faults it saves); runs of pieces
  * adjacent on both sides move in one call. Returns whether any page moved (d then holds
  * old bytes). Lock held. */
 static int span_fill(arena_t *a, span_t *d, int clean) {
+  if ((a->top - a->base) / FILL_GRAIN > FILL_SPLITS) return 0;
   uintptr_t lo = (d->start + FILL_GRAIN - 1) & ~(FILL_GRAIN - 1);
   uintptr_t hi = span_end(d) & ~(FILL_GRAIN - 1);
   span_t *next = a->dirty_tail, *src = NULL;
@@ -732,8 +738,8 @@ static void *huge_malloc(size_t n, size_t align, int zero) {
 
 static size_t pages_for(size_t n) { return (n + PAGE - 1) / PAGE; }
 
-/* The pages of a new block of n bytes: blocks of FILL_MIN and more take whole 2 MiB
- * pieces, so that the spans they leave when freed start and end on the 2 MiB grid, where
+/* The pages of a new block of n bytes: blocks of FILL_MIN and more take whole pieces of
+ * FILL_GRAIN, so that the spans they leave when freed start and end on its grid, where
  * span_fill can move every page of them (with the blocks at page sizes, the unaligned
  * ends of every hole stayed resident: large 5-25M peaked at 460 MB with moves, 392 MB for
  * jemalloc). The rest of the last piece is address space the program does not touch. */

@@ -472,7 +472,7 @@ TEST_F(LargeHeapTest, MappedBlocksGrowByRemapOrByCopyWhenRemapFails) {
   }
 }
 
-// ---- New blocks take the resident pages of freed spans (span_fill): moved in 2 MiB
+// ---- New blocks take the resident pages of freed spans (span_fill): moved in 1 MiB
 // pieces instead of faulting fresh pages in, so memory follows the live blocks. ----
 
 size_t RssBytes() {
@@ -504,8 +504,8 @@ TEST_F(LargeHeapTest, ANewBlockTakesTheResidentPagesOfAFreedOne) {
   for (int refuse = 0; refuse < 2; refuse++) {
     SCOPED_TRACE(refuse);
     hak_large_maintain(1);
-    char *a = Pages(1536);  // 6 MiB, at the arena's base: three whole 2 MiB pieces
-    ASSERT_EQ(reinterpret_cast<uintptr_t>(a) % (2 * kMiB), 0u);
+    char *a = Pages(1536);  // 6 MiB, at the arena's base: six whole 1 MiB pieces
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(a) % kMiB, 0u);
     char *fence = Pages(1);
     memset(a, 0x5a, 6 * kMiB);
     hak_large_free(a);
@@ -524,7 +524,7 @@ TEST_F(LargeHeapTest, ANewBlockTakesTheResidentPagesOfAFreedOne) {
     if (!refuse) {
       EXPECT_EQ(after.moved_bytes - before.moved_bytes, 6 * kMiB);
       EXPECT_EQ(hak_os_resident(a, 6 * kMiB), 0u) << "the freed span gave its pages";
-      EXPECT_LE(grown, 2 * kMiB + kMiB / 2) << "only the block's unaligned ends are new";
+      EXPECT_LE(grown, 2 * kMiB + kMiB / 2) << "only what the freed span could not give is new";
     } else {
       EXPECT_EQ(after.moved_bytes, before.moved_bytes);
       EXPECT_EQ(hak_os_resident(a, 6 * kMiB), 6 * kMiB) << "a refused move keeps the pages";
@@ -543,7 +543,7 @@ TEST_F(LargeHeapTest, ANewBlockTakesTheResidentPagesOfAFreedOne) {
 // Big buffers of random sizes replaced at random (large 5-25M's pattern, scaled to a
 // 64 MiB arena): what the region holds in RAM stays near the live bytes instead of the
 // arena's extent, every block keeps its bytes, and the moves split the arena's mapping
-// only on the 2 MiB grid.
+// only on the 1 MiB grid.
 TEST_F(LargeHeapTest, ReplacedBigBlocksKeepMemoryNearTheLiveBytesAndMappingsFew) {
   struct Block {
     unsigned char *p;
@@ -576,7 +576,7 @@ TEST_F(LargeHeapTest, ReplacedBigBlocksKeepMemoryNearTheLiveBytesAndMappingsFew)
   hak_large_stats(&after);
   EXPECT_GT(after.moved_bytes, before.moved_bytes);
   EXPECT_LE(peak_resident, peak_live + 4 * kMiB) << "peak of live bytes " << peak_live;
-  EXPECT_LE(MappingCount(), maps + 64 / 2) << "at most one split per 2 MiB of the arena";
+  EXPECT_LE(MappingCount(), maps + 64) << "at most one split per MiB of the arena";
   for (Block &b : live) hak_large_free(b.p);
 }
 
@@ -608,7 +608,7 @@ TEST_F(LargeHeapTest, ThreadsSharingBlocksNeverCorruptThem) {
         int k = static_cast<int>(rng() % kSlots);
         uint64_t v = reinterpret_cast<uintptr_t>(slot[k]) ^ size[k];
         if (slot[k] && !intact(slot[k], size[k], v)) bad++;
-        // 64 KiB-3 MiB, and one block in four of 4-8 MiB (whole 2 MiB pieces, filled
+        // 64 KiB-3 MiB, and one block in four of 4-8 MiB (whole 1 MiB pieces, filled
         // with the pages of freed ones while other threads free into the same arena).
         size_t n = rng() % 4 ? (size_t{64} << 10) + rng() % (size_t{3} << 20)
                              : (size_t{4} << 20) + rng() % (size_t{4} << 20);
