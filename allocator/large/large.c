@@ -753,7 +753,16 @@ static size_t block_pages(size_t n) {
  * being filled by a few blocks. */
 static size_t region_max(void) { return slice_bytes / 4; }
 
-void *hak_large_malloc(size_t n, size_t align, int zero) {
+/* A block of n bytes aligned to align, cleared if zero. whole: a block of FILL_MIN and
+ * more takes whole pieces (block_pages) and a clean or hollow one is filled with freed
+ * pages (span_fill); realloc's moves ask for exact pages (rounded, realloc_grow's copies
+ * to 4-5 MiB ran 10% slower: the rounded spans fitted the arena's holes worse, and more
+ * was decommitted and faulted in again). */
+static void *large_alloc(size_t n, size_t align, int zero, int whole);
+
+void *hak_large_malloc(size_t n, size_t align, int zero) { return large_alloc(n, align, zero, 1); }
+
+static void *large_alloc(size_t n, size_t align, int zero, int whole) {
   if (align < 16) align = 16;
   if (n == 0) n = 1;
   if (align > LARGE_LIMIT || n > LARGE_LIMIT) {
@@ -767,8 +776,12 @@ void *hak_large_malloc(size_t n, size_t align, int zero) {
       arena_t *x = &arenas[(unsigned)(a - arenas + i) % count];
       pthread_mutex_lock(&x->lock);
       int clean = 0;
-      span_t *s = x->frozen ? NULL : arena_alloc(x, block_pages(n), align, &clean);
-      if (s && (clean || s->hollow) && !zero && span_fill(x, s, clean)) clean = 0;
+      span_t *s =
+          x->frozen ? NULL : arena_alloc(x, whole ? block_pages(n) : pages_for(n), align, &clean);
+      if (s && whole && (clean || s->hollow) && !zero && s->pages >= FILL_MIN / PAGE &&
+          span_fill(x, s, clean)) {
+        clean = 0;
+      }
       pthread_mutex_unlock(&x->lock);
       if (s) {
         HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, (void *)s->start, 0);
@@ -973,7 +986,7 @@ static void *span_move(arena_t *a, span_t *s, size_t n) {
   size_t room = move_room(n);
   size_t want = n + room <= region_max() ? n + room : n;
   int clean;
-  span_t *d = arena_alloc(a, block_pages(want), PAGE, &clean);
+  span_t *d = arena_alloc(a, pages_for(want), PAGE, &clean);
   if (!d) return NULL;
   if (hak_os_move_pages((void *)s->start, s->pages * PAGE, (void *)d->start) != 0) {
     span_release(a, d);
@@ -993,7 +1006,7 @@ static void *span_move(arena_t *a, span_t *s, size_t n) {
 static void *move_grow(void *p, size_t old_usable, size_t n) {
   size_t room = move_room(n);
   size_t want = n + room > LARGE_LIMIT ? n : n + room;
-  void *q = hak_large_malloc(want, 16, 0);
+  void *q = large_alloc(want, 16, 0, 0);
   if (!q) return NULL;
   memcpy(q, p, old_usable < n ? old_usable : n);
   hak_large_free(p);
@@ -1048,11 +1061,11 @@ void *hak_large_realloc(void *ptr, size_t n) {
       old_usable = s->pages * PAGE;
       if (!a->frozen && n <= region_max()) {
         uintptr_t slid;
-        if (span_resize(a, s, block_pages(n))) {
+        if (span_resize(a, s, pages_for(n))) {
           result = ptr;
         } else if (s->pages >= REMAP_MIN_PAGES) {
           result = span_move(a, s, n);
-        } else if ((slid = span_slide(a, s, block_pages(n))) != 0) {
+        } else if ((slid = span_slide(a, s, pages_for(n))) != 0) {
           result = (void *)slid;
         }
       }
