@@ -4,7 +4,7 @@
  * Call trees:
  *   hak_large_malloc -> arena_of_thread -> lock -> span_find (bins) | arena_grow (one
  *     fixed mapping at the arena's top) -> span_carve (split, page map) -> span_fill
- *     (a clean or hollow block takes freed pages: mremap) -> unlock
+ *     (a block on clean or hollow pieces takes freed pages: mremap) -> unlock
  *                    -> huge_malloc (no region, arena full, or too big: one mapping)
  *   hak_large_free   -> arena_of_address -> lock -> span_lookup -> span_release (coalesce
  *                       with both neighbours, bin, dirty list) -> unlock -> purge kick
@@ -17,8 +17,8 @@
  * dirty_pages that of the dirty FREE ones (on the dirty list). Two FREE
  * spans that touch differ in dirtiness (like ones are coalesced at once): a dirty span's
  * pages may be resident, a clean one's read as zero, and neither guess is ever mixed. A
- * dirty span some of whose pages span_fill moved into a block is hollow: those read as
- * zero, it is still dirty (dirty_pages counts it whole). */
+ * dirty span whose pages span_fill moved into a block stays dirty (dirty_pages counts it
+ * whole); the arena's hollow map marks the pieces that may read as zero. */
 #define _GNU_SOURCE
 #include "allocator/large/large.h"
 
@@ -67,8 +67,7 @@ typedef struct span {
   uint8_t dirty;   /* FREE: pages may be resident (freed, not purged since) */
   uint8_t bin;     /* FREE: the bin it is on */
   uint8_t arena;   /* FREE/USED: its arena */
-  uint8_t hollow;  /* FREE dirty/USED: span_fill moved pages out of it (some read as zero) */
-  uint8_t unused[3];
+  uint32_t unused;
   uint64_t freed_ms;        /* FREE and dirty: when it was freed (parts: merged_age) */
   struct span *next, *prev; /* FREE: its bin; SPARE: the spare list; MAPPED: all mapped */
   union {
@@ -91,9 +90,14 @@ typedef struct {
   span_t *spare;              /* unused records */
   uint64_t dirty_pages, live_blocks, live_pages, hits, misses;
   uint64_t moved_pages; /* span_fill: free pages moved into new blocks */
-  uint64_t live_peak;   /* recent peak of live_pages: its excess halves at each decay pass */
-  int64_t committed;    /* bytes of its commit calls less those of its decommit calls */
-  int frozen; /* fork child: a thread was changing the arena at the fork; not used again */
+  /* The FILL_GRAIN pieces of [base, base + FILL_SPLITS pieces) pages were moved out of
+   * and not known to be resident again (a bit per piece): span_fill asks mincore about
+   * these only. Set by a move out, cleared by a move in and by the free of a block that
+   * covers the piece (the program wrote it). */
+  uint64_t hollow[FILL_SPLITS / 64];
+  uint64_t live_peak; /* recent peak of live_pages: its excess halves at each decay pass */
+  int64_t committed;  /* bytes of its commit calls less those of its decommit calls */
+  int frozen;         /* fork child: a thread was changing the arena at the fork; not used again */
 } __attribute__((aligned(64))) arena_t;
 
 static arena_t arenas[ARENAS_MAX];
@@ -141,6 +145,42 @@ static inline void map_span(span_t *s) {
 }
 
 static inline uintptr_t span_end(const span_t *s) { return s->start + s->pages * PAGE; }
+
+/* ---- Hollow pieces (span_fill). ---- */
+
+/* The hollow bit of the piece at p (FILL_GRAIN-aligned) of arena a, as a word and a mask;
+ * NULL past the pieces the map covers. */
+static inline uint64_t *piece_bit(arena_t *a, uintptr_t p, uint64_t *mask) {
+  size_t i = (p - (a->base & ~(FILL_GRAIN - 1))) / FILL_GRAIN;
+  if (i >= FILL_SPLITS) return NULL;
+  *mask = 1ull << (i % 64);
+  return &a->hollow[i / 64];
+}
+
+/* Whether pages were moved out of the piece at p (it may read as zero). */
+static inline int piece_hollow(arena_t *a, uintptr_t p) {
+  uint64_t mask, *w = piece_bit(a, p, &mask);
+  return w && (*w & mask);
+}
+
+/* Marks the whole pieces of [lo, hi) hollow (on) or resident. */
+static void pieces_mark(arena_t *a, uintptr_t lo, uintptr_t hi, int on) {
+  for (uintptr_t p = (lo + FILL_GRAIN - 1) & ~(FILL_GRAIN - 1); p + FILL_GRAIN <= hi;
+       p += FILL_GRAIN) {
+    uint64_t mask, *w = piece_bit(a, p, &mask);
+    if (!w) return;
+    *w = on ? *w | mask : *w & ~mask;
+  }
+}
+
+/* Whether a whole piece of [lo, hi) is hollow. */
+static int pieces_any_hollow(arena_t *a, uintptr_t lo, uintptr_t hi) {
+  for (uintptr_t p = (lo + FILL_GRAIN - 1) & ~(FILL_GRAIN - 1); p + FILL_GRAIN <= hi;
+       p += FILL_GRAIN) {
+    if (piece_hollow(a, p)) return 1;
+  }
+  return 0;
+}
 
 /* ---- Records. ---- */
 
@@ -268,7 +308,6 @@ static span_t *span_carve(arena_t *a, span_t *s, size_t lead, size_t pages) {
     *l = (span_t){.start = s->start,
                   .pages = lead,
                   .dirty = s->dirty,
-                  .hollow = s->hollow,
                   .arena = s->arena,
                   .freed_ms = s->freed_ms};
     free_insert(a, l);
@@ -277,7 +316,6 @@ static span_t *span_carve(arena_t *a, span_t *s, size_t lead, size_t pages) {
     *t = (span_t){.start = s->start + (lead + pages) * PAGE,
                   .pages = tail,
                   .dirty = s->dirty,
-                  .hollow = s->hollow,
                   .arena = s->arena,
                   .freed_ms = s->freed_ms};
     free_insert(a, t);
@@ -345,7 +383,6 @@ static void free_coalesce(arena_t *a, span_t *s) {
     if (l && l->state == SPAN_FREE && span_end(l) == s->start && l->dirty == s->dirty) {
       free_remove(a, l);
       s->freed_ms = merged_age(s, l);
-      s->hollow |= l->hollow;
       s->start = l->start;
       s->pages += l->pages;
       record_free(&a->spare, l);
@@ -356,7 +393,6 @@ static void free_coalesce(arena_t *a, span_t *s) {
     if (r && r->state == SPAN_FREE && r->start == span_end(s) && r->dirty == s->dirty) {
       free_remove(a, r);
       s->freed_ms = merged_age(s, r);
-      s->hollow |= r->hollow;
       s->pages += r->pages;
       record_free(&a->spare, r);
     }
@@ -398,7 +434,6 @@ static void arena_trim_dirty(arena_t *a) {
     a->committed -= (int64_t)(s->pages * PAGE);
     free_remove(a, s);
     s->dirty = 0;
-    s->hollow = 0;
     free_coalesce(a, s);
   }
 }
@@ -410,7 +445,7 @@ static void span_release(arena_t *a, span_t *s) {
   a->live_blocks--;
   a->live_pages -= s->pages;
   s->dirty = 1;
-  s->hollow = 0; /* written by the program: taken as resident */
+  pieces_mark(a, s->start, span_end(s), 0); /* written by the program: taken as resident */
   s->freed_ms = hak_now_ms();
   uint64_t cap = (uint64_t)hak_opt(HAK_OPT_BIGCACHE_MB) << 20;
   if (__atomic_load_n(&dirty_bytes_total, __ATOMIC_RELAXED) + s->pages * PAGE > cap &&
@@ -449,9 +484,9 @@ static span_t *arena_alloc(arena_t *a, size_t pages, size_t align, int *clean) {
   return span_carve(a, s, lead, pages);
 }
 
-/* Backs the new block d (a USED span that is clean, or hollow: some of its pages read as
- * zero) with resident pages of the arena's dirty free spans instead of fresh ones: they
- * move over (mremap, no byte copied, no page fault) and the program's writes fault
+/* Backs the new block d (a USED span that is clean, or has hollow pieces: pages moved out
+ * of them, some read as zero) with resident pages of the arena's dirty free spans instead of fresh
+ * ones: they move over (mremap, no byte copied, no page fault) and the program's writes fault
  * nothing in. Without this, a program replacing big buffers of random sizes grew the
  * arena with fresh pages each time no hole fitted, while the holes stayed resident until
  * the decay: large 5-25M peaked at 467 MB against jemalloc's 392-401 (which unmaps at
@@ -465,16 +500,17 @@ static span_t *arena_alloc(arena_t *a, size_t pages, size_t align, int *clean) {
  *   past the end of each rounded block: heaps of many 4-8 MiB buffers peaked 8% higher
  *   than with no moves; 1 MiB pieces peak lower than that on every mix tried, and
  *   512 KiB ones were no better on most.)
- * - A piece of d that is at least half resident (mincore) keeps its pages; a source
- *   piece moves when it is at least half resident (every piece of a span never moved
- *   from: the program wrote it).
- * - The spans the pages leave stay dirty and become hollow: they still join their dirty
- *   neighbours. Marked clean, they split the free space into pieces that fitted no block
- *   (peaks rose to 550 MB); given back whole, their unaligned ends were refaulted (20%
- *   slower). A block placed in a hollow span is filled in turn, so memory grows only
- *   when the program's live blocks do.
- * Oldest dirty spans first, at most FILL_SCAN of them, and at most FILL_PROBES pieces of
- * hollow ones plus 4 per piece d needs (a hollow span of a GiB would otherwise cost 1024
+ * - The spans the pages leave stay dirty and their pieces are marked hollow: they still
+ *   join their dirty neighbours. Marked clean, they split the free space into pieces that
+ *   fitted no block (peaks rose to 550 MB); given back whole, their unaligned ends were
+ *   refaulted (20% slower). A block placed on hollow pieces is filled in turn, so memory
+ *   grows only when the program's live blocks do.
+ * - Only hollow pieces are asked about (mincore, at least half resident counts as
+ *   resident): a piece of d that is not hollow keeps its pages, a source piece that is
+ *   not hollow moves (the program wrote it). A flag per span instead sent every piece of
+ *   a span with one hollow piece to mincore: 3% of large 5-25M's time.
+ * Oldest dirty spans first, at most FILL_SCAN of them, and at most FILL_PROBES hollow
+ * pieces plus 4 per piece d needs (a hollow span of a GiB would otherwise cost 1024
  * calls of mincore for any block: the work stays in proportion to d's size, and the
  * mincore of a piece costs far less than the 256 faults it saves); runs of pieces
  * adjacent on both sides move in one call. Returns whether any page moved (d then holds
@@ -491,7 +527,8 @@ static int span_fill(arena_t *a, span_t *d, int clean) {
   size_t probes = 0, budget = FILL_PROBES + 4 * ((hi - lo) / FILL_GRAIN);
   int moved = 0;
   for (uintptr_t at = lo; at <= hi; at += FILL_GRAIN) {
-    int need = at < hi && (clean || hak_os_resident((void *)at, FILL_GRAIN) < FILL_GRAIN / 2);
+    int need = at < hi && (clean || (piece_hollow(a, at) &&
+                                     hak_os_resident((void *)at, FILL_GRAIN) < FILL_GRAIN / 2));
     if (need) {
       for (;; from += FILL_GRAIN) { /* the next resident piece of a dirty span */
         while (from >= to) {
@@ -506,8 +543,8 @@ static int span_fill(arena_t *a, span_t *d, int clean) {
           hi = at;
           break;
         }
-        if (!src->hollow) break;
-        if (probes++ >= budget) { /* hollow spans of few resident pieces: stop */
+        if (!piece_hollow(a, from)) break;
+        if (probes++ >= budget) { /* hollow pieces of few resident pages: stop */
           need = 0;
           hi = at;
           break;
@@ -520,6 +557,8 @@ static int span_fill(arena_t *a, span_t *d, int clean) {
     } else {
       if (run) {
         if (hak_os_move_pages((void *)run_from, run, (void *)run_to) != 0) return moved;
+        pieces_mark(a, run_from, run_from + run, 1);
+        pieces_mark(a, run_to, run_to + run, 0);
         a->moved_pages += run / PAGE;
         moved = 1;
       }
@@ -527,10 +566,7 @@ static int span_fill(arena_t *a, span_t *d, int clean) {
       run_from = from;
       run_to = at;
     }
-    if (need) {
-      src->hollow = 1; /* before the move: a failed one leaves a piece that may be hollow */
-      from += FILL_GRAIN;
-    }
+    if (need) from += FILL_GRAIN;
   }
   return moved;
 }
@@ -754,7 +790,7 @@ static size_t block_pages(size_t n) {
 static size_t region_max(void) { return slice_bytes / 4; }
 
 /* A block of n bytes aligned to align, cleared if zero. whole: a block of FILL_MIN and
- * more takes whole pieces (block_pages) and a clean or hollow one is filled with freed
+ * more takes whole pieces (block_pages) and, on clean or hollow pieces, is filled with freed
  * pages (span_fill); realloc's moves ask for exact pages (rounded, realloc_grow's copies
  * to 4-5 MiB ran 10% slower: the rounded spans fitted the arena's holes worse, and more
  * was decommitted and faulted in again). */
@@ -778,8 +814,8 @@ static void *large_alloc(size_t n, size_t align, int zero, int whole) {
       int clean = 0;
       span_t *s =
           x->frozen ? NULL : arena_alloc(x, whole ? block_pages(n) : pages_for(n), align, &clean);
-      if (s && whole && (clean || s->hollow) && !zero && s->pages >= FILL_MIN / PAGE &&
-          span_fill(x, s, clean)) {
+      if (s && whole && !zero && s->pages >= FILL_MIN / PAGE &&
+          (clean || pieces_any_hollow(x, s->start, span_end(s))) && span_fill(x, s, clean)) {
         clean = 0;
       }
       pthread_mutex_unlock(&x->lock);
@@ -995,7 +1031,6 @@ static void *span_move(arena_t *a, span_t *s, size_t n) {
   a->live_blocks--;
   a->live_pages -= s->pages;
   s->dirty = 0; /* its pages left with the block: it reads as zero */
-  s->hollow = 0;
   hak_asan_poison((void *)s->start, s->pages * PAGE);
   free_coalesce(a, s);
   return (void *)d->start;
@@ -1100,7 +1135,6 @@ static void arena_purge(arena_t *a, uint64_t now, int force) {
     a->committed -= (int64_t)(s->pages * PAGE);
     free_remove(a, s);
     s->dirty = 0;
-    s->hollow = 0;
     free_coalesce(a, s); /* clean now: joins its clean neighbours (never on this list) */
   }
 }
