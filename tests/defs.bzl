@@ -14,7 +14,7 @@ def hak_system_test(name, src, **kwargs):
     hakmem as the process's malloc in every variant (hak_cc_test with system = True)."""
     hak_cc_test(
         name = name,
-        srcs = [src, "system/test_util.h"],
+        srcs = [src, "system/proc_util.h", "system/test_util.h"],
         external_deps = ["@com_google_googletest//:gtest_main"],
         system = True,
         deps = SYSTEM_DEPS,

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 #include "allocator/os_boundary/os.h"
 #include "allocator/os_boundary/os_testing.h"
 #include "gtest/gtest.h"
+#include "tests/system/proc_util.h"
 
 namespace {
 
@@ -475,26 +475,6 @@ TEST_F(LargeHeapTest, MappedBlocksGrowByRemapOrByCopyWhenRemapFails) {
 // ---- New blocks take the resident pages of freed spans (span_fill): moved in 1 MiB
 // pieces instead of faulting fresh pages in, so memory follows the live blocks. ----
 
-size_t RssBytes() {
-  FILE *f = fopen("/proc/self/statm", "r");
-  unsigned long size = 0, resident = 0;
-  if (f) {
-    if (fscanf(f, "%lu %lu", &size, &resident) != 2) resident = 0;
-    fclose(f);
-  }
-  return resident * kPage;
-}
-
-size_t MappingCount() {
-  FILE *f = fopen("/proc/self/maps", "r");
-  size_t lines = 0;
-  if (f) {
-    for (int c; (c = fgetc(f)) != EOF;) lines += c == '\n';
-    fclose(f);
-  }
-  return lines;
-}
-
 constexpr size_t kMiB = size_t{1} << 20;
 
 // A block that no freed span fits grows the arena, and the pages of the freed span move
@@ -517,9 +497,9 @@ TEST_F(LargeHeapTest, ANewBlockTakesTheResidentPagesOfAFreedOne) {
     ASSERT_NE(b, nullptr);
     ASSERT_GT(reinterpret_cast<char *>(b), fence) << "the freed span is too small for it";
     EXPECT_EQ(hak_large_usable(b), 8 * kMiB);
-    size_t rss = RssBytes();
+    size_t rss = hak_test::ResidentBytes();
     memset(b, 0x33, 8 * kMiB);
-    size_t grown = RssBytes() - rss;
+    size_t grown = hak_test::ResidentBytes() - rss;
     hak_large_stats(&after);
     if (!refuse) {
       EXPECT_EQ(after.moved_bytes - before.moved_bytes, 6 * kMiB);
@@ -551,7 +531,7 @@ TEST_F(LargeHeapTest, ReplacedBigBlocksKeepMemoryNearTheLiveBytesAndMappingsFew)
     unsigned char tag;
   } live[4] = {};
   std::mt19937_64 rng(11);
-  size_t maps = MappingCount(), live_bytes = 0, peak_live = 0, peak_resident = 0;
+  size_t maps = hak_test::MappingCount(), live_bytes = 0, peak_live = 0, peak_resident = 0;
   hak_large_stats_t before, after;
   hak_large_stats(&before);
   for (int i = 0; i < 400; i++) {
@@ -576,7 +556,7 @@ TEST_F(LargeHeapTest, ReplacedBigBlocksKeepMemoryNearTheLiveBytesAndMappingsFew)
   hak_large_stats(&after);
   EXPECT_GT(after.moved_bytes, before.moved_bytes);
   EXPECT_LE(peak_resident, peak_live + 4 * kMiB) << "peak of live bytes " << peak_live;
-  EXPECT_LE(MappingCount(), maps + 64) << "at most one split per MiB of the arena";
+  EXPECT_LE(hak_test::MappingCount(), maps + 64) << "at most one split per MiB of the arena";
   for (Block &b : live) hak_large_free(b.p);
 }
 

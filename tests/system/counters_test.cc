@@ -17,22 +17,14 @@
 #include "allocator/hakmem.h"
 #include "allocator/internal/options.h"
 #include "gtest/gtest.h"
+#include "tests/system/proc_util.h"
 #include "tests/system/test_util.h"
 
 namespace {
 
 using hak_test::Opaque;
+using hak_test::ResidentBytes;
 using hak_test::Stats;
-
-size_t ResidentBytes() {
-  long pages = 0, resident = 0;
-  FILE *f = fopen("/proc/self/statm", "r");
-  if (f) {
-    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-    fclose(f);
-  }
-  return static_cast<size_t>(resident) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
-}
 
 TEST(SystemCountersTest, RepeatedLargeBlocksCostNoSystemCallAfterWarmUp) {
   for (int i = 0; i < 3; i++) free(malloc(1 << 20));
