@@ -173,15 +173,6 @@ static void pieces_mark(arena_t *a, uintptr_t lo, uintptr_t hi, int on) {
   }
 }
 
-/* Whether a whole piece of [lo, hi) is hollow. */
-static int pieces_any_hollow(arena_t *a, uintptr_t lo, uintptr_t hi) {
-  for (uintptr_t p = (lo + FILL_GRAIN - 1) & ~(FILL_GRAIN - 1); p + FILL_GRAIN <= hi;
-       p += FILL_GRAIN) {
-    if (piece_hollow(a, p)) return 1;
-  }
-  return 0;
-}
-
 /* ---- Records. ---- */
 
 static span_t *record_new(span_t **spare) {
@@ -531,25 +522,19 @@ static int span_fill(arena_t *a, span_t *d, int clean) {
                                      hak_os_resident((void *)at, FILL_GRAIN) < FILL_GRAIN / 2));
     if (need) {
       for (;; from += FILL_GRAIN) { /* the next resident piece of a dirty span */
-        while (from >= to) {
-          if (!next || scanned++ >= FILL_SCAN) break;
+        while (from >= to && next && scanned++ < FILL_SCAN) {
           src = next;
           next = next->dprev;
           from = (src->start + FILL_GRAIN - 1) & ~(FILL_GRAIN - 1);
           to = span_end(src) & ~(FILL_GRAIN - 1);
         }
-        if (from >= to) {
-          need = 0; /* no piece left: the rest of d stays fresh */
+        int hollow = from < to && piece_hollow(a, from);
+        if (from >= to || (hollow && probes++ >= budget)) {
+          need = 0; /* none left within reach: the rest of d stays fresh */
           hi = at;
           break;
         }
-        if (!piece_hollow(a, from)) break;
-        if (probes++ >= budget) { /* hollow pieces of few resident pages: stop */
-          need = 0;
-          hi = at;
-          break;
-        }
-        if (hak_os_resident((void *)from, FILL_GRAIN) >= FILL_GRAIN / 2) break;
+        if (!hollow || hak_os_resident((void *)from, FILL_GRAIN) >= FILL_GRAIN / 2) break;
       }
     }
     if (need && run && run_from + run == from && run_to + run == at) {
@@ -814,10 +799,7 @@ static void *large_alloc(size_t n, size_t align, int zero, int whole) {
       int clean = 0;
       span_t *s =
           x->frozen ? NULL : arena_alloc(x, whole ? block_pages(n) : pages_for(n), align, &clean);
-      if (s && whole && !zero && s->pages >= FILL_MIN / PAGE &&
-          (clean || pieces_any_hollow(x, s->start, span_end(s))) && span_fill(x, s, clean)) {
-        clean = 0;
-      }
+      if (s && whole && !zero && s->pages >= FILL_MIN / PAGE && span_fill(x, s, clean)) clean = 0;
       pthread_mutex_unlock(&x->lock);
       if (s) {
         HAK_TRACE_ROUTE(HAK_ROUTE_BIGCACHE, (void *)s->start, 0);
