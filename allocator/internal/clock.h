@@ -20,9 +20,11 @@ HAK_INLINE uint64_t hak_now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* Whether memory idle since `since_ms` is due at `now_ms` (always, with `force`). */
+/* Whether memory idle since `since_ms` is due at `now_ms` (always, with `force`). A pass
+ * reads its clock once, so memory freed during the pass is dated after `now_ms`: it is not
+ * due (the difference wrapped round and such memory went back at once). */
 HAK_INLINE int hak_decay_due(uint64_t since_ms, uint64_t now_ms, int force) {
-  return force || now_ms - since_ms >= (uint64_t)hak_opt(HAK_OPT_DECAY_MS);
+  return force || (now_ms >= since_ms && now_ms - since_ms >= (uint64_t)hak_opt(HAK_OPT_DECAY_MS));
 }
 
 /* The interval between two decay passes: an eighth of the decay period, at least 1 ms. */
