@@ -65,7 +65,8 @@ typedef struct {
   void (*bind)(void *tier);    /* makes it the calling thread's heap (the tier's TLS) */
   void (*prewarm)(void *tier); /* fills a new heap's caches at its thread's start */
   void (*drain)(void *tier);   /* moves pending remote frees to the heap's slabs and caches */
-  void (*flush)(void *tier);   /* drain, then give every cached block back to its slab */
+  void (*flush)(void *tier);   /* a heap dead for the decay: drain, then give every cached
+                                  block back to its slab (unused since the heap's died_ms) */
   void (*reclaim)(void *tier); /* another thread holding the claim: drain into slabs only */
 } hak_heap_ops_t;
 

@@ -601,13 +601,15 @@ void hak_pool_flush_thread(void) {
 }
 
 /* Pool lists are flushed at thread exit (mid-sized blocks are worth more to other
- * threads than warm), and the spares go back before the heap is dead. */
+ * threads than warm), and the spares and empty current spans go back before the heap is
+ * dead. (The current spans once stayed with the dead heap: 8 threads that each used a
+ * class of 40 KB blocks left 1.3 MB resident for good.) */
 static void heap_die(pool_heap_t *h) {
   hak_heap_own(&h->base);
   heap_flush(h);
-  /* Spares go before the heap is marked dead (from then on a collector may run), and
-   * under the claim (a purge pass may release emptied spans to them). */
-  spares_to_free(h);
+  /* Before the heap is marked dead (from then on a collector may run), and under the
+   * claim (a purge pass may release emptied spans to the spares). */
+  hak_pool_heap_trim(h);
   hak_heap_disown(&h->base);
   hak_pool_tls = &hak_pool_empty_heap;
   hak_heap_retire(&heaps, h);
