@@ -42,8 +42,11 @@ enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2, SS_FROZEN = 3 };
 #define CARVE_BYTES (4 * 1024)  /* of never-used memory per refill */
 
 typedef struct {
-  uint16_t free_slabs;         /* slabs of this SuperSlab in the class free list */
+  uint16_t free_slabs;         /* free slabs of this SuperSlab: on the class list, or cold */
   uint8_t state;               /* SS_ACTIVE, SS_EMPTY, SS_DECOMMITTED or SS_FROZEN */
+  uint8_t on_cold_stack;       /* on its class's cold stack (maybe with no cold slab left) */
+  uint32_t cold;               /* its cold slabs, a bit per slab: free, decommitted whole */
+  uint32_t next_cold;          /* class stack of SuperSlabs with cold slabs, index + 1 */
   uint32_t next_empty;         /* class stack of empty SuperSlabs, index + 1 */
   uint32_t lru_prev, lru_next; /* global LRU of committed empty ones, id + 1 */
   uint64_t emptied_ms;         /* when it last became empty (the decay's clock) */
@@ -54,7 +57,9 @@ typedef struct {
   uint32_t carve_next;    /* its next slab to hand out */
   uint32_t top_ss;        /* SuperSlabs (grid rows) of the class ever committed */
   uint32_t empty_head;    /* stack of empty SuperSlabs, index + 1 (0: empty stack) */
-  hak_slab_t *free_slabs; /* released slabs of partly used SuperSlabs */
+  hak_slab_t *free_slabs; /* released slabs of partly used SuperSlabs, still resident */
+  uint32_t cold_head;     /* stack of SuperSlabs with cold slabs, index + 1 (lazily popped) */
+  uint32_t cold_slabs;    /* cold slabs of the class, in all */
 } class_state_t;
 
 /* One lock for slab and SuperSlab bookkeeping: taken once per 64 KiB slab, never on the
@@ -64,6 +69,11 @@ static hak_heap_registry_t heaps;
 static class_state_t classes[HAK_TINY_CLASSES];
 static ss_meta_t ss_meta[HAK_TINY_CLASSES][MAX_SS_PER_CLASS];
 static uint32_t lru_head, lru_tail, lru_count;
+/* Debug builds: each slab's allocated-block bitmap, by slab number (a bit per block, set
+ * while the block is allocated, so a double free is decided from the allocator's state,
+ * never from the block's contents). Out of band: a slab's header goes back to the OS with
+ * its pages, and a bitmap it pointed to was lost and allocated again at each reuse. */
+static uint64_t **live_table;
 static uint64_t foreign_frees, orphan_remote_frees;
 
 static char *ss_base(unsigned cls, uint32_t ss) {
@@ -106,6 +116,18 @@ int hak_tiny_init(uintptr_t base, size_t size) {
       return err;
     }
     hak_tiny_geom.registry = reg;
+  }
+  if (HAK_CHECKS) {
+    void *table;
+    err = hak_os_map((size >> HAK_TINY_SLAB_SHIFT) * sizeof(uint64_t *), 0, &table);
+    if (err) {
+      hak_os_release(owners, (size >> HAK_TINY_SLAB_SHIFT) * sizeof(void *));
+      if (hak_tiny_geom.registry)
+        hak_os_release(hak_tiny_geom.registry, size >> HAK_TINY_SLAB_SHIFT);
+      hak_tiny_geom.registry = NULL;
+      return err;
+    }
+    live_table = table;
   }
   hak_tiny_geom.owners = owners;
   hak_tiny_geom.base = base;
@@ -175,26 +197,74 @@ static void maintain_locked(uint64_t now, int force) {
   }
 }
 
-/* Free slabs of SuperSlabs still in use (one live slab keeps 2 MiB otherwise): pages
- * after the first, which holds the header and the list links, go back once the slab has
- * been free for the decay. Returns 1 while some free slab still waits. */
+static void free_slabs_unlink(class_state_t *cs, hak_tiny_slab_t *s) {
+  /* A node with no predecessor is the head: not so for a cold slab's zeroed header. */
+  HAK_ASSERT(s->slab.avail_prev != NULL || cs->free_slabs == &s->slab,
+             "a slab unlinked from a class list it is not on at", s);
+  HAK_LIST_REMOVE(&cs->free_slabs, &s->slab);
+}
+
+static uint32_t slab_index(const hak_tiny_slab_t *s) {
+  return (uint32_t)(((uintptr_t)s >> HAK_TINY_SLAB_SHIFT) & (HAK_TINY_SLABS_PER_SS - 1));
+}
+
+/* Free slabs of SuperSlabs still in use (one live slab keeps 2 MiB otherwise) go back
+ * whole once free for the decay, header included: they leave the class list (whose links
+ * are in the headers) and become cold, a bit of their SuperSlab's out-of-band record,
+ * which is all that is read of them until one is carved afresh. (Keeping the first page
+ * for the header and links kept a sixteenth of every fragmented SuperSlab: 6 MB of a
+ * 100 MiB burst freed around one live block per MiB.) Returns 1 while some free slab
+ * still waits. */
 static int decay_free_slabs_locked(uint64_t now, int force) {
   int waiting = 0;
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
-    for (hak_slab_t *l = classes[cls].free_slabs; l; l = l->avail_next) {
+    class_state_t *cs = &classes[cls];
+    for (hak_slab_t *l = cs->free_slabs, *next; l; l = next) {
+      next = l->avail_next;
       hak_tiny_slab_t *s = (hak_tiny_slab_t *)l;
-      if (s->cold) continue;
-      char *base = (char *)((uintptr_t)s & ~(uintptr_t)(HAK_TINY_SLAB_SIZE - 1));
-      if (hak_decay_due(s->released_ms, now, force) &&
-          hak_os_decommit(base + HAK_TINY_FIRST_PAGE, HAK_TINY_SLAB_SIZE - HAK_TINY_FIRST_PAGE) ==
-              0) {
-        s->cold = 1;
-      } else {
+      if (!hak_decay_due(s->released_ms, now, force)) {
         waiting = 1;
+        continue;
+      }
+      free_slabs_unlink(cs, s); /* before its links go */
+      char *base = (char *)((uintptr_t)s & ~(uintptr_t)(HAK_TINY_SLAB_SIZE - 1));
+      if (hak_os_decommit(base, HAK_TINY_SLAB_SIZE) != 0) {
+        HAK_LIST_PUSH(&cs->free_slabs, &s->slab); /* refused: retried at the next pass */
+        waiting = 1;
+        continue;
+      }
+      uint32_t ss = ss_of(s);
+      ss_meta_t *m = &ss_meta[cls][ss];
+      m->cold |= (uint32_t)1 << slab_index(s);
+      cs->cold_slabs++;
+      if (!m->on_cold_stack) {
+        m->on_cold_stack = 1;
+        m->next_cold = cs->cold_head;
+        cs->cold_head = ss + 1;
       }
     }
   }
   return waiting;
+}
+
+/* A cold slab of the class (cold_slabs > 0): the first of the first SuperSlab on the
+ * stack that still has one; the entries above it, left by SuperSlabs whose cold slabs
+ * were all taken or that emptied, are popped. */
+static hak_tiny_slab_t *cold_take(unsigned cls) {
+  class_state_t *cs = &classes[cls];
+  for (;;) {
+    uint32_t ss = cs->cold_head - 1;
+    ss_meta_t *m = &ss_meta[cls][ss];
+    if (m->cold) {
+      uint32_t idx = (uint32_t)__builtin_ctz(m->cold);
+      m->cold &= m->cold - 1;
+      m->free_slabs--;
+      cs->cold_slabs--;
+      return slab_at(cls, ss, idx);
+    }
+    cs->cold_head = m->next_cold;
+    m->on_cold_stack = 0;
+  }
 }
 
 int hak_tiny_maintain(int force) {
@@ -211,10 +281,6 @@ int hak_tiny_maintain(int force) {
 }
 
 /* ---- Slabs and SuperSlabs (tiny_lock held). ---- */
-
-static void free_slabs_unlink(class_state_t *cs, hak_tiny_slab_t *s) {
-  HAK_LIST_REMOVE(&cs->free_slabs, &s->slab);
-}
 
 /* Makes a SuperSlab the class's carving source: an empty one if any, else a new one. */
 static int ss_take(unsigned cls) {
@@ -244,6 +310,7 @@ static int ss_take(unsigned cls) {
   }
   ss_meta[cls][ss].state = SS_ACTIVE;
   ss_meta[cls][ss].free_slabs = 0;
+  ss_meta[cls][ss].cold = 0; /* (none: an empty SuperSlab's slabs are all taken back) */
   cs->carve_ss = ss;
   cs->carve_next = 0;
   return 1;
@@ -254,12 +321,14 @@ static hak_tiny_slab_t *slab_acquire(unsigned cls, int *fresh) {
   class_state_t *cs = &classes[cls];
   hak_tiny_slab_t *s = NULL;
   pthread_mutex_lock(&tiny_lock);
-  if (cs->free_slabs) {
+  if (cs->free_slabs) { /* resident slabs first */
     s = (hak_tiny_slab_t *)cs->free_slabs;
     free_slabs_unlink(cs, s);
     ss_meta[cls][ss_of(s)].free_slabs--;
-    *fresh = s->cold; /* its free list was in pages that went back: carve afresh */
-    s->cold = 0;
+    *fresh = 0;
+  } else if (cs->cold_slabs) { /* its header went back with its pages: carve afresh */
+    s = cold_take(cls);
+    *fresh = 1;
   } else if ((cs->carve_ss != SS_NONE && cs->carve_next < HAK_TINY_SLABS_PER_SS) || ss_take(cls)) {
     s = slab_at(cls, cs->carve_ss, cs->carve_next++);
     *fresh = 1;
@@ -301,7 +370,6 @@ static void slab_release(hak_tiny_slab_t *s, uint64_t idle_since_ms) {
   }
   uint64_t now = hak_now_ms();
   s->released_ms = idle_since_ms < now ? idle_since_ms : now;
-  s->cold = 0;
   slab_forget_free(s);
   HAK_LIST_PUSH(&cs->free_slabs, &s->slab);
   uint32_t handed_out = ss == cs->carve_ss ? cs->carve_next : HAK_TINY_SLABS_PER_SS;
@@ -309,10 +377,13 @@ static void slab_release(hak_tiny_slab_t *s, uint64_t idle_since_ms) {
     /* Idle since its last slab was: the latest of their dates. */
     uint64_t emptied = 0;
     for (uint32_t i = 0; i < handed_out; i++) {
+      if (m->cold & ((uint32_t)1 << i)) continue; /* off the list, and idle for longer */
       hak_tiny_slab_t *t = slab_at(cls, ss, i);
       if (t->released_ms > emptied) emptied = t->released_ms;
       free_slabs_unlink(cs, t);
     }
+    cs->cold_slabs -= (uint32_t)__builtin_popcount(m->cold);
+    m->cold = 0; /* its entry on the cold stack, if any, is popped when reached */
     if (ss == cs->carve_ss) cs->carve_ss = SS_NONE;
     m->state = SS_EMPTY;
     m->emptied_ms = emptied;
@@ -331,13 +402,19 @@ static void slab_release(hak_tiny_slab_t *s, uint64_t idle_since_ms) {
   hak_purge_kick(HAK_TINY_SLAB_SIZE);
 }
 
+/* Debug: slab s's allocated-block bitmap (NULL: none, the slab goes unchecked). */
+static uint64_t *live_bits(const hak_tiny_slab_t *s) {
+  return live_table ? live_table[((uintptr_t)s - hak_tiny_geom.base) >> HAK_TINY_SLAB_SHIFT] : NULL;
+}
+
 /* Debug: a fresh slab's allocated-block bitmap, all clear (one bit per possible block). */
 static void live_bits_init(hak_tiny_slab_t *s) {
   enum { BYTES = HAK_TINY_SLAB_SIZE / 16 / 8 };
-  void *bits = s->live_bits;
+  uint64_t **slot = &live_table[((uintptr_t)s - hak_tiny_geom.base) >> HAK_TINY_SLAB_SHIFT];
+  void *bits = *slot;
   if (bits == NULL && hak_os_meta_alloc(BYTES, &bits) != 0) bits = NULL;
   if (bits) memset(bits, 0, BYTES);
-  s->live_bits = bits; /* NULL only when out of memory: the slab then goes unchecked */
+  *slot = bits; /* NULL only when out of memory: the slab then goes unchecked */
 }
 
 /* What a slab header's guard words hold: its address, scrambled by a constant (and by the
@@ -488,7 +565,8 @@ static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
   }
   hak_cache_pop(c, hak_link_tiny_mask);
   hak_tiny_slab_t *s = hak_tiny_slab_of(p);
-  if (s->live_bits) hak_bit_set(s->live_bits, (uint32_t)(((char *)p - block_start(s)) / size));
+  uint64_t *bits = live_bits(s);
+  if (bits) hak_bit_set(bits, (uint32_t)(((char *)p - block_start(s)) / size));
   hak_fill_bytes(p, FILL_ALLOC, size);
   return p;
 }
@@ -511,12 +589,13 @@ int hak_tiny_block_freed(const void *p, uintptr_t off) {
   if (!HAK_CHECKS || !hak_tiny_owns(off)) return 0;
   hak_tiny_slab_t *s = hak_tiny_slab_of(p);
   uint32_t index = 0;
-  if (__atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) == NULL || !s->live_bits ||
+  uint64_t *bits = live_bits(s);
+  if (__atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) == NULL || !bits ||
       block_kind(s, p, hak_tiny_class_size[hak_tiny_class_at(off)], &index) != BLOCK_OK) {
     return 0;
   }
   uint64_t bit = (uint64_t)1 << (index & 63);
-  return (__atomic_load_n(&s->live_bits[index >> 6], __ATOMIC_RELAXED) & bit) == 0;
+  return (__atomic_load_n(&bits[index >> 6], __ATOMIC_RELAXED) & bit) == 0;
 }
 
 /* ---- Refill and overflow. ---- */
@@ -716,7 +795,8 @@ void hak_tiny_free_slow(void *p, uintptr_t off) {
                 class_where(where, sizeof where, cls));
     }
     /* Decided by the allocator's record, not by the block's contents. */
-    if (s->live_bits && !hak_bit_clear(s->live_bits, index)) {
+    uint64_t *bits = live_bits(s);
+    if (bits && !hak_bit_clear(bits, index)) {
       hak_fatal("double free of", p, class_where(where, sizeof where, cls));
     }
     hak_fill_bytes(p, HAK_FILL_FREE, size);
@@ -790,8 +870,10 @@ static void freeze_superslabs(void) {
     class_state_t *cs = &classes[cls];
     for (uint32_t ss = 0; ss < cs->top_ss && ss < MAX_SS_PER_CLASS; ss++) {
       ss_meta[cls][ss].state = SS_FROZEN;
+      ss_meta[cls][ss].on_cold_stack = 0; /* the stacks start afresh too */
     }
     cs->free_slabs = NULL;
+    cs->cold_head = cs->cold_slabs = 0;
     cs->empty_head = 0;
     cs->carve_ss = SS_NONE;
   }

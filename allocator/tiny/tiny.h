@@ -77,22 +77,18 @@ typedef struct hak_tiny_slab {
       HAK_SLAB_FIELDS
     };
   };
-  /* Debug builds: one bit per block, set while the block is allocated, so a double free
-   * is decided from the allocator's state, never from the block's contents. */
-  uint64_t *live_bits;
   /* Blocks carved before the slab last forgot its free list (slab_forget_free): their
    * pages are resident, so carving them again is not held to the per-refill limit. */
   uint32_t recarve;
-  char pad1[64 - 60];
+  char pad1[64 - 52];
   /* Remote frees: chain head with bit 0 set while the slab sits in its owner's pending
    * list, so that flag and chain change together in one atomic operation. */
   uintptr_t remote;
   struct hak_tiny_slab *pending_next; /* the owner's pending list */
   /* While on its class's free-slab list (no owner, so no remote writes to this line):
-   * when it got there, and whether its pages after the first went back to the OS. */
+   * when it got there. */
   uint64_t released_ms;
-  uint8_t cold;
-  char pad2[64 - 25 - 16];
+  char pad2[64 - 24 - 16];
   /* Right below the first block: written when a heap takes the slab, checked by debug
    * builds at every free. A block 0 written below its start, or the block before a
    * header without colour written past its end (into `owner`, checked against the owner

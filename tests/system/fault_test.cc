@@ -212,4 +212,63 @@ TEST(SystemFaultTest, RefusedSuperSlabDecommitKeepsTheLruSound) {
   EXPECT_LE(end.tiny_superslabs, trimmed.tiny_superslabs + 1) << "empty SuperSlabs are reused";
 }
 
+// Free slabs of SuperSlabs that a live block keeps in use go back whole at a trim,
+// headers included ("cold"), and are carved afresh when reused; a refused decommit
+// leaves its slab listed and resident, to be tried again; and once the last blocks go,
+// the SuperSlabs empty, cold slabs and all, and are decommitted.
+TEST(SystemFaultTest, ColdSlabsAreCarvedAfreshAndTheirSuperSlabsStillEmpty) {
+  // Class 1024, about 63 blocks a slab: 8000 blocks fill some 127 slabs, 4 SuperSlabs;
+  // every 1000th block stays.
+  constexpr int kBlocks = 8000;
+  std::vector<void *> blocks(kBlocks);
+  std::thread([&] {
+    for (int i = 0; i < kBlocks; i++) {
+      blocks[i] = malloc(1000);
+      ASSERT_NE(blocks[i], nullptr);
+    }
+    for (int i = 0; i < kBlocks; i++) {
+      if (i % 1000 != 0) free(blocks[i]);
+    }
+  }).join();
+  hak_stats_t before = Stats();
+  hak_os_fail_nth(HAK_OS_DECOMMIT, 1);
+  malloc_trim(0);  // flushes the dead heap; every free slab goes back but the refused one
+  hak_stats_t trimmed = Stats();
+  ASSERT_EQ(trimmed.os_failures[HAK_STAT_OS_DECOMMIT] - before.os_failures[HAK_STAT_OS_DECOMMIT],
+            1u);
+  EXPECT_LE(trimmed.tiny_resident_bytes + (size_t{6} << 20), before.tiny_resident_bytes)
+      << "the 119 free slabs went back whole, bar the refused one";
+  malloc_trim(0);  // the refused slab is still listed: tried again
+  hak_stats_t retried = Stats();
+  EXPECT_EQ(retried.os_failures[HAK_STAT_OS_DECOMMIT], trimmed.os_failures[HAK_STAT_OS_DECOMMIT]);
+  EXPECT_GT(retried.os_calls[HAK_STAT_OS_DECOMMIT], trimmed.os_calls[HAK_STAT_OS_DECOMMIT]);
+  // Reuse the cold slabs: their blocks are carved afresh, data intact, nothing lost.
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < kBlocks; i++) {
+      if (i % 1000 == 0 && round == 0) continue;  // still live from the start
+      blocks[i] = malloc(1000);
+      ASSERT_NE(blocks[i], nullptr);
+      Stamp(blocks[i], 1000, i);
+    }
+    for (int i = 0; i < kBlocks; i++) {
+      if (i % 1000 == 0 && round == 0) continue;
+      ASSERT_TRUE(StampIntact(blocks[i], 1000, i)) << i;
+      free(blocks[i]);
+    }
+    if (round == 0) {
+      for (int i = 0; i < kBlocks; i += 1000) free(blocks[i]);
+    }
+    malloc_trim(0);
+  }
+  hak_stats_t end = Stats();
+  printf("tiny resident %llu -> %llu KiB at the trim; SuperSlabs %llu -> %llu\n",
+         (unsigned long long)before.tiny_resident_bytes >> 10,
+         (unsigned long long)trimmed.tiny_resident_bytes >> 10,
+         (unsigned long long)before.tiny_superslabs, (unsigned long long)end.tiny_superslabs);
+  EXPECT_LE(end.tiny_superslabs, before.tiny_superslabs + 1) << "cold slabs were reused";
+  EXPECT_GT(end.tiny_empty_superslabs, 0u);
+  EXPECT_EQ(end.tiny_decommitted_superslabs, end.tiny_empty_superslabs)
+      << "SuperSlabs with cold slabs emptied and were decommitted";
+}
+
 }  // namespace
