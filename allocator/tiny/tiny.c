@@ -314,9 +314,10 @@ static int ss_take(unsigned cls) {
     /* Publish before any block of it is handed out: free() reads it to accept pointers. */
     __atomic_store_n(&hak_tiny_geom.rows[cls], (uintptr_t)cs->top_ss, __ATOMIC_RELEASE);
   }
-  ss_meta(cls, ss)->state = SS_ACTIVE;
-  ss_meta(cls, ss)->free_slabs = 0;
-  ss_meta(cls, ss)->cold = 0; /* (none: an empty SuperSlab's slabs are all taken back) */
+  ss_meta_t *m = ss_meta(cls, ss);
+  m->state = SS_ACTIVE;
+  m->free_slabs = 0;
+  m->cold = 0; /* (none: an empty SuperSlab's slabs are all taken back) */
   cs->carve_ss = ss;
   cs->carve_next = 0;
   return 1;
@@ -408,15 +409,18 @@ static void slab_release(hak_tiny_slab_t *s, uint64_t idle_since_ms) {
   hak_purge_kick(HAK_TINY_SLAB_SIZE);
 }
 
-/* Debug: slab s's allocated-block bitmap (NULL: none, the slab goes unchecked). */
-static uint64_t *live_bits(const hak_tiny_slab_t *s) {
-  return live_table ? live_table[((uintptr_t)s - hak_tiny_geom.base) >> HAK_TINY_SLAB_SHIFT] : NULL;
+/* Debug: where slab s's allocated-block bitmap is kept (debug builds only). */
+static uint64_t **live_slot(const hak_tiny_slab_t *s) {
+  return &live_table[((uintptr_t)s - hak_tiny_geom.base) >> HAK_TINY_SLAB_SHIFT];
 }
+
+/* Debug: slab s's allocated-block bitmap (NULL: none, the slab goes unchecked). */
+static uint64_t *live_bits(const hak_tiny_slab_t *s) { return live_table ? *live_slot(s) : NULL; }
 
 /* Debug: a fresh slab's allocated-block bitmap, all clear (one bit per possible block). */
 static void live_bits_init(hak_tiny_slab_t *s) {
   enum { BYTES = HAK_TINY_SLAB_SIZE / 16 / 8 };
-  uint64_t **slot = &live_table[((uintptr_t)s - hak_tiny_geom.base) >> HAK_TINY_SLAB_SHIFT];
+  uint64_t **slot = live_slot(s);
   void *bits = *slot;
   if (bits == NULL && hak_os_meta_alloc(BYTES, &bits) != 0) bits = NULL;
   if (bits) memset(bits, 0, BYTES);
@@ -526,9 +530,8 @@ static void heap_drain(void *h) { process_pending(h); }
 static void put_to_slab(void *tier, hak_slab_t *slab, void *head, void *tail, uint32_t count) {
   return_chain(tier, (hak_tiny_slab_t *)slab, head, tail, count, IDLE_NOW);
 }
-/* The purge thread, holding the claim of an idle heap: the owner may be using its caches
- * right now, so drained blocks go to their slabs; a current slab with no block out (one
- * in a cache counts as out) goes back to its SuperSlab. */
+/* Heap h's current slabs with no block out (one in a cache counts as out) go back to
+ * their class. */
 static void release_empty_current(hak_tiny_heap_t *h, uint64_t idle_since_ms) {
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
     hak_tiny_slab_t *s = h->current[cls];
@@ -540,6 +543,8 @@ static void release_empty_current(hak_tiny_heap_t *h, uint64_t idle_since_ms) {
   }
 }
 
+/* The purge thread, holding the claim of an idle heap: the owner may be using its caches
+ * right now, so drained blocks go to their slabs, and only its empty current slabs go. */
 static void heap_reclaim(void *tier) {
   hak_tiny_heap_t *h = tier;
   hak_heap_drain(&h->base, h, put_to_slab, slab_bounds);
