@@ -70,7 +70,8 @@ typedef struct hak_pool_span {
   uintptr_t remote;                   /* see internal/remote.h */
   struct hak_pool_span *pending_next; /* the owner's pending list */
   uint64_t emptied_ms;                /* when it last became free (decay) */
-  char pad2[128 - 88];
+  uint32_t decay_pass; /* equal to the pass's number: free, committed and due in that pass */
+  char pad2[128 - 92];
 } hak_pool_span_t;
 
 HAK_STATIC_ASSERT(sizeof(hak_pool_span_t) == 128, "registry entry size");
