@@ -147,7 +147,8 @@ void hak_heap_retire(hak_heap_registry_t *r, void *tier);
 
 /* Remote frees are batched in the freeing thread, per destination slab, so that a
  * thread freeing other threads' blocks pays about what a local free costs: a link write
- * into the block, no atomic operation. A batch goes to its slab's remote queue in one
+ * into the batch's last block (it grows at its end, so that it keeps the order of the
+ * frees), no atomic operation. A batch goes to its slab's remote queue in one
  * exchange (hak_remote_push_chain) when it holds HAK_REMOTE_BATCH_BLOCKS blocks or
  * HAK_REMOTE_BATCH_BYTES bytes, when a free for another slab needs its slot, and when the
  * thread enters an allocation slow path, calls malloc_trim or exits. What a thread that
@@ -195,8 +196,8 @@ HAK_INLINE void hak_heap_remote_free(hak_heap_registry_t *r, hak_slab_t *slab, v
                                      size_t size) {
   hak_remote_slot_t *e = hak_remote_slot_of(slab);
   if (HAK_LIKELY(e->slab == slab)) { /* the common case: one more block for the batch */
-    hak_link_write(block, e->head);
-    e->head = block;
+    hak_link_write(e->tail, block);
+    e->tail = block;
     if (HAK_LIKELY(++e->count < e->limit)) return;
   }
   hak_heap_remote_free_slow(r, slab, block, size, e); /* full, or another slab's slot */
@@ -249,7 +250,10 @@ HAK_INLINE void hak_heap_check_batch(void *head, void *tail, uint32_t n, uintptr
  * drains each one's remote queue before anyone pops that slab's free list, so a block is
  * never on both (the use-after-free of the allocator hakmem descends from). A slab's queue
  * goes whole to put(tier, slab, head, tail, count): a chain linked as a free list is
- * (internal/link.h), which the tier splices onto the slab's free list or a thread cache
+ * (internal/link.h), oldest batch first (the queue is a stack: its batches are relinked
+ * on the way, a write to each batch's tail, which the walk reads anyway, so that blocks
+ * keep the order they were freed in, see hak_slab_take_free), which the tier splices
+ * onto the slab's free list or a thread cache
  * (a put per block returned each one to its slab and the next refill took it back: half
  * of a consumer-fed producer's allocator work). The queue is read batch by batch through
  * the descriptors (internal/remote.h): each one's tail must lie inside the slab, whose
@@ -269,9 +273,9 @@ HAK_INLINE void hak_heap_drain(hak_heap_t *h, void *tier,
     hak_slab_t *next = (hak_slab_t *)r->pending_next;
     uintptr_t lo, len;
     bounds(s, &lo, &len);
-    void *head = hak_remote_take(&r->remote), *tail = NULL;
+    void *b = hak_remote_take(&r->remote), *head = NULL, *tail = NULL;
     uint32_t count = 0;
-    for (void *b = head; b;) {
+    while (b) { /* newest batch first: relinked oldest first, as the blocks were freed */
       uint32_t n;
       void *t = hak_remote_desc_read(b, &n);
       count += n;
@@ -286,7 +290,9 @@ HAK_INLINE void hak_heap_drain(hak_heap_t *h, void *tier,
       if (hak_slab_link_bad(nb, lo, len)) {
         hak_link_corrupt("corrupted remote free queue link in block", t);
       }
-      tail = t;
+      hak_link_write(t, head);
+      if (!tail) tail = t;
+      head = b;
       b = nb;
     }
     if (head) put(tier, s, head, tail, count);

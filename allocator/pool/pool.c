@@ -249,9 +249,19 @@ static void span_release(pool_heap_t *h, pool_span_t *s) {
 
 /* ---- A heap's lists (owner, or shard lock held). ---- */
 
+/* Where a span's blocks lie: the links of its lists must stay there. */
+static void span_bounds(hak_slab_t *slab, uintptr_t *lo, uintptr_t *len) {
+  pool_span_t *s = (pool_span_t *)slab;
+  *lo = (uintptr_t)span_base(s);
+  *len = (uintptr_t)s->capacity * hak_pool_class_size[s->cls];
+}
+
 /* Blocks go back to their own span's free list; an emptied span is released. */
 static void return_chain(pool_heap_t *h, pool_span_t *s, void *head, void *tail, uint32_t count) {
-  if (hak_slab_return_chain(&h->avail[s->cls], &s->slab, head, tail, count)) span_release(h, s);
+  uintptr_t lo, len;
+  span_bounds(&s->slab, &lo, &len);
+  if (hak_slab_return_chain(&h->avail[s->cls], &s->slab, head, tail, count, lo, len))
+    span_release(h, s);
 }
 
 void hak_pool_return_block(pool_heap_t *h, pool_span_t *s, void *b) { return_chain(h, s, b, b, 1); }
@@ -259,13 +269,6 @@ void hak_pool_return_block(pool_heap_t *h, pool_span_t *s, void *b) { return_cha
 /* Drained blocks go back to their span, all at once. */
 static void put_drained(void *tier, hak_slab_t *slab, void *head, void *tail, uint32_t count) {
   return_chain(tier, (pool_span_t *)slab, head, tail, count);
-}
-
-/* Where a span's blocks lie: the links of its lists must stay there. */
-static void span_bounds(hak_slab_t *slab, uintptr_t *lo, uintptr_t *len) {
-  pool_span_t *s = (pool_span_t *)slab;
-  *lo = (uintptr_t)span_base(s);
-  *len = (uintptr_t)s->capacity * hak_pool_class_size[s->cls];
 }
 
 static void process_pending(pool_heap_t *h) {

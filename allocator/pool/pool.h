@@ -64,14 +64,14 @@ typedef struct hak_pool_span {
   uint32_t head;  /* page index of the span's first page */
   uint16_t pages; /* pages in the span */
   uint8_t committed, pad;
-  /* Debug builds: one bit per block, set while it is allocated (a span holds at most 51
-   * blocks, checked at span creation). */
-  uint64_t live_bits;
   uintptr_t remote;                   /* see internal/remote.h */
   struct hak_pool_span *pending_next; /* the owner's pending list */
-  uint64_t emptied_ms;                /* when it last became free (decay) */
+  /* Debug builds: one bit per block, set while it is allocated (a span holds at most 51
+   * blocks, checked at span creation). Other threads' frees write it: on the remote line. */
+  uint64_t live_bits;
+  uint64_t emptied_ms; /* when it last became free (decay) */
   uint32_t decay_pass; /* equal to the pass's number: free, committed and due in that pass */
-  char pad2[128 - 92];
+  char pad2[128 - 100];
 } hak_pool_span_t;
 
 HAK_STATIC_ASSERT(sizeof(hak_pool_span_t) == 128, "registry entry size");

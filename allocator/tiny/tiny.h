@@ -80,7 +80,7 @@ typedef struct hak_tiny_slab {
   /* Blocks carved before the slab last forgot its free list (slab_forget_free): their
    * pages are resident, so carving them again is not held to the per-refill limit. */
   uint32_t recarve;
-  char pad1[64 - 52];
+  char pad1[64 - 60];
   /* Remote frees: chain head with bit 0 set while the slab sits in its owner's pending
    * list, so that flag and chain change together in one atomic operation. */
   uintptr_t remote;

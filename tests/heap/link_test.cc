@@ -18,6 +18,7 @@ constexpr uintptr_t kMask = HAK_LINK_HIGH_BITS | 15;
 alignas(4096) char g_blocks[16][64];
 
 // An address `bytes` away from the first block (outside the array when negative).
+uintptr_t Lo() { return reinterpret_cast<uintptr_t>(g_blocks[0]); }
 void *Near(intptr_t bytes) {
   return reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(g_blocks[0]) + bytes);
 }
@@ -92,12 +93,12 @@ TEST_F(LinkTest, TakingAForgedSlabFreeListAborts) {
   s.carved = 16;
   s.used = 16;
   hak_slab_t *avail = nullptr;
-  for (int i = 0; i < 3; i++) hak_slab_return_block(&avail, &s, g_blocks[i]);
+  for (int i = 0; i < 3; i++) hak_slab_return_block(&avail, &s, g_blocks[i], Lo(), sizeof g_blocks);
   EXPECT_EQ(s.used, 13u);
   uintptr_t lo = reinterpret_cast<uintptr_t>(g_blocks[0]);
   void *head = nullptr;
   EXPECT_EQ(hak_slab_take_free(&s, &head, 1, lo, sizeof g_blocks), 1u);
-  EXPECT_EQ(head, g_blocks[2]);
+  EXPECT_EQ(head, g_blocks[0]) << "the first block returned is the first taken";
   EXPECT_DEATH(
       {
         hak_link_write(g_blocks[1], Near(16 * 64));  // well encoded, but off the slab
@@ -118,14 +119,31 @@ TEST_F(LinkTest, AForgedSlabFreeListHeadAborts) {
                "^hakmem: corrupted free list head of slab 0x[0-9a-f]+\n$");
 }
 
+// Its tail too: a return writes through it.
+TEST_F(LinkTest, AForgedSlabFreeListTailAborts) {
+  hak_slab_t s = {};
+  s.capacity = s.carved = s.used = 16;
+  hak_slab_t *avail = nullptr;
+  hak_slab_return_block(&avail, &s, g_blocks[0], Lo(), sizeof g_blocks);
+  EXPECT_EQ(s.free_tail, g_blocks[0]);
+  hak_slab_return_block(&avail, &s, g_blocks[1], Lo(), sizeof g_blocks);
+  EXPECT_EQ(hak_link_read(g_blocks[0]), g_blocks[1]) << "appended";
+  s.free_tail = Near(-64);
+  EXPECT_DEATH(hak_slab_return_block(&avail, &s, g_blocks[2], Lo(), sizeof g_blocks),
+               "^hakmem: corrupted free list tail of slab 0x[0-9a-f]+\n$");
+  s.free_tail = nullptr;
+  EXPECT_DEATH(hak_slab_return_block(&avail, &s, g_blocks[2], Lo(), sizeof g_blocks),
+               "^hakmem: corrupted free list tail of slab 0x[0-9a-f]+\n$");
+}
+
 void ReturnTwice() {
   hak_slab_t s = {};
   s.capacity = s.carved = 16;
   s.used = 1;
   s.state = HAK_SLAB_CURRENT;
   hak_slab_t *avail = nullptr;
-  hak_slab_return_block(&avail, &s, g_blocks[0]);
-  hak_slab_return_block(&avail, &s, g_blocks[0]);
+  hak_slab_return_block(&avail, &s, g_blocks[0], Lo(), sizeof g_blocks);
+  hak_slab_return_block(&avail, &s, g_blocks[0], Lo(), sizeof g_blocks);
 }
 
 TEST_F(LinkTest, ASlabGettingMoreBlocksBackThanItGaveOutAborts) {
@@ -140,7 +158,7 @@ struct TestSlab {
       HAK_SLAB_FIELDS
     };
   };
-  char pad[64 - 48];
+  char pad[HAK_SLAB_REMOTE_OFFSET - sizeof(hak_slab_t)];
   uintptr_t remote;
   void *pending_next;
 };
@@ -172,9 +190,9 @@ TEST_F(LinkTest, ADrainFollowsGoodLinksAndAbortsOnABadOne) {
   g_drained = 0;
   hak_heap_drain(&h, nullptr, Put, Bounds);
   EXPECT_EQ(g_drained, 4);
-  EXPECT_EQ(g_head, g_blocks[3]) << "the chain as queued: the last block pushed first";
-  EXPECT_EQ(g_tail, g_blocks[0]);
-  EXPECT_EQ(hak_link_read(g_blocks[3]), g_blocks[2]) << "handed over linked as a free list";
+  EXPECT_EQ(g_head, g_blocks[0]) << "the chain in the order the blocks were freed";
+  EXPECT_EQ(g_tail, g_blocks[3]);
+  EXPECT_EQ(hak_link_read(g_blocks[0]), g_blocks[1]) << "handed over linked as a free list";
   EXPECT_DEATH(
       {
         queue(4);
@@ -201,9 +219,9 @@ TEST_F(LinkTest, ADrainReadsBatchesByTheirDescriptors) {
   g_drained = 0;
   hak_heap_drain(&h, nullptr, Put, Bounds);
   EXPECT_EQ(g_drained, 6);
-  EXPECT_EQ(g_head, g_blocks[5]) << "the last batch pushed first";
-  EXPECT_EQ(g_tail, g_blocks[3]);
-  EXPECT_EQ(hak_link_read(g_blocks[6]), g_blocks[0]) << "one batch linked to the next";
+  EXPECT_EQ(g_head, g_blocks[0]) << "the first batch pushed first";
+  EXPECT_EQ(g_tail, g_blocks[6]);
+  EXPECT_EQ(hak_link_read(g_blocks[3]), g_blocks[5]) << "one batch linked to the next";
 }
 
 // A descriptor that names a tail outside the slab, or more blocks than the slab holds,

@@ -90,7 +90,7 @@ TEST(SystemFailFastDeathTest, AForgedLinkIsCaughtBeforeItIsFollowed) {
 }
 
 // Two blocks of 96 bytes freed by another thread: they wait on their slab's remote queue
-// as one batch, the last freed first; `word` of that first block (0: its link, 1: the
+// as one batch, in the order they were freed; `word` of its first block (0: its link, 1: the
 // batch's descriptor) is overwritten with a pointer outside the heap, then the owner
 // allocates until it has drained the queue and used the blocks.
 void CorruptRemoteBatch(int word) {
@@ -100,7 +100,7 @@ void CorruptRemoteBatch(int word) {
   std::thread([&] {
     for (void *b : blocks) free(b);
   }).join();
-  static_cast<void **>(blocks[1])[word] = target;
+  static_cast<void **>(blocks[0])[word] = target;
   for (int i = 0; i < 10000; i++) g_sink = malloc(96);
 }
 

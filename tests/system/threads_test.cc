@@ -214,6 +214,46 @@ TEST(SystemThreadsTest, RemoteFreesGoInBatchesAndAllComeBack) {
   }).join();
 }
 
+// A producer's blocks freed by a consumer come back in the order the producer handed
+// them out, round after round: carved in address order, each block is followed by the
+// next one up, and a walk of them is a stream a prefetcher runs ahead of. Lists that reversed or
+// cut their order at every refill and drain mixed it once rounds overlapped: the producer walked
+// far-apart addresses, a cache miss per block (xbatch 4096 ran 3.6x slower). The producer hands
+// batches of 4,096 blocks to a consumer with up to 8 batches in flight.
+TEST(SystemThreadsTest, AConsumerFedProducerGetsItsBlocksBackInOrder) {
+  constexpr int kBlocks = 4096, kDepth = 8, kRounds = 60;
+  std::atomic<std::vector<char *> *> slot[kDepth] = {};
+  std::thread consumer([&] {
+    for (int round = 0; round < kRounds; round++) {
+      std::vector<char *> *b;
+      while ((b = slot[round % kDepth].load()) == nullptr) std::this_thread::yield();
+      slot[round % kDepth] = nullptr;
+      for (int i = 0; i < kBlocks; i++) {
+        ASSERT_TRUE(StampIntact((*b)[i], 64, i + round)) << i;
+        free((*b)[i]);
+      }
+      delete b;
+    }
+  });
+  double in_order = 0;
+  for (int round = 0; round < kRounds; round++) {
+    auto *b = new std::vector<char *>(kBlocks);
+    for (int i = 0; i < kBlocks; i++) {
+      (*b)[i] = static_cast<char *>(malloc(64));
+      ASSERT_NE((*b)[i], nullptr);
+      Stamp((*b)[i], 64, i + round);
+    }
+    int next = 0;
+    for (int i = 0; i + 1 < kBlocks; i++) next += (*b)[i + 1] - (*b)[i] == 64;
+    in_order = static_cast<double>(next) / (kBlocks - 1);
+    while (slot[round % kDepth].load() != nullptr) std::this_thread::yield();
+    slot[round % kDepth] = b;
+  }
+  consumer.join();
+  printf("last round: %.1f%% of blocks followed by the next one up\n", 100 * in_order);
+  EXPECT_GE(in_order, 0.95);
+}
+
 TEST(SystemThreadsTest, ThreadChurnKeepsMemoryBounded) {
   std::vector<void *> leftovers;
   std::mutex mu;
