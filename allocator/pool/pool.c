@@ -622,35 +622,32 @@ static void thread_exit_cb(void *arg) {
   if (arg && arg == hak_pool_tls) heap_die(arg);
 }
 
-/* The span whose pages come right after s's, or NULL at the top of the registry. */
-static pool_span_t *span_after(pool_span_t *s) {
-  size_t next = (size_t)(s - hak_pool_geom.registry) + s->pages;
-  return next < hak_pool_geom.top >> HAK_POOL_PAGE_SHIFT ? &hak_pool_geom.registry[next] : NULL;
-}
-
-/* The span whose pages come right before s's, or NULL at the bottom. */
-static pool_span_t *span_before(pool_span_t *s) {
-  size_t page = (size_t)(s - hak_pool_geom.registry);
-  return page ? span_of((page - 1) << HAK_POOL_PAGE_SHIFT) : NULL;
+/* Marks every page of span s with `pass` (0: unmarked). */
+static void span_mark(pool_span_t *s, uint32_t pass) {
+  for (unsigned i = 0; i < s->pages; i++) s[i].decay_pass = pass;
 }
 
 /* Free spans due for the decay go back to the OS, neighbours in one call: each call
  * costs the kernel a TLB shootdown, and one per 64 KiB span made a 300 MiB burst's return
  * take 185 ms of an idle 2-core VM and 900 ms of a busy one (1,149 calls; 60 ms in runs).
- * The due spans are marked with the pass's number first; then from each one still marked,
- * its marked neighbours on both sides (found through the registry) make one run. A
- * refused call ends the pass (the next one retries). (A number, not a flag cleared at the
- * end: a refused call leaves marks, and a fork child those of a pass the parent was in.)
- * Returns 1 while some free span still waits. */
+ * Every page of a due span is marked with the pass's number first; then from each span
+ * still marked, the marked pages on both sides make one run, whose spans are then read
+ * head by head. Only the marks of pages next to a run are read, a field no one writes
+ * outside the arena lock (other heaps carve their chunks, which may adjoin, without it).
+ * A refused call ends the pass (the next one retries). (A number, not a flag cleared at
+ * the end: a refused call leaves marks, and a fork child those of a pass the parent was
+ * in.) Returns 1 while some free span still waits. */
 static uint32_t decay_passes;
 static int decay_free_spans_locked(uint64_t now, int force) {
   int waiting = 0;
   uint32_t pass = ++decay_passes ? decay_passes : ++decay_passes; /* 0: never marked */
+  pool_span_t *reg = hak_pool_geom.registry;
+  size_t top = hak_pool_geom.top >> HAK_POOL_PAGE_SHIFT;
   for (unsigned pages = 1; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) {
     for (pool_span_t *s = (pool_span_t *)free_spans[pages]; s; s = (pool_span_t *)s->avail_next) {
       if (!s->committed) continue;
       if (hak_decay_due(s->emptied_ms, now, force))
-        s->decay_pass = pass;
+        span_mark(s, pass);
       else
         waiting = 1;
     }
@@ -658,16 +655,15 @@ static int decay_free_spans_locked(uint64_t now, int force) {
   for (unsigned pages = 1; pages <= HAK_POOL_MAX_SPAN_PAGES; pages++) {
     for (pool_span_t *s = (pool_span_t *)free_spans[pages]; s; s = (pool_span_t *)s->avail_next) {
       if (s->decay_pass != pass) continue;
-      pool_span_t *first = s, *e;
-      while ((e = span_before(first)) != NULL && e->decay_pass == pass) first = e;
-      size_t size = 0;
-      for (e = first; e && e->decay_pass == pass; e = span_after(e))
-        size += (size_t)e->pages << HAK_POOL_PAGE_SHIFT;
-      if (hak_os_decommit(span_base(first), size) != 0) return 1; /* the next pass retries */
-      for (e = first; e && e->decay_pass == pass; e = span_after(e)) {
-        e->decay_pass = 0; /* done: not a run's member again in this pass */
-        free_committed_add(e, -1);
-        e->committed = 0;
+      size_t first = (size_t)(s - reg), end = first + s->pages;
+      while (first > 0 && reg[first - 1].decay_pass == pass) first--;
+      while (end < top && reg[end].decay_pass == pass) end++;
+      if (hak_os_decommit(span_base(&reg[first]), (end - first) << HAK_POOL_PAGE_SHIFT) != 0)
+        return 1;                                                      /* the next pass retries */
+      for (size_t page = first; page < end; page += reg[page].pages) { /* heads: whole spans */
+        span_mark(&reg[page], 0); /* done: not in a run again in this pass */
+        free_committed_add(&reg[page], -1);
+        reg[page].committed = 0;
       }
     }
   }

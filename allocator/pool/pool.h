@@ -70,7 +70,8 @@ typedef struct hak_pool_span {
    * blocks, checked at span creation). Other threads' frees write it: on the remote line. */
   uint64_t live_bits;
   uint64_t emptied_ms; /* when it last became free (decay) */
-  uint32_t decay_pass; /* equal to the pass's number: free, committed and due in that pass */
+  uint32_t decay_pass; /* every page's: equal to a decay pass's number while that pass
+                          has its span free, committed and due (arena lock) */
   char pad2[128 - 100];
 } hak_pool_span_t;
 
