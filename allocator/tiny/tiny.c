@@ -245,8 +245,9 @@ static int decommit_run(unsigned cls, uint32_t ss, uint32_t idx, uint32_t n) {
  * for the header and links kept a sixteenth of every fragmented SuperSlab: 6 MB of a
  * 100 MiB burst freed around one live block per MiB.) The due slabs of a SuperSlab go
  * back a run of neighbours per call: each call costs the kernel a TLB shootdown, and one
- * per 64 KiB slab made a 300 MiB burst's return take 185 ms of an idle 2-core VM and
- * 900 ms of a busy one (1,344 calls; the pages themselves cost a fifth of that).
+ * per 64 KiB slab or span made a 300 MiB burst's return take 185 ms of an idle 2-core VM
+ * and about 1 s of a busy one (1,545 calls, Tiny's and Pool's, where one call of 85 MB
+ * took 4 ms).
  * Returns 1 while some free slab still waits. */
 static int decay_free_slabs_locked(uint64_t now, int force) {
   int waiting = 0;
