@@ -409,19 +409,16 @@ static void bad_free(void *p) {
 
 /* ---- Heaps (POOL_TLS_PHASE1=1). ---- */
 
-static uint32_t list_cap(unsigned cls) {
-  uint32_t cap = HAK_POOL_LIST_BYTES / hak_pool_class_size[cls];
-  return cap < 4 ? 4 : cap;
-}
+static uint32_t list_cap(unsigned cls) { return hak_pool_list_first(hak_pool_class_size[cls]); }
 
-/* The most list l of heap h may hold now: HAK_POOL_LIST_MAX_BYTES, and what the budget leaves
+/* The most list l of heap h may hold now: its class's limit, and what the budget leaves
  * (capacities never drop below list_cap: the growth is what counts). */
 static uint32_t list_max(const pool_heap_t *h, const pool_list_t *l, unsigned cls) {
-  uint32_t size = hak_pool_class_size[cls];
+  uint32_t size = hak_pool_class_size[cls], limit = hak_pool_list_limit(size);
   uint64_t left =
       h->list_grown_bytes < HAK_POOL_LIST_BUDGET ? HAK_POOL_LIST_BUDGET - h->list_grown_bytes : 0;
   uint64_t max = l->cap + left / size;
-  return (uint32_t)(max < HAK_POOL_LIST_MAX_BYTES / size ? max : HAK_POOL_LIST_MAX_BYTES / size);
+  return (uint32_t)(max < limit ? max : limit);
 }
 
 /* Adapts list l of heap h after a refill (overflow = 0) or an overflow (1). */

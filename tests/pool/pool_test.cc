@@ -157,9 +157,23 @@ TEST(PoolTest, ThreadListsGrowToAbsorbAMixedWorkingSet) {
       << "refills + overflows in " << kOps << " replacements";
   unsigned grown = 0;
   for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) {
-    if (r.cap[c] > HAK_POOL_LIST_BYTES / hak_pool_class_size[c]) grown++;
+    if (r.cap[c] > hak_pool_list_first(hak_pool_class_size[c])) grown++;
   }
   EXPECT_GE(grown, 5u) << "of the 9 classes the working set uses";
+}
+
+// The same over the whole Pool range (pool_tls's pattern): 24 classes of ~11 live blocks
+// each. Lists sized in bytes gave the 32-64 KiB classes 4-16 blocks, less than their free
+// counts swing, and a refill or an overflow came every 160 replacements.
+TEST(PoolTest, ThreadListsOfLargeClassesAbsorbTheirSwingsToo) {
+  if (!HAK_POOL_THREAD_CACHE) GTEST_SKIP() << "POOL_TLS_PHASE1=0: no thread lists";
+  constexpr int kOps = 400000;
+  RingResult r = RunRing(256, HAK_POOL_MIN + 1, HAK_POOL_MAX, kOps);
+  EXPECT_LT(r.traffic, uint64_t{kOps} / 2000)
+      << "refills + overflows in " << kOps << " replacements";
+  for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) {
+    EXPECT_GE(r.cap[c], uint32_t{HAK_POOL_LIST_MIN_BLOCKS}) << "class " << c;
+  }
 }
 
 // A working set far beyond the budget (2,048 blocks across the whole Pool range, ~65 MiB)
@@ -171,11 +185,8 @@ TEST(PoolTest, ThreadListsStayWithinTheirBudget) {
   EXPECT_LE(r.grown_bytes, uint64_t{HAK_POOL_LIST_BUDGET});
   uint64_t sum = 0;
   for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) {
-    uint32_t first = HAK_POOL_LIST_BYTES / hak_pool_class_size[c];
-    if (first < 4) first = 4;
-    EXPECT_LE(uint64_t{r.cap[c]} * hak_pool_class_size[c],
-              std::max<uint64_t>(HAK_POOL_LIST_MAX_BYTES, uint64_t{first} * hak_pool_class_size[c]))
-        << "class " << c;
+    uint32_t first = hak_pool_list_first(hak_pool_class_size[c]);
+    EXPECT_LE(r.cap[c], hak_pool_list_limit(hak_pool_class_size[c])) << "class " << c;
     EXPECT_GE(r.cap[c], first) << "class " << c;
     sum += uint64_t{r.cap[c] - first} * hak_pool_class_size[c];
   }
