@@ -28,6 +28,12 @@ uint64_t Refills() {
   return s.tiny_refills;
 }
 
+uint64_t Traffic() {
+  hak_stats_t s;
+  hak_stats_get(&s);
+  return s.tiny_refills + s.tiny_overflows;
+}
+
 // The room counter agrees with the list: cap - room blocks are linked.
 void ExpectConsistent(const hak_tiny_cache_t &c) {
   EXPECT_GE(c.room, 0);
@@ -61,6 +67,28 @@ TEST(TinyCacheTest, CapacityGrowsWhileAClassKeepsMissing) {
     EXPECT_LE(grown * kSize, 32u * 1024) << "a cache holds at most 32 KiB of blocks";
     EXPECT_GT(first, 0u);
     EXPECT_LT(last, first) << "refills per round should fall as the capacity grows";
+  }).join();
+}
+
+// random_mixed's pattern: 1,024 live blocks of 16 B-1 KiB replaced at random. A class's
+// free count swings by blocks, not bytes: with caches of the big classes capped at 32 KiB
+// (32 blocks of 1 KiB) a refill or a trim came every 625 replacements.
+TEST(TinyCacheTest, CachesOfBigClassesAbsorbTheirSwings) {
+  std::thread([] {
+    constexpr int kOps = 400000;
+    std::vector<void *> ring(1024, nullptr);
+    uint64_t x = 88172645463325252ull, before = 0;
+    for (int i = 0; i < 2 * kOps; i++) {
+      if (i == kOps) before = Traffic();
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      size_t k = x % ring.size();
+      hak_free(ring[k]);
+      ring[k] = hak_malloc(16 + (x >> 32) % (HAK_TINY_MAX - 15));
+      ASSERT_NE(ring[k], nullptr);
+    }
+    uint64_t traffic = Traffic() - before;
+    for (void *p : ring) hak_free(p);
+    EXPECT_LT(traffic, uint64_t{kOps} / 1500) << "refills + trims in " << kOps << " replacements";
   }).join();
 }
 
