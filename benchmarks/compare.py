@@ -75,6 +75,15 @@ WORKLOADS = [
     ("cpython", "program:cpython", "4", "1"),
 ]
 
+# Workloads of one thread, run pinned to one CPU (--cpu) for every allocator: on a
+# virtual machine the CPUs need not be equally fast. On the 2-core VM of 2026-11-27 the
+# same single-threaded run took 1.5x longer on CPU 0 than on CPU 1, for every allocator,
+# so unpinned runs drew a 1.5x ratio from where the scheduler put them. Workloads of two
+# threads or more use every CPU alike; burst idle stays unpinned as hakmem's purge thread
+# works beside the program there.
+SINGLE_THREADED = {"larson 1T", "random_mixed", "mid_large_mt 1T", "realloc_grow",
+                   "large 5-25M", "sqlite", "cpython"}
+
 RESULT = re.compile(r"(\d+) ops in ([\d.]+) s = ([\d.]+) ops/s")
 SYSCALLS = re.compile(r"memory system calls .* total=(\d+)")
 AFTER_FREE = re.compile(r"^rss_after_free_kib: (\d+)$", re.M)
@@ -91,6 +100,9 @@ def parse_args(argv):
                    help="count the peers' memory system calls with strace -c (one extra run)")
     p.add_argument("--only", help="comma-separated workload names to run (default: all)")
     p.add_argument("--timeout", type=float, default=120, help="seconds before a run is killed")
+    p.add_argument("--cpu", default="last",
+                   help="CPU the single-threaded workloads run on: a number, 'last' (the "
+                        "default: the highest this process may use) or 'none' (unpinned)")
     try:
         args = p.parse_args(argv)
     except SystemExit as e:
@@ -101,6 +113,18 @@ def parse_args(argv):
         sys.exit(2)
     if args.quick:
         args.runs = 1
+    allowed = os.sched_getaffinity(0)
+    if args.cpu == "none" or len(allowed) < 2:
+        args.cpu = None
+    elif args.cpu == "last":
+        args.cpu = max(allowed)
+    elif args.cpu.isdigit() and int(args.cpu) in allowed:
+        args.cpu = int(args.cpu)
+    else:
+        p.print_usage(sys.stderr)
+        print("compare: --cpu must be one of %s, 'last' or 'none'" % sorted(allowed),
+              file=sys.stderr)
+        sys.exit(2)
     return args
 
 
@@ -240,6 +264,10 @@ def main(argv):
         program = driver[len("program:"):] if driver.startswith("program:") else None
         binary = None if program else find_runfile("benchmarks/" + driver)
         dargs = quick if args.quick else full
+        # The runs inherit this process's CPU set; it is restored for the next workload.
+        all_cpus = os.sched_getaffinity(0)
+        if args.cpu is not None and wname in SINGLE_THREADED:
+            os.sched_setaffinity(0, {args.cpu})
         for r in range(args.runs):
             # Interleaved: every allocator once per round, starting one further each round.
             for aname, lib in allocs[r % len(allocs):] + allocs[:r % len(allocs)]:
@@ -272,6 +300,7 @@ def main(argv):
                 m = SYSCALLS.search(stderr)
                 if m:
                     cell["sys"].append(int(m.group(1)) * 1e6 / ops)
+        os.sched_setaffinity(0, all_cpus)
         if program:
             program_failures += check_outputs(wname, [a for a, _ in allocs], results)
         if args.syscalls and not program:
@@ -323,9 +352,11 @@ def main(argv):
         table.append((wname, vs_mimalloc))
 
     header = ("hakmem comparison, %s, %s, %d cores, %s, median of %d run(s), "
-              "ratios within each round%s" %
+              "ratios within each round%s%s" %
               (datetime.date.today().isoformat(), platform.machine(), os.cpu_count(),
-               platform.platform(terse=True), args.runs, ", quick" if args.quick else ""))
+               platform.platform(terse=True), args.runs, ", quick" if args.quick else "",
+               "" if args.cpu is None else
+               ", single-threaded workloads on CPU %d" % args.cpu))
     markdown = "\n".join(["# " + header, ""] + lines + per_command_table(workloads, names,
                                                                         results)) + "\n"
     with open(os.path.join(out_dir, "results.md"), "w") as f:

@@ -15,11 +15,22 @@ grep -Eq "^\|   RSS after free \| [0-9.]+ MB" <<<"$log" || { echo "FAIL no RSS a
 [ -s "$out/results.md" ] || { echo "FAIL no results.md"; failures=$((failures + 1)); }
 grep -q "^xthread,hakmem,0," "$out/runs.csv" || { echo "FAIL no hakmem run in runs.csv"; failures=$((failures + 1)); }
 [ "$(echo "$log" | tail -1)" = "results written to $out" ] || { echo "FAIL last line"; failures=$((failures + 1)); }
+# A single-threaded workload runs on one CPU, named in the header (machines of 2+ CPUs).
+if [ "$(nproc)" -ge 2 ]; then
+  "$compare" --quick --only random_mixed --cpu 0 --out "$out.pinned" >/dev/null 2>&1
+  head -1 "$out.pinned/results.md" | grep -q "single-threaded workloads on CPU 0$" ||
+    { echo "FAIL the pinned CPU is not in the header: $(head -1 "$out.pinned/results.md")"; failures=$((failures + 1)); }
+  "$compare" --quick --only xthread --cpu none --out "$out.unpinned" >/dev/null 2>&1
+  head -1 "$out.unpinned/results.md" | grep -q "single-threaded" &&
+    { echo "FAIL --cpu none still names a CPU"; failures=$((failures + 1)); }
+fi
+"$compare" --cpu 99999 >/dev/null 2>&1
+[ $? -eq 2 ] || { echo "FAIL --cpu of a CPU not there did not exit 2"; failures=$((failures + 1)); }
 "$compare" --runs 0 >/dev/null 2>&1
 [ $? -eq 2 ] || { echo "FAIL --runs 0 did not exit 2"; failures=$((failures + 1)); }
 "$compare" --no-such-flag >/dev/null 2>&1
 [ $? -eq 2 ] || { echo "FAIL a bad flag did not exit 2"; failures=$((failures + 1)); }
 "$compare" --only nothing >/dev/null 2>&1
 [ $? -eq 2 ] || { echo "FAIL --only matching nothing did not exit 2"; failures=$((failures + 1)); }
-echo "$((10 - failures)) passed, $failures failed"
+echo "$((13 - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]
