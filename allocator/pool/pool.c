@@ -21,10 +21,39 @@
 #include "allocator/os_boundary/os.h"
 #include "allocator/pool/pool_internal.h"
 
+/* Four classes per power of two, and two more for a page and a header: programs that
+ * allocate pages with a few hundred bytes of their own beside them lost a fifth of each
+ * block to the next class (SQLite's page cache asks for 4,368 bytes, a 4 KiB page and its
+ * header, and for 4,104; both took 5,120). The fit classes, 2 KiB + 256 and 4 KiB + 512,
+ * stop there: a span of up to four 64 KiB pages would leave about a tenth of itself over
+ * in blocks of 8 KiB + 512 and above, what the class would save. */
 const uint32_t hak_pool_class_size[HAK_POOL_CLASSES] = {
-    1280,  1536,  1792,  2048,  2560,  3072,  3584,  4096,  5120,  6144,  7168,  8192,
-    10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536,
+    1280, 1536,  1792,  2048,  2304,  2560,  3072,  3584,  4096,  4608,  5120,  6144,  7168,
+    8192, 10240, 12288, 14336, 16384, 20480, 24576, 28672, 32768, 40960, 49152, 57344, 65536,
 };
+
+/* The class of every size, by (size - 1) / 256 (sizes up to 1 KiB are Tiny's: 0 there);
+ * a row is 4 KiB of sizes. pool_test checks it against the sizes above. */
+/* clang-format off */
+const uint8_t hak_pool_size_class[HAK_POOL_MAX / 256] = {
+     0,  0,  0,  0,  0,  1,  2,  3,  4,  5,  6,  6,  7,  7,  8,  8,  /* sizes up to  4 KiB */
+     9,  9, 10, 10, 11, 11, 11, 11, 12, 12, 12, 12, 13, 13, 13, 13,  /* sizes up to  8 KiB */
+    14, 14, 14, 14, 14, 14, 14, 14, 15, 15, 15, 15, 15, 15, 15, 15,  /* sizes up to 12 KiB */
+    16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 17, 17, 17, 17, 17, 17,  /* sizes up to 16 KiB */
+    18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18, 18,  /* sizes up to 20 KiB */
+    19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19, 19,  /* sizes up to 24 KiB */
+    20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20,  /* sizes up to 28 KiB */
+    21, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21, 21,  /* sizes up to 32 KiB */
+    22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22,  /* sizes up to 36 KiB */
+    22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22, 22,  /* sizes up to 40 KiB */
+    23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23,  /* sizes up to 44 KiB */
+    23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23, 23,  /* sizes up to 48 KiB */
+    24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24,  /* sizes up to 52 KiB */
+    24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24, 24,  /* sizes up to 56 KiB */
+    25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25,  /* sizes up to 60 KiB */
+    25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25, 25,  /* sizes up to 64 KiB */
+};
+/* clang-format on */
 
 #define FILL_ALLOC 0xaa
 #define CHECKED_BYTES 256 /* debug: how much of a freed block is filled and checked */
@@ -434,11 +463,15 @@ static void list_adapt(pool_heap_t *h, pool_list_t *l, int overflow) {
 }
 
 /* Favours the small classes: 4 blocks of each class up to 2 KiB, 2 up to 4 KiB, 53 KiB
- * in all (the budget is 2 MiB per thread). Every pre-warmed block is a touched page for
- * a program that may never use the class, so the counts stay small. */
+ * in all (the budget is 2 MiB per thread); not the fit classes (2304 and 4608 bytes), which
+ * only some programs use. Every pre-warmed block is a touched page for a
+ * program that may never use the class, so the counts stay small. */
 static void heap_prewarm(void *tier) {
   pool_heap_t *h = tier;
-  for (unsigned cls = 0; cls < 8; cls++) hak_pool_fill(h, cls, &h->list[cls], 4u >> (cls / 4));
+  for (unsigned cls = 0; hak_pool_class_size[cls] <= 4096; cls++) {
+    uint32_t size = hak_pool_class_size[cls];
+    if (size != 2304 && size != 4608) hak_pool_fill(h, cls, &h->list[cls], size <= 2048 ? 4 : 2);
+  }
 }
 
 /* Gives every listed block back to its span, then drains the pending remote frees. */

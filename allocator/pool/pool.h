@@ -23,7 +23,7 @@ extern "C" {
 
 #define HAK_POOL_MIN 1024        /* sizes above this ... */
 #define HAK_POOL_MAX (64 * 1024) /* ... up to this one are Pool's */
-#define HAK_POOL_CLASSES 24
+#define HAK_POOL_CLASSES 26
 #define HAK_POOL_PAGE_SHIFT 16 /* the registry's unit: 64 KiB pages */
 #define HAK_POOL_PAGE_SIZE ((size_t)1 << HAK_POOL_PAGE_SHIFT)
 
@@ -49,12 +49,13 @@ extern "C" {
 #define HAK_POOL_LIST_BUDGET (8 * 1024 * 1024)
 
 extern HAK_HIDDEN const uint32_t hak_pool_class_size[HAK_POOL_CLASSES];
+extern HAK_HIDDEN const uint8_t hak_pool_size_class[HAK_POOL_MAX / 256]; /* by (n - 1) / 256 */
 
-/* Class of a size in (HAK_POOL_MIN, HAK_POOL_MAX]: four classes per power of two. */
-HAK_INLINE unsigned hak_pool_class_of(size_t n) {
-  unsigned bit = 63u - (unsigned)__builtin_clzll(n - 1);
-  return (bit - 10) * 4 + (unsigned)((n - 1) >> (bit - 2)) - 4;
-}
+/* Class of a size in (HAK_POOL_MIN, HAK_POOL_MAX]: every class size is a multiple of
+ * 256, so one byte per 256 bytes of size names it (a load where the arithmetic of four
+ * classes per power of two took nine instructions, and it lets the classes be any
+ * multiples of 256: pool.c). */
+HAK_INLINE unsigned hak_pool_class_of(size_t n) { return hak_pool_size_class[(n - 1) >> 8]; }
 
 /* A TLS list's first capacity, and the most it may grow to, in blocks of a class of
  * `size` bytes (HAK_POOL_LIST_* above). */

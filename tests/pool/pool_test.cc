@@ -30,6 +30,18 @@ TEST(PoolTest, EverySizeFitsItsClassWithAtMostAQuarterWasted) {
   for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) EXPECT_EQ(hak_pool_class_size[c] % 256, 0u);
 }
 
+// A page and a header (SQLite's page cache asks for 4,368 and 4,104 bytes; 2 KiB buffers
+// with a small header likewise) fit a class that wastes at most an eighth of the block,
+// not the quarter of the next regular class.
+TEST(PoolTest, APageAndItsHeaderFitAClassOfItsOwn) {
+  for (size_t page : {size_t{2048}, size_t{4096}}) {
+    for (size_t header = 8; header <= page / 8; header += 8) {
+      size_t n = page + header, size = hak_pool_class_size[hak_pool_class_of(n)];
+      EXPECT_LE((size - n) * 8, size) << n << " bytes take a block of " << size;
+    }
+  }
+}
+
 std::vector<size_t> Steps() {
   size_t steps[32];
   unsigned n = hak_pool_arena_steps(steps, 32);

@@ -41,7 +41,7 @@ TEST(SystemFailFastDeathTest, DoubleFreeOfATinyBlockNamesItsClass) {
 
 TEST(SystemFailFastDeathTest, DoubleFreeOfAPoolBlock) {
   if (HAK_RELEASE) GTEST_SKIP() << "release builds do not check";
-  EXPECT_DEATH(DoubleFree(5000), "hakmem: double free of 0x[0-9a-f]+ \\(pool class 8\\)");
+  EXPECT_DEATH(DoubleFree(5000), "hakmem: double free of 0x[0-9a-f]+ \\(pool class 10\\)");
 }
 
 // A freed Large block lies in a free span (or a cached mapping): every build says so,
@@ -66,7 +66,7 @@ TEST(SystemFailFastDeathTest, DoubleFreeOfALargeBlock) {
 TEST(SystemFailFastDeathTest, ReleaseCatchesADoubleFreeAtTheCacheHead) {
   if (!HAK_RELEASE) GTEST_SKIP() << "debug builds name it from their live bits (above)";
   EXPECT_DEATH(DoubleFree(64), "^hakmem: double free of 0x[0-9a-f]+ \\(tiny class 3\\)\n$");
-  EXPECT_DEATH(DoubleFree(5000), "^hakmem: double free of 0x[0-9a-f]+ \\(pool class 8\\)\n$");
+  EXPECT_DEATH(DoubleFree(5000), "^hakmem: double free of 0x[0-9a-f]+ \\(pool class 10\\)\n$");
 }
 
 // The review's attack: 8 bytes written into a freed 64-byte block chose where the second
@@ -86,7 +86,7 @@ TEST(SystemFailFastDeathTest, AForgedLinkIsCaughtBeforeItIsFollowed) {
   EXPECT_DEATH(ForgeLink(64),
                "^hakmem: corrupted free list link in block 0x[0-9a-f]+ \\(tiny class 3\\)\n$");
   EXPECT_DEATH(ForgeLink(5000),
-               "^hakmem: corrupted free list link in block 0x[0-9a-f]+ \\(pool class 8\\)\n$");
+               "^hakmem: corrupted free list link in block 0x[0-9a-f]+ \\(pool class 10\\)\n$");
 }
 
 // Two blocks of 96 bytes freed by another thread: they wait on their slab's remote queue
@@ -201,7 +201,7 @@ TEST(SystemFailFastDeathTest, WriteAfterFreeIsCaughtOnReuse) {
   EXPECT_DEATH(WriteAfterFree(96),
                "hakmem: write after free to block 0x[0-9a-f]+ \\(tiny class 5\\)");
   EXPECT_DEATH(WriteAfterFree(3000),
-               "hakmem: write after free to block 0x[0-9a-f]+ \\(pool class 5\\)");
+               "hakmem: write after free to block 0x[0-9a-f]+ \\(pool class 6\\)");
 }
 
 // The first block of a Tiny slab sits right after the slab's header. A fresh thread's
