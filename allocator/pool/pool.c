@@ -463,14 +463,14 @@ static void list_adapt(pool_heap_t *h, pool_list_t *l, int overflow) {
 }
 
 /* Favours the small classes: 4 blocks of each class up to 2 KiB, 2 up to 4 KiB, 53 KiB
- * in all (the budget is 2 MiB per thread); not the fit classes (2304 and 4608 bytes), which
- * only some programs use. Every pre-warmed block is a touched page for a
+ * in all (the budget is 2 MiB per thread); not the fit class of 2304 bytes, which only
+ * some programs use. Every pre-warmed block is a touched page for a
  * program that may never use the class, so the counts stay small. */
 static void heap_prewarm(void *tier) {
   pool_heap_t *h = tier;
   for (unsigned cls = 0; hak_pool_class_size[cls] <= 4096; cls++) {
     uint32_t size = hak_pool_class_size[cls];
-    if (size != 2304 && size != 4608) hak_pool_fill(h, cls, &h->list[cls], size <= 2048 ? 4 : 2);
+    if (size != 2304) hak_pool_fill(h, cls, &h->list[cls], size <= 2048 ? 4 : 2);
   }
 }
 

@@ -35,7 +35,7 @@ extern "C" {
  * grow by at most HAK_POOL_LIST_BUDGET. A working set of mixed mid sizes swings each
  * class's free count by tens of blocks as a random walk: with a fixed 256 KiB a class,
  * mid_large_mt spent a sixth of its time trimming lists into spans and refilling them, and
- * pool_tls (24 classes) wanted more than a 4 MiB budget. The swing is counted in blocks,
+ * pool_tls (every class) wanted more than a 4 MiB budget. The swing is counted in blocks,
  * whatever their size: a refill or a trim of a list of C blocks moves C / 2 of them
  * through their spans at about 12 ns a block, and a random walk reaches the ends of C
  * about once in (C / 2)^2 steps, so the cost per operation falls as 1 / C. A cap of 256 KiB

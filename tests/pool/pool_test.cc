@@ -174,7 +174,7 @@ TEST(PoolTest, ThreadListsGrowToAbsorbAMixedWorkingSet) {
   EXPECT_GE(grown, 5u) << "of the 9 classes the working set uses";
 }
 
-// The same over the whole Pool range (pool_tls's pattern): 24 classes of ~11 live blocks
+// The same over the whole Pool range (pool_tls's pattern): 26 classes of ~10 live blocks
 // each. Lists sized in bytes gave the 32-64 KiB classes 4-16 blocks, less than their free
 // counts swing, and a refill or an overflow came every 160 replacements.
 TEST(PoolTest, ThreadListsOfLargeClassesAbsorbTheirSwingsToo) {
