@@ -18,6 +18,12 @@ typedef struct {
 
 HAK_STATIC_ASSERT(sizeof(hak_cache_t) == 16, "a cache is 16 bytes: indexed with a shift");
 
+/* The cache of class c in an array of caches, from 8 * c (the tiers' size tables hold
+ * that): scaled by 2 in the address itself, where the class would take a shift. */
+HAK_INLINE hak_cache_t *hak_cache_at8(hak_cache_t *caches, unsigned c8) {
+  return (hak_cache_t *)((char *)caches + 2 * (uintptr_t)c8);
+}
+
 /* The fast paths' pop: the first block, or NULL when the cache is empty. The link to the
  * next block is checked against `mask` (the tier's hak_link_*_mask) before it becomes the
  * head; one that fails leaves the cache as it is and returns NULL, a miss: the slow path
@@ -72,6 +78,14 @@ HAK_INLINE int hak_cache_is_head(const hak_cache_t *c, const void *p) {
 HAK_INLINE void hak_cache_set_cap(hak_cache_t *c, uint32_t cap) {
   c->room += (int32_t)cap - (int32_t)c->cap;
   c->cap = cap;
+}
+
+/* A capacity in blocks of `size` bytes: `bytes` of them, but at least `min_blocks`. A
+ * class's free count swings by blocks whatever their size, so the big classes need a
+ * floor in blocks; the small ones are bounded by bytes. */
+HAK_INLINE uint32_t hak_cache_blocks(uint32_t bytes, uint32_t size, uint32_t min_blocks) {
+  uint32_t blocks = bytes / size;
+  return blocks < min_blocks ? min_blocks : blocks;
 }
 
 /* What adapts a cache's capacity, kept beside it in the tier's heap and touched by the

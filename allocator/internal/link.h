@@ -51,7 +51,10 @@ void hak_links_init(uintptr_t secret, int harden, uintptr_t tiny_mask, uintptr_t
 #endif
 
 HAK_LINK_ACCESS void hak_link_write(void *block, const void *next) {
-  *(uintptr_t *)block = (uintptr_t)next ^ hak_link_key ^ (uintptr_t)block;
+  /* In this order the key is a memory operand of the last xor: one instruction fewer on
+   * the free fast path than key ^ block first (a load and an xor). */
+  uintptr_t v = (uintptr_t)next ^ (uintptr_t)block;
+  *(uintptr_t *)block = v ^ hak_link_key;
 }
 
 HAK_LINK_ACCESS void *hak_link_read(const void *block) {

@@ -49,23 +49,22 @@ extern "C" {
 #define HAK_POOL_LIST_BUDGET (8 * 1024 * 1024)
 
 extern HAK_HIDDEN const uint32_t hak_pool_class_size[HAK_POOL_CLASSES];
-extern HAK_HIDDEN const uint8_t hak_pool_size_class[HAK_POOL_MAX / 256]; /* by (n - 1) / 256 */
+extern HAK_HIDDEN const uint8_t hak_pool_size_class8[HAK_POOL_MAX / 256]; /* by (n - 1) / 256 */
 
 /* Class of a size in (HAK_POOL_MIN, HAK_POOL_MAX]: every class size is a multiple of
  * 256, so one byte per 256 bytes of size names it (a load where the arithmetic of four
  * classes per power of two took nine instructions, and it lets the classes be any
- * multiples of 256: pool.c). */
-HAK_INLINE unsigned hak_pool_class_of(size_t n) { return hak_pool_size_class[(n - 1) >> 8]; }
+ * multiples of 256: pool.c). The byte holds 8 times the class (hak_cache_at8). */
+HAK_INLINE unsigned hak_pool_class8_of(size_t n) { return hak_pool_size_class8[(n - 1) >> 8]; }
+HAK_INLINE unsigned hak_pool_class_of(size_t n) { return hak_pool_class8_of(n) / 8; }
 
 /* A TLS list's first capacity, and the most it may grow to, in blocks of a class of
  * `size` bytes (HAK_POOL_LIST_* above). */
 HAK_INLINE uint32_t hak_pool_list_first(uint32_t size) {
-  uint32_t cap = HAK_POOL_LIST_BYTES / size;
-  return cap < HAK_POOL_LIST_MIN_BLOCKS ? HAK_POOL_LIST_MIN_BLOCKS : cap;
+  return hak_cache_blocks(HAK_POOL_LIST_BYTES, size, HAK_POOL_LIST_MIN_BLOCKS);
 }
 HAK_INLINE uint32_t hak_pool_list_limit(uint32_t size) {
-  uint32_t cap = HAK_POOL_LIST_MAX_BYTES / size;
-  return cap < HAK_POOL_LIST_MAX_BLOCKS ? HAK_POOL_LIST_MAX_BLOCKS : cap;
+  return hak_cache_blocks(HAK_POOL_LIST_MAX_BYTES, size, HAK_POOL_LIST_MAX_BLOCKS);
 }
 
 enum { HAK_POOL_UNUSED = 0, HAK_POOL_HEAD = 1, HAK_POOL_TAIL = 2 };
@@ -154,7 +153,8 @@ void hak_pool_overflow(hak_pool_list_t *l);
  * builds: then call hak_pool_malloc. */
 HAK_INLINE void *hak_pool_pop(size_t n) {
   if (!HAK_POOL_THREAD_CACHE || HAK_CHECKS || HAK_ASAN) return NULL;
-  void *p = hak_cache_take(&hak_pool_tls->list[hak_pool_class_of(n)], hak_link_pool_mask);
+  void *p =
+      hak_cache_take(hak_cache_at8(hak_pool_tls->list, hak_pool_class8_of(n)), hak_link_pool_mask);
   if (p) HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 0);
   return p;
 }

@@ -21,11 +21,21 @@ const uint16_t hak_tiny_class_size[HAK_TINY_CLASSES] = {
     16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
 };
 
-const uint8_t hak_tiny_size_class[HAK_TINY_MAX / 16 + 1] = {
-    0,  0,  1,  2,  3,  4,  5,  6,  7,  8,  8,  9,  9,  10, 10, 11, 11, 12, 12, 12, 12, 13,
-    13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15, 16, 16, 16, 16, 16, 16, 16, 16, 17, 17, 17,
-    17, 17, 17, 17, 17, 18, 18, 18, 18, 18, 18, 18, 18, 19, 19, 19, 19, 19, 19, 19, 19,
+/* 8 times the class of every size, by (size + 15) / 16: the fast path indexes the
+ * 16-byte caches with this value scaled by 2 (an address mode), no shift. */
+#define X8(c) (8 * (c))
+/* clang-format off */
+const uint8_t hak_tiny_size_class8[HAK_TINY_MAX / 16 + 1] = {
+    X8( 0), X8( 0), X8( 1), X8( 2), X8( 3), X8( 4), X8( 5), X8( 6), X8( 7), X8( 8),
+    X8( 8), X8( 9), X8( 9), X8(10), X8(10), X8(11), X8(11), X8(12), X8(12), X8(12),
+    X8(12), X8(13), X8(13), X8(13), X8(13), X8(14), X8(14), X8(14), X8(14), X8(15),
+    X8(15), X8(15), X8(15), X8(16), X8(16), X8(16), X8(16), X8(16), X8(16), X8(16),
+    X8(16), X8(17), X8(17), X8(17), X8(17), X8(17), X8(17), X8(17), X8(17), X8(18),
+    X8(18), X8(18), X8(18), X8(18), X8(18), X8(18), X8(18), X8(19), X8(19), X8(19),
+    X8(19), X8(19), X8(19), X8(19), X8(19),
 };
+/* clang-format on */
+#undef X8
 
 hak_tiny_geom_t hak_tiny_geom;
 hak_tiny_heap_t hak_tiny_empty_heap;
@@ -720,9 +730,8 @@ static uint32_t fill(hak_tiny_heap_t *h, unsigned cls, uint32_t want) {
  * refill or a trim every 625 allocations, each moving half a cache through its slabs;
  * with 64, one in 3,500, and 2.5% more operations a second. */
 static uint32_t cache_max(unsigned cls) {
-  uint32_t by_bytes = CACHE_BYTES / hak_tiny_class_size[cls];
+  uint32_t by_bytes = hak_cache_blocks(CACHE_BYTES, hak_tiny_class_size[cls], CACHE_MIN_BLOCKS);
   uint32_t max = (uint32_t)hak_opt(HAK_OPT_TINY_CACHE_MAX);
-  if (by_bytes < CACHE_MIN_BLOCKS) by_bytes = CACHE_MIN_BLOCKS;
   return by_bytes < max ? by_bytes : max;
 }
 

@@ -50,9 +50,11 @@ HAK_STATIC_ASSERT(HAK_TINY_COLOURS *HAK_TINY_SLAB_HEADER <= HAK_TINY_FIRST_PAGE,
 #define HAK_TINY_PREWARM_BUDGET (32 * 1024) /* bytes of blocks per thread at start */
 
 extern HAK_HIDDEN const uint16_t hak_tiny_class_size[HAK_TINY_CLASSES];
-extern HAK_HIDDEN const uint8_t hak_tiny_size_class[HAK_TINY_MAX / 16 + 1]; /* by (n + 15) / 16 */
+extern HAK_HIDDEN const uint8_t hak_tiny_size_class8[HAK_TINY_MAX / 16 + 1]; /* by (n + 15) / 16 */
 
-HAK_INLINE unsigned hak_tiny_class_of(size_t n) { return hak_tiny_size_class[(n + 15) >> 4]; }
+/* 8 times the class of a size (hak_cache_at8), and the class. */
+HAK_INLINE unsigned hak_tiny_class8_of(size_t n) { return hak_tiny_size_class8[(n + 15) >> 4]; }
+HAK_INLINE unsigned hak_tiny_class_of(size_t n) { return hak_tiny_class8_of(n) / 8; }
 
 /* A thread's cache of one class: the engine's (heap/cache.h). */
 typedef hak_cache_t hak_tiny_cache_t;
@@ -209,7 +211,8 @@ HAK_INLINE int hak_tiny_owns(uintptr_t off) {
  * take the slow path. */
 HAK_INLINE void *hak_tiny_pop(size_t n) {
   if (HAK_CHECKS || HAK_ASAN) return NULL;
-  void *p = hak_cache_take(&hak_tiny_tls->cache[hak_tiny_class_of(n)], hak_link_tiny_mask);
+  void *p =
+      hak_cache_take(hak_cache_at8(hak_tiny_tls->cache, hak_tiny_class8_of(n)), hak_link_tiny_mask);
   if (p) HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 0);
   return p;
 }

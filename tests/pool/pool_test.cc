@@ -20,6 +20,9 @@ TEST(PoolTest, EverySizeFitsItsClassWithAtMostAQuarterWasted) {
   for (size_t n = HAK_POOL_MIN + 1; n <= HAK_POOL_MAX; n++) {
     unsigned cls = hak_pool_class_of(n);
     ASSERT_LT(cls, unsigned{HAK_POOL_CLASSES}) << n;
+    // The fast path finds the class's list from the table's byte (8 times the class).
+    hak_pool_list_t lists[HAK_POOL_CLASSES];
+    ASSERT_EQ(hak_cache_at8(lists, hak_pool_class8_of(n)), &lists[cls]) << n;
     size_t size = hak_pool_class_size[cls];
     ASSERT_GE(size, n) << n;
     ASSERT_LE((size - n) * 4, size) << n;

@@ -11,6 +11,9 @@ TEST(TinySizeClassTest, EverySizeFitsItsClassWithBoundedWaste) {
   for (size_t n = 0; n <= HAK_TINY_MAX; n++) {
     unsigned cls = hak_tiny_class_of(n);
     ASSERT_LT(cls, unsigned{HAK_TINY_CLASSES}) << n;
+    // The fast path finds the class's cache from the table's byte (8 times the class).
+    hak_tiny_cache_t caches[HAK_TINY_CLASSES];
+    ASSERT_EQ(hak_cache_at8(caches, hak_tiny_class8_of(n)), &caches[cls]) << n;
     size_t size = hak_tiny_class_size[cls];
     EXPECT_GE(size, n) << n;
     // 16-byte granularity at the bottom, at most 25% waste above it (malloc(0) gets
