@@ -40,6 +40,9 @@ PEERS = [
     ("tcmalloc", LIBDIR + "/libtcmalloc_minimal.so.4"),
 ]
 
+# The column of hakmem without the hardening's fast-path checks (--hardening).
+UNHARDENED = "hakmem-noharden"
+
 # name, driver, full arguments, --quick arguments
 WORKLOADS = [
     ("larson 1T", "larson", "2 8 1024 1000 10000 1 1", "1 8 1024 1000 10000 1 1"),
@@ -100,6 +103,9 @@ def parse_args(argv):
                    help="count the peers' memory system calls with strace -c (one extra run)")
     p.add_argument("--only", help="comma-separated workload names to run (default: all)")
     p.add_argument("--timeout", type=float, default=120, help="seconds before a run is killed")
+    p.add_argument("--hardening", action="store_true",
+                   help="also run hakmem built without the hardening's fast-path checks "
+                        "(the noharden variant) and print every allocator's ratio to it")
     p.add_argument("--cpu", default="last",
                    help="CPU the single-threaded workloads run on: a number, 'last' (the "
                         "default: the highest this process may use) or 'none' (unpinned)")
@@ -138,12 +144,14 @@ def find_runfile(path):
     return None
 
 
-def allocators():
+def allocators(hardening=False):
     found, missing = [], []
-    hakmem = find_runfile("allocator/libhakmem_release.so")
-    if hakmem is None:
-        sys.exit("compare: libhakmem_release.so is missing from the runfiles")
-    found.append(("hakmem", hakmem))
+    for name, variant in [("hakmem", "release")] + ([(UNHARDENED, "noharden")] if hardening
+                                                     else []):
+        lib = find_runfile("allocator/libhakmem_%s.so" % variant)
+        if lib is None:
+            sys.exit("compare: libhakmem_%s.so is missing from the runfiles" % variant)
+        found.append((name, lib))
     for name, lib in PEERS:
         if lib is None or os.path.exists(lib):
             found.append((name, lib))
@@ -235,7 +243,7 @@ def human(v):
 
 def main(argv):
     args = parse_args(argv)
-    allocs, missing = allocators()
+    allocs, missing = allocators(args.hardening)
     for name, lib in missing:
         print("compare: skipping %s: %s not found" % (name, lib), flush=True)
     workloads = WORKLOADS
@@ -276,7 +284,7 @@ def main(argv):
                 left = elapsed / (done - 1) * (total_runs - done + 1) if done > 1 else 0
                 print("[%3d/%d] %-16s on %-8s run %d/%d  (about %ds left)" %
                       (done, total_runs, wname, aname, r + 1, args.runs, left), flush=True)
-                env = {"HAKMEM_STATS": "1"} if aname == "hakmem" else None
+                env = {"HAKMEM_STATS": "1"} if aname.startswith("hakmem") else None
                 cell = results.setdefault((wname, aname), {"rates": {}, "rss": [], "after": [],
                                                            "sys": [], "outputs": [],
                                                            "extras": {}})
@@ -305,7 +313,7 @@ def main(argv):
             program_failures += check_outputs(wname, [a for a, _ in allocs], results)
         if args.syscalls and not program:
             for aname, lib in allocs:
-                if aname != "hakmem":
+                if not aname.startswith("hakmem"):
                     print("         strace -c: %s on %s" % (wname, aname), flush=True)
                     v = strace_syscalls(binary, dargs, lib, args.timeout)
                     if v is not None:
@@ -315,8 +323,13 @@ def main(argv):
     names = [a for a, _ in allocs]
     lines = ["| workload | " + " | ".join(names) + " |",
              "|---|" + "---|" * len(names)]
-    rows = {"ops/s (median)": [], "vs mimalloc": [], "vs system": [], "time": [],
-            "peak RSS": [], "RSS after free": [], "mem syscalls / M ops": []}
+    bases = [("vs mimalloc", "mimalloc"), ("vs system", "system")]
+    if args.hardening:
+        bases.append(("vs noharden", UNHARDENED))  # hakmem's figure is the hardening's cost
+    rows = {"ops/s (median)": []}
+    rows.update((key, []) for key, _ in bases)
+    rows.update((key, []) for key in ("time", "peak RSS", "RSS after free",
+                                      "mem syscalls / M ops"))
     table = []
     for wname, driver, *_ in workloads:
         med, vs_mimalloc = {}, {}
@@ -333,7 +346,7 @@ def main(argv):
             cells["ops/s (median)"].append(human(med[a]))
             seconds = c.get("extras", {}).get("seconds")
             cells["time"].append("%.2f s" % statistics.median(seconds) if seconds else "-")
-            for key, base in (("vs mimalloc", "mimalloc"), ("vs system", "system")):
+            for key, base in bases:
                 other = results.get((wname, base), {}).get("rates")
                 ratio = paired_ratio(c["rates"], other) if other else None
                 cells[key].append("%.2fx" % ratio if ratio is not None else "-")
@@ -387,7 +400,7 @@ def run_program(program, dargs, aname, lib, timeout, env, cell):
     res = runner(dargs, lib, env, timeout)
     if res.error:
         return None, None, None, None, res.stderr, res.error
-    if aname == "hakmem" and not programs.served_by_hakmem(res.stderr, process):
+    if aname.startswith("hakmem") and not programs.served_by_hakmem(res.stderr, process):
         return None, None, None, None, res.stderr, "%s not served by hakmem" % process
     cell["outputs"].append(res.output)
     cell["extras"].setdefault("seconds", []).append(res.ops / res.rate)

@@ -7,9 +7,9 @@ so a plain `bazel test //...` covers them all. The plain `<name>` follows
 allocator/internal/config.h is the only C code that reads the flags these produce.
 """
 
-FLAGS = ["HEADER_CLASSIDX", "POOL_TLS_PHASE1", "PREWARM", "BUILD_RELEASE", "HAKMEM_TRACE"]
+FLAGS = ["HEADER_CLASSIDX", "POOL_TLS_PHASE1", "PREWARM", "BUILD_RELEASE", "HAKMEM_TRACE", "HARDENING"]
 
-_RELEASE = {"HEADER_CLASSIDX": 1, "POOL_TLS_PHASE1": 1, "PREWARM": 1, "BUILD_RELEASE": 1, "HAKMEM_TRACE": 0}
+_RELEASE = {"HEADER_CLASSIDX": 1, "POOL_TLS_PHASE1": 1, "PREWARM": 1, "BUILD_RELEASE": 1, "HAKMEM_TRACE": 0, "HARDENING": 1}
 
 def _with(base, **changes):
     flags = dict(base)
@@ -25,10 +25,13 @@ VARIANTS = {
     "noheader": (_with(_RELEASE, HEADER_CLASSIDX = 0), ["-O2"]),
     "notls": (_with(_RELEASE, POOL_TLS_PHASE1 = 0), ["-O2"]),
     "noprewarm": (_with(_RELEASE, PREWARM = 0), ["-O2"]),
+    # Release with the hardening's fast-path checks compiled out: what they cost
+    # (compare --hardening) and the last percent for those who want it.
+    "noharden": (_with(_RELEASE, HARDENING = 0), ["-O2"]),
 }
 
 PRODUCT_VARIANTS = ["release", "debug", "trace"]
-ABLATIONS = ["noheader", "notls", "noprewarm"]
+ABLATIONS = ["noheader", "notls", "noprewarm", "noharden"]
 
 # Flags for hakmem's own C and C++ code (never for third-party code).
 COMMON_COPTS = [

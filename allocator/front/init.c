@@ -73,7 +73,7 @@ static void links_init(void) {
   uintptr_t tiny_mask =
       HAK_LINK_HIGH_BITS | ((uintptr_t)(HAK_TINY_CLASS_SLOTS - 1) << HAK_TINY_SS_SHIFT) | 15;
   uintptr_t pool_mask = HAK_LINK_HIGH_BITS | 255;
-  hak_links_init(hak_os_random(), (int)hak_opt(HAK_OPT_HARDEN), tiny_mask, pool_mask);
+  hak_links_init(hak_os_random(), HAK_HARDENING && hak_opt(HAK_OPT_HARDEN), tiny_mask, pool_mask);
   hak_links_set_where(block_where);
 }
 

@@ -58,7 +58,7 @@ HAK_INLINE void *hak_cache_pop(hak_cache_t *c, uintptr_t mask) {
  * trims it). Fast paths test hak_cache_is_head first and leave such a block to their
  * slow path, so that they make no call that needs a stack frame. */
 HAK_INLINE int hak_cache_push_chain(hak_cache_t *c, void *head, void *tail, uint32_t count) {
-  if (HAK_UNLIKELY(head == c->head)) hak_link_double_free(head);
+  if (HAK_HARDENING && HAK_UNLIKELY(head == c->head)) hak_link_double_free(head);
   hak_link_write(tail, c->head);
   c->head = head;
   c->room -= (int32_t)count;
@@ -70,7 +70,7 @@ HAK_INLINE int hak_cache_push(hak_cache_t *c, void *p) { return hak_cache_push_c
 
 /* Whether p is the cache's first block: freeing it again is a double free. */
 HAK_INLINE int hak_cache_is_head(const hak_cache_t *c, const void *p) {
-  return HAK_UNLIKELY(p == c->head);
+  return HAK_HARDENING && HAK_UNLIKELY(p == c->head);
 }
 
 /* Changes the capacity; the room moves with it (it may go negative: the next push

@@ -1,5 +1,6 @@
 /* The only reader of hakmem's compile-time flags (variants/variants.bzl has the table). Maps
- * HEADER_CLASSIDX, POOL_TLS_PHASE1, PREWARM, BUILD_RELEASE and HAKMEM_TRACE to 0/1 constants,
+ * HEADER_CLASSIDX, POOL_TLS_PHASE1, PREWARM, BUILD_RELEASE, HAKMEM_TRACE and HARDENING to 0/1
+ * constants,
  * rejects unknown values and conflicting combinations. With no flags at all the build is release;
  * nothing is inferred from NDEBUG. */
 #ifndef HAK_ALLOCATOR_INTERNAL_CONFIG_H
@@ -47,6 +48,17 @@
 #endif
 #endif
 
+/* HARDENING=0 compiles the hardening's fast-path checks out (internal/link.h): links
+ * stored plain, no link, cache-head or alignment check on the fast paths; the build
+ * then behaves as HAKMEM_HARDEN=0 everywhere. */
+#ifndef HARDENING
+#ifdef HAKMEM_DEFAULT_HARDENING
+#define HARDENING HAKMEM_DEFAULT_HARDENING
+#else
+#define HARDENING 1
+#endif
+#endif
+
 #if HEADER_CLASSIDX != 0 && HEADER_CLASSIDX != 1
 #error "HEADER_CLASSIDX must be 0 or 1"
 #endif
@@ -62,6 +74,9 @@
 #if HAKMEM_TRACE != 0 && HAKMEM_TRACE != 1
 #error "HAKMEM_TRACE must be 0 or 1"
 #endif
+#if HARDENING != 0 && HARDENING != 1
+#error "HARDENING must be 0 or 1"
+#endif
 /* Tracing measures the route release builds take; checks would change that route. */
 #if HAKMEM_TRACE && !BUILD_RELEASE
 #error "HAKMEM_TRACE=1 is release plus tracing: it needs BUILD_RELEASE=1"
@@ -76,6 +91,7 @@ enum {
   HAK_RELEASE = BUILD_RELEASE,
   HAK_CHECKS = !BUILD_RELEASE,
   HAK_TRACE = HAKMEM_TRACE,
+  HAK_HARDENING = HARDENING,
 };
 
 #define HAK_STR2(x) #x
@@ -91,7 +107,8 @@ enum {
 
 #define HAK_VARIANT_FLAGS                                                  \
   "HEADER_CLASSIDX=" HAK_STR(HEADER_CLASSIDX) " POOL_TLS_PHASE1=" HAK_STR( \
-      POOL_TLS_PHASE1) " PREWARM=" HAK_STR(PREWARM) " BUILD_RELEASE=" HAK_STR(BUILD_RELEASE)
+      POOL_TLS_PHASE1) " PREWARM=" HAK_STR(PREWARM) " BUILD_RELEASE=" HAK_STR(BUILD_RELEASE) \
+      " HARDENING=" HAK_STR(HARDENING)
 
 #ifdef __cplusplus
 #define HAK_STATIC_ASSERT static_assert

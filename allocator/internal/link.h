@@ -13,7 +13,10 @@
  * probability 2^-26 in Tiny, 2^-21 in Pool.
  *
  * With HAKMEM_HARDEN=0 the key and the masks are 0: links hold next ^ address and no
- * check fires. The key never changes after initialisation, so a fork child keeps it. */
+ * check fires. The key never changes after initialisation, so a fork child keeps it.
+ * Builds with HARDENING=0 (the `noharden` variant, internal/config.h) store links plain
+ * and compile every check of this file out, and those of the fast frees (the cache head,
+ * the alignment): the instructions the hardening costs, and the speed they take. */
 #ifndef HAK_ALLOCATOR_INTERNAL_LINK_H
 #define HAK_ALLOCATOR_INTERNAL_LINK_H
 
@@ -51,6 +54,10 @@ void hak_links_init(uintptr_t secret, int harden, uintptr_t tiny_mask, uintptr_t
 #endif
 
 HAK_LINK_ACCESS void hak_link_write(void *block, const void *next) {
+  if (!HAK_HARDENING) {
+    *(const void **)block = next;
+    return;
+  }
   /* In this order the key is a memory operand of the last xor: one instruction fewer on
    * the free fast path than key ^ block first (a load and an xor). */
   uintptr_t v = (uintptr_t)next ^ (uintptr_t)block;
@@ -58,6 +65,7 @@ HAK_LINK_ACCESS void hak_link_write(void *block, const void *next) {
 }
 
 HAK_LINK_ACCESS void *hak_link_read(const void *block) {
+  if (!HAK_HARDENING) return *(void *const *)block;
   return (void *)(*(const uintptr_t *)block ^ hak_link_key ^ (uintptr_t)block);
 }
 
@@ -77,7 +85,8 @@ HAK_COLD void hak_link_double_free(const void *block);
 /* Whether `next`, read from `block`'s link, fails the check of a list whose blocks agree
  * in the bits of `mask` (NULL, the end of a list, always passes). */
 HAK_INLINE int hak_link_bad(const void *block, const void *next, uintptr_t mask) {
-  return HAK_UNLIKELY((((uintptr_t)next ^ (uintptr_t)block) & mask) != 0) && next != NULL;
+  return HAK_HARDENING && HAK_UNLIKELY((((uintptr_t)next ^ (uintptr_t)block) & mask) != 0) &&
+         next != NULL;
 }
 
 #ifdef __cplusplus

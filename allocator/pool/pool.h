@@ -165,7 +165,9 @@ HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
   if (!HAK_POOL_THREAD_CACHE || HAK_CHECKS || HAK_ASAN) return 0;
   /* Every Pool block is 256-byte aligned (class sizes are multiples of 256, spans start
    * on 64 KiB boundaries): anything else goes to hak_pool_free, which refuses it. */
-  if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE) || (off & 255) != 0) return 0;
+  if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE) ||
+      (HAK_HARDENING && (off & 255) != 0))
+    return 0;
   /* Relaxed atomic (a plain load on x86): a purge pass may release an idle heap's empty
    * span and clear its words meanwhile; no block of such a span is out to be freed. */
   uintptr_t owner =

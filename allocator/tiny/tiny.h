@@ -230,7 +230,7 @@ HAK_INLINE void hak_tiny_free(void *p, uintptr_t off) {
   hak_tiny_heap_t *h = hak_tiny_tls;
   /* Every block is 16-byte aligned: a pointer that is not cannot be one (the slow path
    * refuses it). An aligned interior pointer is caught there only: one modulo. */
-  if (HAK_CHECKS || HAK_ASAN || HAK_UNLIKELY(((uintptr_t)p & 15) != 0) ||
+  if (HAK_CHECKS || HAK_ASAN || (HAK_HARDENING && HAK_UNLIKELY(((uintptr_t)p & 15) != 0)) ||
       HAK_UNLIKELY(__atomic_load_n(hak_tiny_owner_of(off), __ATOMIC_RELAXED) != h)) {
     hak_tiny_free_slow(p, off);
     return;

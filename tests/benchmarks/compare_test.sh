@@ -24,6 +24,14 @@ if [ "$(nproc)" -ge 2 ]; then
   head -1 "$out.unpinned/results.md" | grep -q "single-threaded" &&
     { echo "FAIL --cpu none still names a CPU"; failures=$((failures + 1)); }
 fi
+# --hardening adds hakmem without the hardening's fast-path checks and ratios to it.
+log=$("$compare" --quick --only xthread --hardening --out "$out.hardening" 2>&1)
+grep -q "^| workload | hakmem | hakmem-noharden | system" <<<"$log" ||
+  { echo "FAIL no hakmem-noharden column: $log"; failures=$((failures + 1)); }
+grep -Eq "^\|   vs noharden \| [0-9.]+x \| 1.00x \|" <<<"$log" ||
+  { echo "FAIL no ratios to the unhardened build"; failures=$((failures + 1)); }
+grep -q "vs noharden" "$out/results.md" &&
+  { echo "FAIL a run without --hardening has its row"; failures=$((failures + 1)); }
 "$compare" --cpu 99999 >/dev/null 2>&1
 [ $? -eq 2 ] || { echo "FAIL --cpu of a CPU not there did not exit 2"; failures=$((failures + 1)); }
 "$compare" --runs 0 >/dev/null 2>&1
@@ -32,5 +40,5 @@ fi
 [ $? -eq 2 ] || { echo "FAIL a bad flag did not exit 2"; failures=$((failures + 1)); }
 "$compare" --only nothing >/dev/null 2>&1
 [ $? -eq 2 ] || { echo "FAIL --only matching nothing did not exit 2"; failures=$((failures + 1)); }
-echo "$((13 - failures)) passed, $failures failed"
+echo "$((16 - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

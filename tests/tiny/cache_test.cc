@@ -41,6 +41,26 @@ void ExpectConsistent(const hak_tiny_cache_t &c) {
   EXPECT_EQ(Listed(c), c.cap - uint32_t(c.room));
 }
 
+// A freed block's first word links it to the next free block of its cache. Hardened
+// builds (HARDENING=1, HAKMEM_HARDEN=1: the default) store the link encoded, so the word is
+// not the next block's address; the noharden variant (HARDENING=0) stores it plain.
+TEST(TinyCacheTest, LinksAreEncodedUnlessHardeningIsCompiledOut) {
+  if (HAK_ASAN) GTEST_SKIP() << "freed blocks are poisoned";
+  std::thread([] {
+    void *a = hak_malloc(kSize), *b = hak_malloc(kSize);
+    hak_free(a);
+    hak_free(b);
+    ASSERT_EQ(CacheOf(kSize).head, b);
+    EXPECT_EQ(hak_link_read(b), a);
+    uintptr_t word = *static_cast<const uintptr_t *>(b);
+    if (HAK_HARDENING) {
+      EXPECT_NE(word, reinterpret_cast<uintptr_t>(a));
+    } else {
+      EXPECT_EQ(word, reinterpret_cast<uintptr_t>(a));
+    }
+  }).join();
+}
+
 TEST(TinyCacheTest, CapacityGrowsWhileAClassKeepsMissing) {
   // A fresh thread, so that the counters and caches are its own.
   std::thread([] {
