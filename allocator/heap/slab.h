@@ -78,10 +78,10 @@ HAK_INLINE void hak_slab_avail_remove(hak_slab_t **list, hak_slab_t *s) {
 
 /* Whether `next`, a link read from a block of the slab whose blocks lie in
  * [lo, lo + len), fails its check: outside the slab or not 16-byte aligned (NULL, the end
- * of the list, passes; nothing fails with HAKMEM_HARDEN=0). */
+ * of the list, passes; nothing fails with HAKMEM_HARDEN=0 or in HARDENING=0 builds). */
 HAK_INLINE int hak_slab_link_bad(const void *next, uintptr_t lo, uintptr_t len) {
-  return HAK_UNLIKELY(((uintptr_t)next - lo >= len) | ((uintptr_t)next & 15)) && next != NULL &&
-         hak_link_on;
+  return HAK_HARDENING && HAK_UNLIKELY(((uintptr_t)next - lo >= len) | ((uintptr_t)next & 15)) &&
+         next != NULL && hak_link_on;
 }
 
 /* The chain head .. tail of `count` blocks of s (linked as a free list, tail's link

@@ -48,9 +48,9 @@
 #endif
 #endif
 
-/* HARDENING=0 compiles the hardening's fast-path checks out (internal/link.h): links
- * stored plain, no link, cache-head or alignment check on the fast paths; the build
- * then behaves as HAKMEM_HARDEN=0 everywhere. */
+/* HARDENING=0 compiles the hardening's checks out (internal/link.h): links stored plain,
+ * no link check anywhere, no cache-head or alignment test on the fast frees; the build
+ * otherwise behaves as HAKMEM_HARDEN=0. */
 #ifndef HARDENING
 #ifdef HAKMEM_DEFAULT_HARDENING
 #define HARDENING HAKMEM_DEFAULT_HARDENING

@@ -15,8 +15,8 @@
  * With HAKMEM_HARDEN=0 the key and the masks are 0: links hold next ^ address and no
  * check fires. The key never changes after initialisation, so a fork child keeps it.
  * Builds with HARDENING=0 (the `noharden` variant, internal/config.h) store links plain
- * and compile every check of this file out, and those of the fast frees (the cache head,
- * the alignment): the instructions the hardening costs, and the speed they take. */
+ * and compile every link check out (these and hak_slab_link_bad), and the fast frees'
+ * cache-head and alignment tests: the instructions the hardening costs. */
 #ifndef HAK_ALLOCATOR_INTERNAL_LINK_H
 #define HAK_ALLOCATOR_INTERNAL_LINK_H
 
