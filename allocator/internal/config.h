@@ -105,7 +105,7 @@ enum {
 #define HAK_VARIANT_NAME "release"
 #endif
 
-#define HAK_VARIANT_FLAGS                                                  \
+#define HAK_VARIANT_FLAGS \
   "HEADER_CLASSIDX=" HAK_STR(HEADER_CLASSIDX) " POOL_TLS_PHASE1=" HAK_STR( \
       POOL_TLS_PHASE1) " PREWARM=" HAK_STR(PREWARM) " BUILD_RELEASE=" HAK_STR(BUILD_RELEASE) \
       " HARDENING=" HAK_STR(HARDENING)

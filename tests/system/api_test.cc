@@ -298,7 +298,8 @@ TEST(SystemApiTest, HakNamesServeTheSameAllocator) {
 TEST(SystemApiTest, VariantStringNamesTheVariantUnderTest) {
   std::string expected;
 #if defined(HAK_TEST_EXPECT_DEBUG)
-  expected = "debug-fail-fast HEADER_CLASSIDX=1 POOL_TLS_PHASE1=1 PREWARM=1 BUILD_RELEASE=0 HARDENING=1";
+  expected =
+      "debug-fail-fast HEADER_CLASSIDX=1 POOL_TLS_PHASE1=1 PREWARM=1 BUILD_RELEASE=0 HARDENING=1";
 #elif defined(HAK_TEST_EXPECT_TRACE)
   expected = "trace HEADER_CLASSIDX=1 POOL_TLS_PHASE1=1 PREWARM=1 BUILD_RELEASE=1 HARDENING=1";
 #elif defined(HAK_TEST_EXPECT_NOHEADER)
