@@ -18,8 +18,12 @@ typedef struct {
 
 HAK_STATIC_ASSERT(sizeof(hak_cache_t) == 16, "a cache is 16 bytes: indexed with a shift");
 
-/* The cache of class c in an array of caches, from 8 * c (the tiers' size tables hold
- * that): scaled by 2 in the address itself, where the class would take a shift. */
+/* How the tiers' size tables store a class c: 8 * c, which hak_cache_at8 scales by 2 to
+ * the offset of c's 16-byte cache (and / HAK_CACHE_C8(1) turns back into c). */
+#define HAK_CACHE_C8(c) (8 * (c))
+
+/* The cache of class c in an array of caches, from HAK_CACHE_C8(c): scaled by 2 in the
+ * address itself, where the class would take a shift. */
 HAK_INLINE hak_cache_t *hak_cache_at8(hak_cache_t *caches, unsigned c8) {
   return (hak_cache_t *)((char *)caches + 2 * (uintptr_t)c8);
 }

@@ -35,7 +35,7 @@ const uint32_t hak_pool_class_size[HAK_POOL_CLASSES] = {
 /* 8 times the class of every size, by (size - 1) / 256 (sizes up to 1 KiB are Tiny's: 0
  * there); a row is 2 KiB of sizes. 8 times: the fast path indexes the 16-byte lists
  * with it scaled by 2 in an address. pool_test checks it against the sizes above. */
-#define X8(c) (8 * (c))
+#define X8(c) HAK_CACHE_C8(c) /* short, for the table's width */
 /* clang-format off */
 const uint8_t hak_pool_size_class8[HAK_POOL_MAX / 256] = {
     X8( 0), X8( 0), X8( 0), X8( 0), X8( 0), X8( 1), X8( 2), X8( 3),  /* sizes up to  2 KiB */

@@ -56,7 +56,7 @@ extern HAK_HIDDEN const uint8_t hak_pool_size_class8[HAK_POOL_MAX / 256]; /* by 
  * classes per power of two took nine instructions, and it lets the classes be any
  * multiples of 256: pool.c). The byte holds 8 times the class (hak_cache_at8). */
 HAK_INLINE unsigned hak_pool_class8_of(size_t n) { return hak_pool_size_class8[(n - 1) >> 8]; }
-HAK_INLINE unsigned hak_pool_class_of(size_t n) { return hak_pool_class8_of(n) / 8; }
+HAK_INLINE unsigned hak_pool_class_of(size_t n) { return hak_pool_class8_of(n) / HAK_CACHE_C8(1); }
 
 /* A TLS list's first capacity, and the most it may grow to, in blocks of a class of
  * `size` bytes (HAK_POOL_LIST_* above). */

@@ -23,7 +23,7 @@ const uint16_t hak_tiny_class_size[HAK_TINY_CLASSES] = {
 
 /* 8 times the class of every size, by (size + 15) / 16: the fast path indexes the
  * 16-byte caches with this value scaled by 2 (an address mode), no shift. */
-#define X8(c) (8 * (c))
+#define X8(c) HAK_CACHE_C8(c) /* short, for the table's width */
 /* clang-format off */
 const uint8_t hak_tiny_size_class8[HAK_TINY_MAX / 16 + 1] = {
     X8( 0), X8( 0), X8( 1), X8( 2), X8( 3), X8( 4), X8( 5), X8( 6), X8( 7), X8( 8),

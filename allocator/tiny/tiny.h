@@ -54,7 +54,7 @@ extern HAK_HIDDEN const uint8_t hak_tiny_size_class8[HAK_TINY_MAX / 16 + 1]; /* 
 
 /* 8 times the class of a size (hak_cache_at8), and the class. */
 HAK_INLINE unsigned hak_tiny_class8_of(size_t n) { return hak_tiny_size_class8[(n + 15) >> 4]; }
-HAK_INLINE unsigned hak_tiny_class_of(size_t n) { return hak_tiny_class8_of(n) / 8; }
+HAK_INLINE unsigned hak_tiny_class_of(size_t n) { return hak_tiny_class8_of(n) / HAK_CACHE_C8(1); }
 
 /* A thread's cache of one class: the engine's (heap/cache.h). */
 typedef hak_cache_t hak_tiny_cache_t;
