@@ -72,6 +72,16 @@ HAK_INLINE int hak_cache_push_chain(hak_cache_t *c, void *head, void *tail, uint
 /* Pushes block p: a chain of one. */
 HAK_INLINE int hak_cache_push(hak_cache_t *c, void *p) { return hak_cache_push_chain(c, p, p, 1); }
 
+/* Whether `c`, read from a tier's owner table, is one of the `count` caches at `caches`
+ * (the calling thread's). The owner tables hold, for each slab or page, its owner heap's
+ * cache of the block class (NULL when unowned), so the fast frees find the cache to push
+ * onto in the same load that says whose block it is, and test it with one subtraction
+ * and one compare: 3 instructions fewer in Pool than an owner with its class in the low
+ * bits, 2 in Tiny than the owner and a class from the address. */
+HAK_INLINE int hak_cache_in(const hak_cache_t *c, const hak_cache_t *caches, unsigned count) {
+  return (uintptr_t)c - (uintptr_t)caches < (uintptr_t)count * sizeof(hak_cache_t);
+}
+
 /* Whether p is the cache's first block: freeing it again is a double free. */
 HAK_INLINE int hak_cache_is_head(const hak_cache_t *c, const void *p) {
   return HAK_HARDENING && HAK_UNLIKELY(p == c->head);

@@ -88,7 +88,8 @@ static size_t checked_len(unsigned cls) {
 typedef hak_pool_heap_t pool_heap_t;
 
 hak_pool_geom_t hak_pool_geom;
-__attribute__((aligned(64))) hak_pool_heap_t hak_pool_empty_heap; /* 64: owner words keep a class */
+/* 64: its lists on cache lines of their own, as in the heaps hak_os_meta_alloc makes */
+__attribute__((aligned(64))) hak_pool_heap_t hak_pool_empty_heap;
 HAK_TLS hak_pool_heap_t *hak_pool_tls = &hak_pool_empty_heap;
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER; /* region top, free spans */
 static hak_heap_registry_t heaps;
@@ -139,7 +140,8 @@ static size_t page_table_bytes(size_t size, size_t per_page) {
 }
 
 size_t hak_pool_registry_bytes(size_t size) {
-  return page_table_bytes(size, sizeof(pool_span_t)) + page_table_bytes(size, sizeof(uintptr_t));
+  return page_table_bytes(size, sizeof(pool_span_t)) +
+         page_table_bytes(size, sizeof(hak_pool_list_t *));
 }
 
 int hak_pool_init(uintptr_t base, size_t size) {
@@ -148,7 +150,8 @@ int hak_pool_init(uintptr_t base, size_t size) {
   /* Right after the region, in the same claim; mapped as the arenas grow: 128 bytes per
    * 64 KiB page in use. */
   hak_pool_geom.registry = (pool_span_t *)(base + size);
-  hak_pool_geom.owners = (uintptr_t *)(base + size + page_table_bytes(size, sizeof(pool_span_t)));
+  hak_pool_geom.owners =
+      (hak_pool_list_t **)(base + size + page_table_bytes(size, sizeof(pool_span_t)));
   hak_pool_shared_init();
   return hak_heap_registry_init(&heaps, &heap_ops, thread_exit_cb);
 }
@@ -168,7 +171,7 @@ static int arena_grow(pool_heap_t *h, size_t need) {
                           reg_need - registry_committed) == 0;
     if (ok) registry_committed = reg_need;
   }
-  size_t owners_need = page_table_bytes(hak_pool_geom.top + size, sizeof(uintptr_t));
+  size_t owners_need = page_table_bytes(hak_pool_geom.top + size, sizeof(hak_pool_list_t *));
   if (ok && owners_need > owners_committed) {
     ok = hak_os_commit_at((char *)hak_pool_geom.owners + owners_committed,
                           owners_need - owners_committed) == 0;
@@ -239,12 +242,11 @@ static pool_span_t *span_from_free(unsigned pages) {
 }
 
 /* A span's owner goes into its first page's entry (the slow paths read it there) and,
- * with its class, into the owner word of each of its pages (the fast free's, see
- * hak_pool_geom_t). */
+ * as its list of the span's class, into the owner word of each of its pages (the fast
+ * free's, see hak_pool_geom_t). */
 void hak_pool_span_set_owner(pool_span_t *s, pool_heap_t *h) {
-  uintptr_t word = h ? (uintptr_t)h | s->cls : 0;
-  HAK_ASSERT(((uintptr_t)h & HAK_POOL_OWNER_CLASS_MASK) == 0, "a misaligned Pool heap at", h);
-  uintptr_t *owners = &hak_pool_geom.owners[s - hak_pool_geom.registry];
+  hak_pool_list_t *word = h ? &h->list[s->cls] : NULL;
+  hak_pool_list_t **owners = &hak_pool_geom.owners[s - hak_pool_geom.registry];
   for (unsigned i = 0; i < s->pages; i++) __atomic_store_n(&owners[i], word, __ATOMIC_RELEASE);
   __atomic_store_n(&s->owner, h, __ATOMIC_RELEASE);
 }

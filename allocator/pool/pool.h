@@ -120,16 +120,14 @@ typedef struct {
   uintptr_t base, size;      /* the Pool region */
   uintptr_t top;             /* bytes of it handed to arenas; registry valid below */
   hak_pool_span_t *registry; /* indexed by page number in the region */
-  /* Indexed the same: the owner heap of the page's span with its class in the low bits
-   * (heaps are 64-byte aligned), 0 when unowned. The fast free reads this word alone:
-   * 8 bytes a page keep a working set's words in a few lines, where the 128-byte entries
-   * (each its own line, a second one for a span's later pages) missed the cache on a
-   * quarter of pool_tls's frees. Written with the entry's owner (pool.c). */
-  uintptr_t *owners;
+  /* Indexed the same: the owner heap's list of the class of the page's span, NULL when
+   * unowned — which also is the list the fast free pushes onto (heap/cache.h,
+   * hak_cache_in). The fast free reads this word alone: 8 bytes a page keep a working
+   * set's words in a few lines, where the 128-byte entries (each its own line, a second
+   * one for a span's later pages) missed the cache on a quarter of pool_tls's frees.
+   * Written with the entry's owner (pool.c). */
+  hak_pool_list_t **owners;
 } hak_pool_geom_t;
-
-#define HAK_POOL_OWNER_CLASS_MASK ((uintptr_t)63)
-HAK_STATIC_ASSERT(HAK_POOL_CLASSES <= 64, "a class fits an owner word's low bits");
 
 extern HAK_HIDDEN hak_pool_geom_t hak_pool_geom;
 extern HAK_HIDDEN hak_pool_heap_t hak_pool_empty_heap;
@@ -170,11 +168,9 @@ HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
     return 0;
   /* Relaxed atomic (a plain load on x86): a purge pass may release an idle heap's empty
    * span and clear its words meanwhile; no block of such a span is out to be freed. */
-  uintptr_t owner =
+  hak_pool_list_t *l =
       __atomic_load_n(&hak_pool_geom.owners[off >> HAK_POOL_PAGE_SHIFT], __ATOMIC_RELAXED);
-  hak_pool_heap_t *h = hak_pool_tls;
-  if (HAK_UNLIKELY((owner & ~HAK_POOL_OWNER_CLASS_MASK) != (uintptr_t)h)) return 0;
-  hak_pool_list_t *l = &h->list[owner & HAK_POOL_OWNER_CLASS_MASK];
+  if (HAK_UNLIKELY(!hak_cache_in(l, hak_pool_tls->list, HAK_POOL_CLASSES))) return 0;
   if (hak_cache_is_head(l, p)) return 0; /* a double free: hak_pool_free says so */
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 1);
   if (HAK_UNLIKELY(hak_cache_push(l, p))) hak_pool_overflow(l);

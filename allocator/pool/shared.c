@@ -17,7 +17,7 @@ typedef struct {
   pthread_mutex_t lock; /* guards the heap */
 } shard_t;
 
-static __attribute__((aligned(64))) shard_t shards[SHARDS]; /* 64: owner words keep a class */
+static __attribute__((aligned(64))) shard_t shards[SHARDS]; /* 64: a cache line of its own each */
 static HAK_TLS unsigned shard_of_thread; /* 1-based; 0 until the thread's first call */
 static unsigned shard_next;
 

@@ -21,20 +21,36 @@ const uint16_t hak_tiny_class_size[HAK_TINY_CLASSES] = {
     16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
 };
 
-/* 8 times the class of every size, by (size + 15) / 16: the fast path indexes the
- * 16-byte caches with this value scaled by 2 (an address mode), no shift. */
-#define X8(c) HAK_CACHE_C8(c) /* short, for the table's width */
+/* 8 times the class of every size, indexed by the size itself: malloc reads its class
+ * with one load, no add and shift to a 16-byte granule first (2 instructions of every
+ * Tiny malloc; 1 KiB of table, of which a program touches the lines of its sizes), and
+ * indexes the 16-byte caches with this value scaled by 2 (an address mode), no shift. */
 /* clang-format off */
-const uint8_t hak_tiny_size_class8[HAK_TINY_MAX / 16 + 1] = {
-    X8( 0), X8( 0), X8( 1), X8( 2), X8( 3), X8( 4), X8( 5), X8( 6), X8( 7), X8( 8),
-    X8( 8), X8( 9), X8( 9), X8(10), X8(10), X8(11), X8(11), X8(12), X8(12), X8(12),
-    X8(12), X8(13), X8(13), X8(13), X8(13), X8(14), X8(14), X8(14), X8(14), X8(15),
-    X8(15), X8(15), X8(15), X8(16), X8(16), X8(16), X8(16), X8(16), X8(16), X8(16),
-    X8(16), X8(17), X8(17), X8(17), X8(17), X8(17), X8(17), X8(17), X8(17), X8(18),
-    X8(18), X8(18), X8(18), X8(18), X8(18), X8(18), X8(18), X8(19), X8(19), X8(19),
-    X8(19), X8(19), X8(19), X8(19), X8(19),
+#define X8(c) HAK_CACHE_C8(c)
+/* The 16 sizes of a 16-byte granule, all of class c. */
+#define G(c) X8(c), X8(c), X8(c), X8(c), X8(c), X8(c), X8(c), X8(c), \
+             X8(c), X8(c), X8(c), X8(c), X8(c), X8(c), X8(c), X8(c)
+const uint8_t hak_tiny_size_class8[HAK_TINY_MAX + 1] = {
+    X8(0),                       /* size 0 */
+    G( 0), G( 1), G( 2), G( 3),  /* sizes    1 ..   64 */
+    G( 4), G( 5), G( 6), G( 7),  /* sizes   65 ..  128 */
+    G( 8), G( 8), G( 9), G( 9),  /* sizes  129 ..  192 */
+    G(10), G(10), G(11), G(11),  /* sizes  193 ..  256 */
+    G(12), G(12), G(12), G(12),  /* sizes  257 ..  320 */
+    G(13), G(13), G(13), G(13),  /* sizes  321 ..  384 */
+    G(14), G(14), G(14), G(14),  /* sizes  385 ..  448 */
+    G(15), G(15), G(15), G(15),  /* sizes  449 ..  512 */
+    G(16), G(16), G(16), G(16),  /* sizes  513 ..  576 */
+    G(16), G(16), G(16), G(16),  /* sizes  577 ..  640 */
+    G(17), G(17), G(17), G(17),  /* sizes  641 ..  704 */
+    G(17), G(17), G(17), G(17),  /* sizes  705 ..  768 */
+    G(18), G(18), G(18), G(18),  /* sizes  769 ..  832 */
+    G(18), G(18), G(18), G(18),  /* sizes  833 ..  896 */
+    G(19), G(19), G(19), G(19),  /* sizes  897 ..  960 */
+    G(19), G(19), G(19), G(19),  /* sizes  961 .. 1024 */
 };
 /* clang-format on */
+#undef G
 #undef X8
 
 hak_tiny_geom_t hak_tiny_geom;
@@ -111,7 +127,7 @@ static uint32_t ss_of(const hak_tiny_slab_t *s) {
 
 static char *block_start(hak_tiny_slab_t *s) { return (char *)s + HAK_TINY_SLAB_HEADER; }
 
-static hak_tiny_heap_t **owner_slot(const hak_tiny_slab_t *s) {
+static hak_tiny_cache_t **owner_slot(const hak_tiny_slab_t *s) {
   return hak_tiny_owner_of((uintptr_t)s - hak_tiny_geom.base);
 }
 
@@ -497,7 +513,7 @@ static void slab_adopt(hak_tiny_heap_t *h, hak_tiny_slab_t *s, unsigned cls, int
   s->state = HAK_SLAB_CURRENT;
   s->pending_next = NULL;
   __atomic_store_n(&s->owner, h, __ATOMIC_RELEASE);
-  __atomic_store_n(owner_slot(s), h, __ATOMIC_RELEASE);
+  __atomic_store_n(owner_slot(s), hak_tiny_owner_cache(h, cls), __ATOMIC_RELEASE);
 }
 
 /* ---- A heap's slab lists (owner only). ---- */
@@ -781,7 +797,8 @@ void *hak_tiny_malloc_slow(unsigned cls) {
   return p;
 }
 
-void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c) {
+void hak_tiny_overflow(hak_tiny_cache_t *c) {
+  hak_tiny_heap_t *h = hak_tiny_tls;
   hak_heap_own(&h->base);
   unsigned cls = (unsigned)(c - h->cache);
   hak_cache_adapt_overflow(c, &h->adapt[cls], 16, cache_max(cls));
@@ -825,7 +842,8 @@ HAK_COLD void hak_tiny_bad_free(const void *p) {
   HAK_TRACE_ROUTE(HAK_ROUTE_FOREIGN, p, 1);
 }
 
-void hak_tiny_free_slow(void *p, uintptr_t off) {
+void hak_tiny_free_slow(void *p) {
+  uintptr_t off = (uintptr_t)p - hak_tiny_geom.base;
   if (!hak_tiny_owns(off)) {
     hak_tiny_bad_free(p);
     return;
@@ -838,11 +856,12 @@ void hak_tiny_free_slow(void *p, uintptr_t off) {
   if (HAK_CHECKS) {
     char where[32];
     hak_tiny_heap_t *owner = __atomic_load_n(&s->owner, __ATOMIC_ACQUIRE);
-    hak_tiny_heap_t *listed = __atomic_load_n(owner_slot(s), __ATOMIC_ACQUIRE);
+    hak_tiny_cache_t *listed = __atomic_load_n(owner_slot(s), __ATOMIC_ACQUIRE);
     if (owner == NULL && listed == NULL) {
       hak_fatal("free of memory that is not allocated:", p, class_where(where, sizeof where, cls));
     }
-    if (s->guard[0] != header_guard(s) || s->guard[1] != header_guard(s) || owner != listed) {
+    if (s->guard[0] != header_guard(s) || s->guard[1] != header_guard(s) ||
+        hak_tiny_owner_cache(owner, cls) != listed) {
       hak_fatal("overflow into the slab header at", s, class_where(where, sizeof where, cls));
     }
     if (kind == BLOCK_INTERIOR) {
@@ -870,7 +889,7 @@ void hak_tiny_free_slow(void *p, uintptr_t off) {
     return;
   }
   hak_tiny_cache_t *c = &h->cache[cls];
-  if (hak_cache_push(c, p)) hak_tiny_overflow(h, c);
+  if (hak_cache_push(c, p)) hak_tiny_overflow(c);
 }
 
 /* ---- Thread exit, fork, stats. ---- */

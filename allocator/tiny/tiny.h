@@ -50,10 +50,10 @@ HAK_STATIC_ASSERT(HAK_TINY_COLOURS *HAK_TINY_SLAB_HEADER <= HAK_TINY_FIRST_PAGE,
 #define HAK_TINY_PREWARM_BUDGET (32 * 1024) /* bytes of blocks per thread at start */
 
 extern HAK_HIDDEN const uint16_t hak_tiny_class_size[HAK_TINY_CLASSES];
-extern HAK_HIDDEN const uint8_t hak_tiny_size_class8[HAK_TINY_MAX / 16 + 1]; /* by (n + 15) / 16 */
+extern HAK_HIDDEN const uint8_t hak_tiny_size_class8[HAK_TINY_MAX + 1]; /* by size */
 
 /* 8 times the class of a size (hak_cache_at8), and the class. */
-HAK_INLINE unsigned hak_tiny_class8_of(size_t n) { return hak_tiny_size_class8[(n + 15) >> 4]; }
+HAK_INLINE unsigned hak_tiny_class8_of(size_t n) { return hak_tiny_size_class8[n]; }
 HAK_INLINE unsigned hak_tiny_class_of(size_t n) { return hak_tiny_class8_of(n) / HAK_CACHE_C8(1); }
 
 /* A thread's cache of one class: the engine's (heap/cache.h). */
@@ -110,10 +110,12 @@ HAK_STATIC_ASSERT(offsetof(hak_tiny_slab_t, remote) == HAK_SLAB_REMOTE_OFFSET &&
 typedef struct {
   uintptr_t base; /* first byte of the Tiny region */
   uintptr_t size; /* rows << HAK_TINY_ROW_SHIFT */
-  /* Owner heap of each slab, by slab number (offset >> HAK_TINY_SLAB_SHIFT): the free fast
-   * path's one lookup. Mapped without reservation, so entries never written read NULL
-   * and send the free to the checked slow path. */
-  struct hak_tiny_heap **owners;
+  /* Each slab's owner, by slab number (offset >> HAK_TINY_SLAB_SHIFT), as the owner
+   * heap's cache of the slab's class (hak_tiny_owner_cache): the free fast path's one
+   * lookup, which is also the cache it pushes onto (heap/cache.h, hak_cache_in). Mapped
+   * without reservation, so entries never written read NULL and send the free to the
+   * checked slow path. */
+  hak_tiny_cache_t **owners;
   uint8_t *registry; /* page registry: class of each slab (HEADER_CLASSIDX=0 path) */
   uintptr_t rows[HAK_TINY_CLASS_SLOTS]; /* SuperSlabs (grid rows) handed out per slot */
 } hak_tiny_geom_t;
@@ -129,9 +131,11 @@ int hak_tiny_init(uintptr_t base, size_t size);
 
 /* Slow paths, out of line. */
 void *hak_tiny_malloc_slow(unsigned cls);
-void hak_tiny_overflow(hak_tiny_heap_t *h, hak_tiny_cache_t *c); /* c: one of h's caches */
+void hak_tiny_overflow(hak_tiny_cache_t *c); /* c: one of the calling thread's caches */
 void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p);
-void hak_tiny_free_slow(void *p, uintptr_t off); /* every free but the fast one */
+/* Every free but the fast one, of a pointer in the Tiny region (it takes the offset again:
+ * the fast path then needs no copy of it). */
+void hak_tiny_free_slow(void *p);
 HAK_COLD void hak_tiny_bad_free(const void *p);
 
 /* Debug builds: whether the block start at `off` was handed out and is free now (its
@@ -194,8 +198,14 @@ HAK_INLINE hak_tiny_cache_t *hak_tiny_cache_at(hak_tiny_heap_t *h, uintptr_t off
 
 /* The owner table entry of the slab at offset `off`. With the grid, the entries of the
  * first slabs of every class share two pages of the table. */
-HAK_INLINE struct hak_tiny_heap **hak_tiny_owner_of(uintptr_t off) {
+HAK_INLINE hak_tiny_cache_t **hak_tiny_owner_of(uintptr_t off) {
   return &hak_tiny_geom.owners[off >> HAK_TINY_SLAB_SHIFT];
+}
+
+/* What the owner table holds for a slab of class `cls` owned by h (NULL: unowned). */
+HAK_STATIC_ASSERT(offsetof(hak_tiny_heap_t, cache) == 0, "a heap's caches start it");
+HAK_INLINE hak_tiny_cache_t *hak_tiny_owner_cache(hak_tiny_heap_t *h, unsigned cls) {
+  return h ? &h->cache[cls] : NULL;
 }
 
 /* Whether `off` (< size) lies in a SuperSlab its class slot has handed out (so its slab
@@ -227,21 +237,22 @@ HAK_INLINE void *hak_tiny_malloc(size_t n) {
  * calling thread's slabs goes onto its cache; anything else (another thread's block, a
  * pointer into no live slab, every free in debug builds) takes the checked path. */
 HAK_INLINE void hak_tiny_free(void *p, uintptr_t off) {
-  hak_tiny_heap_t *h = hak_tiny_tls;
+  /* The slab's owner, as its cache of the slab's class: the cache this block goes onto
+   * when the owner is this thread. */
+  hak_tiny_cache_t *c = __atomic_load_n(hak_tiny_owner_of(off), __ATOMIC_RELAXED);
   /* Every block is 16-byte aligned: a pointer that is not cannot be one (the slow path
    * refuses it). An aligned interior pointer is caught there only: one modulo. */
   if (HAK_CHECKS || HAK_ASAN || (HAK_HARDENING && HAK_UNLIKELY(((uintptr_t)p & 15) != 0)) ||
-      HAK_UNLIKELY(__atomic_load_n(hak_tiny_owner_of(off), __ATOMIC_RELAXED) != h)) {
-    hak_tiny_free_slow(p, off);
+      HAK_UNLIKELY(!hak_cache_in(c, hak_tiny_tls->cache, HAK_TINY_CLASSES))) {
+    hak_tiny_free_slow(p);
     return;
   }
-  hak_tiny_cache_t *c = hak_tiny_cache_at(h, off);
   if (hak_cache_is_head(c, p)) { /* a double free: the slow path says so */
-    hak_tiny_free_slow(p, off);
+    hak_tiny_free_slow(p);
     return;
   }
   HAK_TRACE_ROUTE(HAK_ROUTE_TINY_FAST, p, 1);
-  if (HAK_UNLIKELY(hak_cache_push(c, p))) hak_tiny_overflow(h, c);
+  if (HAK_UNLIKELY(hak_cache_push(c, p))) hak_tiny_overflow(c);
 }
 
 #ifdef __cplusplus

@@ -113,6 +113,13 @@ TEST(PoolTest, RegistryAnswersForEveryPageOfTheArena) {
       for (uintptr_t page = off & ~(HAK_POOL_PAGE_SIZE - 1); page < off + hak_pool_class_size[c];
            page += HAK_POOL_PAGE_SIZE) {
         ASSERT_EQ(hak_pool_registry_class(page), static_cast<int>(c)) << "page " << page;
+        // Every page's owner word is the owner's list of the class (the fast free's push).
+        hak_pool_list_t *owner = hak_pool_geom.owners[page >> HAK_POOL_PAGE_SHIFT];
+        if (HAK_POOL_THREAD_CACHE) {
+          ASSERT_EQ(owner, &hak_pool_tls->list[c]) << "page " << page;
+        } else {
+          ASSERT_NE(owner, nullptr) << "page " << page;
+        }
         pages++;
       }
       blocks.push_back(p);

@@ -61,6 +61,38 @@ TEST(TinyCacheTest, LinksAreEncodedUnlessHardeningIsCompiledOut) {
   }).join();
 }
 
+// The fast frees' owner test: an owner table's entry is one of the thread's caches
+// exactly when it lies in its array — not one before or past it, not NULL (unowned), not
+// another heap's.
+TEST(TinyCacheTest, OwnerEntriesAreTheThreadsCachesOnlyInsideItsArray) {
+  hak_cache_t mine[4], other[4];
+  for (unsigned i = 0; i < 4; i++) {
+    EXPECT_TRUE(hak_cache_in(&mine[i], mine, 4)) << i;
+    EXPECT_FALSE(hak_cache_in(&other[i], mine, 4)) << i;
+  }
+  EXPECT_FALSE(hak_cache_in(mine + 4, mine, 4));
+  EXPECT_FALSE(hak_cache_in(mine - 1, mine, 4));
+  EXPECT_FALSE(hak_cache_in(nullptr, mine, 4));
+  EXPECT_FALSE(hak_cache_in(mine, mine, 0));
+}
+
+// A block freed by its owner goes onto the cache its slab's owner entry names, which is
+// the class's: the next malloc of the class returns it.
+TEST(TinyCacheTest, TheOwnerEntryIsTheCacheAFreeGoesTo) {
+  std::thread([] {
+    for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) {
+      void *p = hak_malloc(hak_tiny_class_size[c]);
+      ASSERT_NE(p, nullptr);
+      uintptr_t off = reinterpret_cast<uintptr_t>(p) - hak_tiny_geom.base;
+      EXPECT_EQ(*hak_tiny_owner_of(off), &hak_tiny_tls->cache[c]) << "class " << c;
+      hak_free(p);
+      EXPECT_EQ(hak_tiny_tls->cache[c].head, p) << "class " << c;
+      EXPECT_EQ(hak_malloc(hak_tiny_class_size[c]), p) << "class " << c;
+      hak_free(p);
+    }
+  }).join();
+}
+
 TEST(TinyCacheTest, CapacityGrowsWhileAClassKeepsMissing) {
   // A fresh thread, so that the counters and caches are its own.
   std::thread([] {
