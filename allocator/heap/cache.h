@@ -77,7 +77,8 @@ HAK_INLINE int hak_cache_push(hak_cache_t *c, void *p) { return hak_cache_push_c
  * cache of the block class (NULL when unowned), so the fast frees find the cache to push
  * onto in the same load that says whose block it is, and test it with one subtraction
  * and one compare: 3 instructions fewer in Pool than an owner with its class in the low
- * bits, 2 in Tiny than the owner and a class from the address. */
+ * bits. (Tiny with HEADER_CLASSIDX=1 finds the cache from the address instead and
+ * compares it with the entry, see hak_tiny_free.) */
 HAK_INLINE int hak_cache_in(const hak_cache_t *c, const hak_cache_t *caches, unsigned count) {
   return (uintptr_t)c - (uintptr_t)caches < (uintptr_t)count * sizeof(hak_cache_t);
 }
