@@ -101,7 +101,9 @@ HAK_INLINE void hak_front_free(void *p) {
     hak_tiny_free(p, off);
     return;
   }
-  if (hak_in_pool(off) && hak_pool_push(p, off - hak_tiny_geom.size)) return;
+  /* No hak_in_pool test first: the push takes only offsets below the part of the Pool
+   * region handed out so far (which a Tiny offset, wrapped by the subtraction, is not). */
+  if (hak_pool_push(p, off - hak_tiny_geom.size)) return;
   hak_front_free_slow(p);
 }
 
