@@ -112,9 +112,9 @@ typedef struct {
   uintptr_t size; /* rows << HAK_TINY_ROW_SHIFT */
   /* Each slab's owner, by slab number (offset >> HAK_TINY_SLAB_SHIFT), as the owner
    * heap's cache of the slab's class (hak_tiny_owner_cache): the free fast path's one
-   * lookup, which is also the cache it pushes onto (heap/cache.h, hak_cache_in). Mapped
-   * without reservation, so entries never written read NULL and send the free to the
-   * checked slow path. */
+   * lookup, which is also the cache it pushes onto (hak_tiny_free). Mapped without
+   * reservation, so entries never written read NULL and send the free to the checked
+   * slow path. */
   hak_tiny_cache_t **owners;
   uint8_t *registry; /* page registry: class of each slab (HEADER_CLASSIDX=0 path) */
   uintptr_t rows[HAK_TINY_CLASS_SLOTS]; /* SuperSlabs (grid rows) handed out per slot */
@@ -133,8 +133,8 @@ int hak_tiny_init(uintptr_t base, size_t size);
 void *hak_tiny_malloc_slow(unsigned cls);
 void hak_tiny_overflow(hak_tiny_cache_t *c); /* c: one of the calling thread's caches */
 void hak_tiny_free_remote(hak_tiny_slab_t *s, void *p);
-/* Every free but the fast one, of a pointer in the Tiny region (it takes the offset again:
- * the fast path then needs no copy of it). */
+/* Every free but the fast one, of a pointer in the Tiny region (it computes the offset
+ * again, so that the fast path keeps only p for the call). */
 void hak_tiny_free_slow(void *p);
 HAK_COLD void hak_tiny_bad_free(const void *p);
 
@@ -237,11 +237,12 @@ HAK_INLINE void *hak_tiny_malloc(size_t n) {
  * calling thread's slabs goes onto its cache; anything else (another thread's block, a
  * pointer into no live slab, every free in debug builds) takes the checked path. */
 HAK_INLINE void hak_tiny_free(void *p, uintptr_t off) {
-  /* The slab's owner, as its cache of the slab's class. With HEADER_CLASSIDX the cache is
-   * also the grid column's of the calling thread, computed from the address beside the
-   * owner load, so that the cache's head is read without waiting for that load (the
-   * entry alone, tested with hak_cache_in, is one instruction less, but made the head's
-   * load wait for it: random_mixed ran 2.4% slower); the owner test is then equality. */
+  /* The slab's owner, as its cache of the slab's class. With HEADER_CLASSIDX=1 the free
+   * computes the calling thread's cache of the grid column from the address while the
+   * entry loads, so that the cache head's read does not wait for that load, and the
+   * block is the thread's when the two are equal (the entry alone, tested with
+   * hak_cache_in, is one instruction less but made the head's read wait: random_mixed
+   * ran 2.4% slower). With HEADER_CLASSIDX=0 the entry is the cache. */
   hak_tiny_cache_t *owner = __atomic_load_n(hak_tiny_owner_of(off), __ATOMIC_RELAXED);
   hak_tiny_cache_t *c = HAK_CLASS_FROM_ADDRESS ? hak_tiny_cache_at(hak_tiny_tls, off) : owner;
   int mine =
