@@ -71,7 +71,10 @@ TEST(TinyCacheTest, OwnerEntriesAreTheThreadsCachesOnlyInsideItsArray) {
     EXPECT_FALSE(hak_cache_in(&other[i], mine, 4)) << i;
   }
   EXPECT_FALSE(hak_cache_in(mine + 4, mine, 4));
-  EXPECT_FALSE(hak_cache_in(mine - 1, mine, 4));
+  // The cache just before the array, computed on the address (no pointer before an array).
+  const auto *before = reinterpret_cast<const hak_cache_t *>(reinterpret_cast<uintptr_t>(mine) -
+                                                             sizeof(hak_cache_t));
+  EXPECT_FALSE(hak_cache_in(before, mine, 4));
   EXPECT_FALSE(hak_cache_in(nullptr, mine, 4));
   EXPECT_FALSE(hak_cache_in(mine, mine, 0));
 }
