@@ -212,6 +212,8 @@ void hak_pool_stats(hak_pool_stats_t *out);
 
 /* Registry entry of the page at `off` (tests): class, or -1 for a page outside any span. */
 int hak_pool_registry_class(uintptr_t off);
+/* Empty spans on the arena's free list of class `cls` (those it last held; tests). */
+unsigned hak_pool_free_spans_of(unsigned cls);
 
 #ifdef __cplusplus
 }
