@@ -11,27 +11,12 @@
 #include "allocator/internal/link.h"
 
 typedef struct {
-  void *head;   /* the list; HAK_CACHE_END when empty */
+  void *head;   /* the list */
   int32_t room; /* blocks that still fit; negative once it holds more than cap */
   uint32_t cap; /* capacity in blocks (the tier adapts it) */
 } hak_cache_t;
 
 HAK_STATIC_ASSERT(sizeof(hak_cache_t) == 16, "a cache is 16 bytes: indexed with a shift");
-
-/* The head of an empty cache and the link of its last block: the end block in hardened
- * builds (internal/link.h: the fast pop's link check then also finds an empty cache),
- * NULL without. */
-#if HARDENING
-#define HAK_CACHE_END HAK_LINK_END
-#else
-#define HAK_CACHE_END NULL
-#endif
-
-/* An empty cache of capacity `cap`, as an initialiser. */
-#define HAK_CACHE_INIT(cap) \
-  { HAK_CACHE_END, (int32_t)(cap), (uint32_t)(cap) }
-
-HAK_INLINE int hak_cache_empty(const hak_cache_t *c) { return c->head == HAK_CACHE_END; }
 
 /* How the tiers' size tables store a class c: 8 * c, which hak_cache_at8 scales by 2 to
  * the offset of c's 16-byte cache (and / HAK_CACHE_C8(1) turns back into c). */
@@ -48,21 +33,15 @@ HAK_INLINE hak_cache_t *hak_cache_at8(hak_cache_t *caches, unsigned c8) {
  * head; one that fails leaves the cache as it is and returns NULL, a miss: the slow path
  * pops the same block with hak_cache_pop, which reports it. The fast paths so make no
  * call but tail calls and need no stack frame (a call to the reporting function cost
- * malloc and free one each). In hardened builds the head of an empty cache is the end
- * block, whose link fails that check: no separate test for an empty cache. */
+ * malloc and free one each). */
 HAK_INLINE void *hak_cache_take(hak_cache_t *c, uintptr_t mask) {
   void *p = c->head;
-  if (!HAK_HARDENING) {
-    if (HAK_LIKELY(p != NULL)) {
-      c->head = hak_link_read(p);
-      c->room++;
-    }
-    return p;
+  if (HAK_LIKELY(p != NULL)) {
+    void *next = hak_link_read(p);
+    if (hak_link_bad(p, next, mask)) return NULL;
+    c->head = next;
+    c->room++;
   }
-  void *next = hak_link_read(p);
-  if (hak_link_bad(p, next, mask)) return NULL;
-  c->head = next;
-  c->room++;
   return p;
 }
 
@@ -70,7 +49,7 @@ HAK_INLINE void *hak_cache_take(hak_cache_t *c, uintptr_t mask) {
  * message naming the block. */
 HAK_INLINE void *hak_cache_pop(hak_cache_t *c, uintptr_t mask) {
   void *p = hak_cache_take(c, mask);
-  if (HAK_UNLIKELY(p == NULL) && !hak_cache_empty(c)) {
+  if (HAK_UNLIKELY(p == NULL) && c->head != NULL) {
     hak_link_corrupt("corrupted free list link in block", c->head);
   }
   return p;

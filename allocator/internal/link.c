@@ -3,12 +3,10 @@
 
 #include "allocator/internal/log.h"
 
-/* Before initialisation too, the end block's link fails the masks (link.h). */
-uintptr_t hak_link_key __attribute__((aligned(64))) = HAK_LINK_KEY_BIT; /* the four share a line */
-uintptr_t hak_link_tiny_mask = HAK_LINK_HIGH_BITS;
-uintptr_t hak_link_pool_mask = HAK_LINK_HIGH_BITS;
+uintptr_t hak_link_key __attribute__((aligned(64))); /* the four share a cache line */
+uintptr_t hak_link_tiny_mask;
+uintptr_t hak_link_pool_mask;
 int hak_link_on;
-const uintptr_t hak_link_end[2] __attribute__((aligned(16))) = {0, 0};
 
 static hak_link_where_fn link_where;
 
@@ -17,11 +15,9 @@ void hak_links_init(uintptr_t secret, int harden, uintptr_t tiny_mask, uintptr_t
   /* A key of 0 would store plain pointers; any other value is as good as the next. */
   else if (secret == 0)
     secret = 0x9e3779b97f4a7c15u;
-  /* The top bit makes the end block's link fail every mask (link.h): one store each, so
-   * a pop racing with this sees a key and masks that both have it. */
-  hak_link_key = secret | HAK_LINK_KEY_BIT;
-  hak_link_tiny_mask = tiny_mask | HAK_LINK_HIGH_BITS;
-  hak_link_pool_mask = pool_mask | HAK_LINK_HIGH_BITS;
+  hak_link_key = secret;
+  hak_link_tiny_mask = tiny_mask;
+  hak_link_pool_mask = pool_mask;
   hak_link_on = harden != 0;
 }
 

@@ -12,10 +12,9 @@
  * instead of being followed (release builds too). Noise passes the cache check with
  * probability 2^-26 in Tiny, 2^-21 in Pool.
  *
- * With HAKMEM_HARDEN=0 the key is its top bit alone and the masks the high bits alone:
- * links hold next ^ address ^ 2^63 and only a link no user block can be is refused (the
- * end block's, below, among them). The key never changes after initialisation, so a fork child
- * keeps it. Builds with HARDENING=0 (the `noharden` variant, internal/config.h) store links plain
+ * With HAKMEM_HARDEN=0 the key and the masks are 0: links hold next ^ address and no
+ * check fires. The key never changes after initialisation, so a fork child keeps it.
+ * Builds with HARDENING=0 (the `noharden` variant, internal/config.h) store links plain
  * and compile every link check out (these and hak_slab_link_bad), and the fast frees'
  * cache-head and alignment tests: the instructions the hardening costs. */
 #ifndef HAK_ALLOCATOR_INTERNAL_LINK_H
@@ -40,19 +39,8 @@ extern HAK_HIDDEN uintptr_t hak_link_pool_mask; /* the same for Pool */
 extern HAK_HIDDEN int hak_link_on;              /* HAKMEM_HARDEN */
 
 /* Bits no user-space block address has (x86-64 and arm64 with 47/48-bit user space):
- * a decoded link with any of them set is noise. Every mask holds them. */
+ * a decoded link with any of them set is noise. */
 #define HAK_LINK_HIGH_BITS (~(((uintptr_t)1 << 47) - 1))
-
-/* The key's top bit, always set (also before initialisation, and with HAKMEM_HARDEN=0). */
-#define HAK_LINK_KEY_BIT ((uintptr_t)1 << 63)
-
-/* The end of every thread cache's list in hardened builds (heap/cache.h): a word that is
- * never a block, holding 0, whose link thus decodes to key ^ its own address: next ^ block
- * is the key, whose top bit fails every mask. An empty cache's head points here, so the
- * fast pop tests for an empty cache with the link check it makes anyway: two
- * instructions fewer in every malloc. Read-only: nothing ever writes a link into it. */
-extern HAK_HIDDEN const uintptr_t hak_link_end[2];
-#define HAK_LINK_END ((void *)hak_link_end)
 
 /* Sets the key and masks once, at initialisation, before any link is written. */
 void hak_links_init(uintptr_t secret, int harden, uintptr_t tiny_mask, uintptr_t pool_mask);
@@ -94,12 +82,11 @@ __attribute__((noreturn)) HAK_COLD void hak_link_corrupt(const char *what, const
  * abort, unless HAKMEM_HARDEN=0 (then it returns and the block is pushed again). */
 HAK_COLD void hak_link_double_free(const void *block);
 
-/* Whether `next`, read from `block`'s link, fails the check of a thread cache whose
- * blocks agree in the bits of `mask` (the end block always passes; the end block's own
- * link always fails). */
+/* Whether `next`, read from `block`'s link, fails the check of a list whose blocks agree
+ * in the bits of `mask` (NULL, the end of a list, always passes). */
 HAK_INLINE int hak_link_bad(const void *block, const void *next, uintptr_t mask) {
   return HAK_HARDENING && HAK_UNLIKELY((((uintptr_t)next ^ (uintptr_t)block) & mask) != 0) &&
-         next != HAK_LINK_END;
+         next != NULL;
 }
 
 #ifdef __cplusplus

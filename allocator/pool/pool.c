@@ -89,8 +89,7 @@ typedef hak_pool_heap_t pool_heap_t;
 
 hak_pool_geom_t hak_pool_geom;
 /* 64: its lists on cache lines of their own, as in the heaps hak_os_meta_alloc makes */
-__attribute__((aligned(64)))
-hak_pool_heap_t hak_pool_empty_heap = {.list = {[0 ... HAK_POOL_CLASSES - 1] = HAK_CACHE_INIT(0)}};
+__attribute__((aligned(64))) hak_pool_heap_t hak_pool_empty_heap;
 HAK_TLS hak_pool_heap_t *hak_pool_tls = &hak_pool_empty_heap;
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER; /* region top, free spans */
 static hak_heap_registry_t heaps;
@@ -417,7 +416,7 @@ static int filled(const void *p, size_t from, size_t to) {
 void *hak_pool_checked_alloc(void *p, unsigned cls) {
   char where[32];
   void *next = hak_link_read(p);
-  if (next != HAK_CACHE_END && ((uintptr_t)next - hak_pool_geom.base >= hak_pool_geom.size)) {
+  if (next && ((uintptr_t)next - hak_pool_geom.base >= hak_pool_geom.size)) {
     hak_fatal("corrupted free list link in block", p, class_where(where, sizeof where, cls));
   }
   if (!filled(p, sizeof(void *), checked_len(cls))) {
@@ -536,7 +535,6 @@ static void heap_flush(void *tier) {
 /* The engine's hooks (heap/heap.h). */
 static void heap_init(void *h) {
   for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) {
-    ((pool_heap_t *)h)->list[c].head = HAK_CACHE_END;
     hak_cache_set_cap(&((pool_heap_t *)h)->list[c], list_cap(c));
   }
 }
@@ -546,7 +544,7 @@ static const hak_heap_ops_t heap_ops = HAK_HEAP_OPS(pool_heap_t);
 /* The miss path of class `cls` on the calling thread's heap h (marked busy). */
 static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
   pool_list_t *l = &h->list[cls];
-  if (hak_cache_empty(l)) {
+  if (!l->head) {
     if (__atomic_load_n(&h->base.pending, __ATOMIC_RELAXED)) process_pending(h);
     h->refills++;
     list_adapt(h, l, 0);

@@ -23,19 +23,12 @@ static unsigned shard_next;
 
 /* Stands in, in a fork child, for a shard that a thread was changing at the fork: its
  * spans are handed to this heap, which never serves or takes blocks. */
-static __attribute__((aligned(64))) hak_pool_heap_t orphan_shard = {
-    .list = {[0 ... HAK_POOL_CLASSES - 1] = HAK_CACHE_INIT(0)}, .base.state = HAK_HEAP_ORPHAN};
-
-/* A shard's heap, live and with empty lists (heap/cache.h: their heads are the end). */
-static void init_shard_heap(hak_pool_heap_t *h) {
-  h->base.state = HAK_HEAP_LIVE;
-  for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) h->list[c].head = HAK_CACHE_END;
-}
+static __attribute__((aligned(64))) hak_pool_heap_t orphan_shard = {.base.state = HAK_HEAP_ORPHAN};
 
 void hak_pool_shared_init(void) {
   for (unsigned i = 0; i < SHARDS; i++) {
     pthread_mutex_init(&shards[i].lock, NULL);
-    init_shard_heap(&shards[i].heap);
+    shards[i].heap.base.state = HAK_HEAP_LIVE;
   }
 }
 
@@ -48,7 +41,7 @@ static shard_t *my_shard(void) {
 
 void *hak_pool_shared_malloc(unsigned cls) {
   shard_t *sh = my_shard();
-  hak_pool_list_t one = HAK_CACHE_INIT(1); /* room for one block */
+  hak_pool_list_t one = {NULL, 1, 1}; /* room for one block */
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_SHARED, 0, 0);
   hak_purge_defer_begin(); /* a new thread's first malloc may come to this shard */
   pthread_mutex_lock(&sh->lock);
@@ -57,8 +50,7 @@ void *hak_pool_shared_malloc(unsigned cls) {
   hak_pool_fill(&sh->heap, cls, &one, 1);
   pthread_mutex_unlock(&sh->lock);
   hak_purge_defer_end();
-  void *p = hak_cache_empty(&one) ? NULL : one.head;
-  return p && HAK_CHECKS ? hak_pool_checked_alloc(p, cls) : p;
+  return one.head && HAK_CHECKS ? hak_pool_checked_alloc(one.head, cls) : one.head;
 }
 
 void hak_pool_shared_free(hak_pool_span_t *s, void *p) {
@@ -84,7 +76,7 @@ static void replace_shard(shard_t *sh) {
       hak_pool_span_set_owner(s, &orphan_shard);
   }
   memset(&sh->heap, 0, sizeof sh->heap);
-  init_shard_heap(&sh->heap);
+  sh->heap.base.state = HAK_HEAP_LIVE;
 }
 
 void hak_pool_shared_fork_child(void) {

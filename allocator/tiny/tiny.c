@@ -54,7 +54,7 @@ const uint8_t hak_tiny_size_class8[HAK_TINY_MAX + 1] = {
 #undef X8
 
 hak_tiny_geom_t hak_tiny_geom;
-hak_tiny_heap_t hak_tiny_empty_heap = {.cache = {[0 ... HAK_TINY_CLASSES - 1] = HAK_CACHE_INIT(0)}};
+hak_tiny_heap_t hak_tiny_empty_heap;
 HAK_TLS hak_tiny_heap_t *hak_tiny_tls = &hak_tiny_empty_heap;
 
 /* SS_FROZEN: inherited by a fork child from a parent in which another thread was changing
@@ -583,10 +583,8 @@ static void heap_flush(void *tier);
  * malloc_trim also give the cached blocks back to the slabs. */
 
 static void heap_init(void *h) {
-  for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) {
-    ((hak_tiny_heap_t *)h)->cache[c].head = HAK_CACHE_END;
+  for (unsigned c = 0; c < HAK_TINY_CLASSES; c++)
     hak_cache_set_cap(&((hak_tiny_heap_t *)h)->cache[c], 32);
-  }
 }
 static void heap_drain(void *h) { process_pending(h); }
 
@@ -631,7 +629,7 @@ static void *cache_pop_checked(hak_tiny_cache_t *c, unsigned cls) {
   void *next = hak_link_read(p);
   uintptr_t noff = (uintptr_t)next - hak_tiny_geom.base;
   size_t size = hak_tiny_class_size[cls];
-  if (next != HAK_CACHE_END && (noff >= hak_tiny_geom.size || !hak_tiny_owns(noff))) {
+  if (next != NULL && (noff >= hak_tiny_geom.size || !hak_tiny_owns(noff))) {
     hak_fatal("corrupted free list link in block", p, class_where(where, sizeof where, cls));
   }
   if (!hak_bytes_are(p, sizeof(void *), size, HAK_FILL_FREE)) {
@@ -768,8 +766,8 @@ static void *refill_and_pop(hak_tiny_heap_t *h, unsigned cls) {
   hak_tiny_cache_t *c = &h->cache[cls];
   /* Blocks other threads freed come first: the drain puts them into the caches (up to
    * each cache's room), and a refill on top of them would overfill this one. */
-  if (hak_cache_empty(c) && __atomic_load_n(&h->base.pending, __ATOMIC_RELAXED)) process_pending(h);
-  if (hak_cache_empty(c)) {
+  if (c->head == NULL && __atomic_load_n(&h->base.pending, __ATOMIC_RELAXED)) process_pending(h);
+  if (c->head == NULL) {
     hak_cache_adapt_miss(c, &h->adapt[cls], cache_max(cls));
     h->refills++;
     HAK_TRACE_ROUTE(HAK_ROUTE_TINY_REFILL, 0, 0);

@@ -343,7 +343,7 @@ TEST_F(HeapEngineTest, TheHandshakeKeepsOwnerAndReclaimerApart) {
 
 // The capacity rules of heap/cache.h, on a cache alone (only cap and room change).
 struct AdaptedCache {
-  hak_cache_t c HAK_CACHE_INIT(0);
+  hak_cache_t c{nullptr, 0, 0};
   hak_cache_adapt_t a{0, 0};
   explicit AdaptedCache(uint32_t cap) { hak_cache_set_cap(&c, cap); }
   void Miss(uint32_t max) { hak_cache_adapt_miss(&c, &a, max); }

@@ -18,7 +18,7 @@ const hak_tiny_cache_t &CacheOf(size_t n) { return hak_tiny_tls->cache[hak_tiny_
 
 uint32_t Listed(const hak_tiny_cache_t &c) {
   uint32_t n = 0;
-  for (void *p = c.head; p != HAK_CACHE_END; p = hak_link_read(p)) n++;
+  for (void *p = c.head; p != nullptr; p = hak_link_read(p)) n++;
   return n;
 }
 
@@ -174,7 +174,7 @@ TEST(TinyCacheTest, RemoteFreesDoNotOverfillTheCache) {
     for (void *p : mine) hak_free(p);  // remote: queued for this thread
   }).join();
   std::vector<void *> taken;
-  while (!hak_cache_empty(&CacheOf(kSize))) taken.push_back(hak_malloc(kSize));
+  while (CacheOf(kSize).head != nullptr) taken.push_back(hak_malloc(kSize));
   taken.push_back(hak_malloc(kSize));  // the miss: the drain refills the cache
   ExpectConsistent(CacheOf(kSize));
   EXPECT_GT(CacheOf(kSize).cap - uint32_t(CacheOf(kSize).room), 0u) << "the drain refilled nothing";
@@ -191,7 +191,7 @@ TEST(TinyCacheTest, AnEmptiedSlabIsCarvedAgainInOneRefill) {
   std::thread([] {
     std::vector<void *> out;
     for (int i = 0; i < 600; i++) out.push_back(hak_malloc(kSize96));
-    while (!hak_cache_empty(&CacheOf(kSize96))) out.push_back(hak_malloc(kSize96));
+    while (CacheOf(kSize96).head != nullptr) out.push_back(hak_malloc(kSize96));
     std::thread([&] {
       for (void *p : out) hak_free(p);  // every block out comes back, remotely
     }).join();
