@@ -1,7 +1,8 @@
 /* A thread's cache of one size class, the same for Tiny and Pool: a singly linked list
  * through the blocks' first word (encoded, internal/link.h), 16 bytes so the fast paths index
  * an array of them with one shift. It holds cap - room blocks; counting the room down
- * lets a push test for overflow with the flags of its own decrement. Owner thread only. */
+ * lets a push test for overflow with the flags of its own decrement. Owner thread only,
+ * except `align`, which never changes after the heap's initialisation. */
 #ifndef HAK_ALLOCATOR_HEAP_CACHE_H
 #define HAK_ALLOCATOR_HEAP_CACHE_H
 
@@ -13,8 +14,16 @@
 typedef struct {
   void *head;   /* the list */
   int32_t room; /* blocks that still fit; negative once it holds more than cap */
-  uint32_t cap; /* capacity in blocks (the tier adapts it) */
+  uint16_t cap; /* capacity in blocks (the tier adapts it, at most HAK_CACHE_MAX_CAP) */
+  /* Address bits every block start of the class has clear (the largest power of two
+   * dividing the class size, as far as the tier's layout guarantees it, less one): the
+   * fast frees refuse a pointer with any of them set, so that an interior pointer such as
+   * p + 16 of a 64-byte block goes to the slow path, which refuses it (hak_cache_aligned).
+   * 0 in the tiers' empty heaps, whose caches own no block. */
+  uint16_t align;
 } hak_cache_t;
+
+#define HAK_CACHE_MAX_CAP 0xffff
 
 HAK_STATIC_ASSERT(sizeof(hak_cache_t) == 16, "a cache is 16 bytes: indexed with a shift");
 
@@ -83,6 +92,20 @@ HAK_INLINE int hak_cache_in(const hak_cache_t *c, const hak_cache_t *caches, uns
   return (uintptr_t)c - (uintptr_t)caches < (uintptr_t)count * sizeof(hak_cache_t);
 }
 
+/* Whether p could start a block of the cache's class by its alignment (hardened builds;
+ * always in HARDENING=0 ones). Read after the caller knows c is its own cache. */
+HAK_INLINE int hak_cache_aligned(const hak_cache_t *c, const void *p) {
+  /* In 16 bits, so that the test takes the mask as a memory operand: no extra load. */
+  return !HAK_HARDENING || HAK_LIKELY(((uint16_t)(uintptr_t)p & c->align) == 0);
+}
+
+/* The alignment mask of blocks of `size` bytes whose starts lie `size` apart from a
+ * boundary of `boundary` bytes (a power of two): what hak_cache_t.align holds. */
+HAK_INLINE uint16_t hak_cache_align_of(uint32_t size, uint32_t boundary) {
+  uint32_t a = size & -size; /* the lowest set bit: the largest power of two dividing size */
+  return (uint16_t)((a < boundary ? a : boundary) - 1);
+}
+
 /* Whether p is the cache's first block: freeing it again is a double free. */
 HAK_INLINE int hak_cache_is_head(const hak_cache_t *c, const void *p) {
   return HAK_HARDENING && HAK_UNLIKELY(p == c->head);
@@ -91,8 +114,9 @@ HAK_INLINE int hak_cache_is_head(const hak_cache_t *c, const void *p) {
 /* Changes the capacity; the room moves with it (it may go negative: the next push
  * reports the overflow). */
 HAK_INLINE void hak_cache_set_cap(hak_cache_t *c, uint32_t cap) {
+  if (cap > HAK_CACHE_MAX_CAP) cap = HAK_CACHE_MAX_CAP;
   c->room += (int32_t)cap - (int32_t)c->cap;
-  c->cap = cap;
+  c->cap = (uint16_t)cap;
 }
 
 /* A capacity in blocks of `size` bytes: `bytes` of them, but at least `min_blocks`. A

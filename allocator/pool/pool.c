@@ -535,7 +535,10 @@ static void heap_flush(void *tier) {
 /* The engine's hooks (heap/heap.h). */
 static void heap_init(void *h) {
   for (unsigned c = 0; c < HAK_POOL_CLASSES; c++) {
-    hak_cache_set_cap(&((pool_heap_t *)h)->list[c], list_cap(c));
+    pool_list_t *l = &((pool_heap_t *)h)->list[c];
+    hak_cache_set_cap(l, list_cap(c));
+    /* Spans start on page (64 KiB) boundaries; blocks follow each other from there. */
+    l->align = hak_cache_align_of(hak_pool_class_size[c], HAK_POOL_PAGE_SIZE);
   }
 }
 

@@ -161,16 +161,16 @@ HAK_INLINE void *hak_pool_pop(size_t n) {
  * returns 1; returns 0 for anything else (then call hak_pool_free). */
 HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
   if (!HAK_POOL_THREAD_CACHE || HAK_CHECKS || HAK_ASAN) return 0;
-  /* Every Pool block is 256-byte aligned (class sizes are multiples of 256, spans start
-   * on 64 KiB boundaries): anything else goes to hak_pool_free, which refuses it. */
-  if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE) ||
-      (HAK_HARDENING && (off & 255) != 0))
-    return 0;
+  if (off >= __atomic_load_n(&hak_pool_geom.top, __ATOMIC_ACQUIRE)) return 0;
   /* Relaxed atomic (a plain load on x86): a purge pass may release an idle heap's empty
    * span and clear its words meanwhile; no block of such a span is out to be freed. */
   hak_pool_list_t *l =
       __atomic_load_n(&hak_pool_geom.owners[off >> HAK_POOL_PAGE_SHIFT], __ATOMIC_RELAXED);
   if (HAK_UNLIKELY(!hak_cache_in(l, hak_pool_tls->list, HAK_POOL_CLASSES))) return 0;
+  /* Every Pool block start is aligned to the largest power of two dividing its class
+   * size (sizes are multiples of 256, spans start on 64 KiB boundaries): anything else
+   * (p + 256 of a 1 KiB block) goes to hak_pool_free, which refuses it. */
+  if (!hak_cache_aligned(l, p)) return 0;
   if (hak_cache_is_head(l, p)) return 0; /* a double free: hak_pool_free says so */
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 1);
   if (HAK_UNLIKELY(hak_cache_push(l, p))) hak_pool_overflow(l);

@@ -41,7 +41,7 @@ static shard_t *my_shard(void) {
 
 void *hak_pool_shared_malloc(unsigned cls) {
   shard_t *sh = my_shard();
-  hak_pool_list_t one = {NULL, 1, 1}; /* room for one block */
+  hak_pool_list_t one = {NULL, 1, 1, 0}; /* room for one block */
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_SHARED, 0, 0);
   hak_purge_defer_begin(); /* a new thread's first malloc may come to this shard */
   pthread_mutex_lock(&sh->lock);

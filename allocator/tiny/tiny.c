@@ -583,8 +583,12 @@ static void heap_flush(void *tier);
  * malloc_trim also give the cached blocks back to the slabs. */
 
 static void heap_init(void *h) {
-  for (unsigned c = 0; c < HAK_TINY_CLASSES; c++)
-    hak_cache_set_cap(&((hak_tiny_heap_t *)h)->cache[c], 32);
+  for (unsigned c = 0; c < HAK_TINY_CLASSES; c++) {
+    hak_tiny_cache_t *cache = &((hak_tiny_heap_t *)h)->cache[c];
+    hak_cache_set_cap(cache, 32);
+    /* Blocks start a header (128 bytes) past a colour offset of 128-byte steps. */
+    cache->align = hak_cache_align_of(hak_tiny_class_size[c], HAK_TINY_SLAB_HEADER);
+  }
 }
 static void heap_drain(void *h) { process_pending(h); }
 

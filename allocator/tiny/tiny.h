@@ -247,10 +247,11 @@ HAK_INLINE void hak_tiny_free(void *p, uintptr_t off) {
   hak_tiny_cache_t *c = HAK_CLASS_FROM_ADDRESS ? hak_tiny_cache_at(hak_tiny_tls, off) : owner;
   int mine =
       HAK_CLASS_FROM_ADDRESS ? owner == c : hak_cache_in(c, hak_tiny_tls->cache, HAK_TINY_CLASSES);
-  /* Every block is 16-byte aligned: a pointer that is not cannot be one (the slow path
-   * refuses it). An aligned interior pointer is caught there only: one modulo. */
-  if (HAK_CHECKS || HAK_ASAN || (HAK_HARDENING && HAK_UNLIKELY(((uintptr_t)p & 15) != 0)) ||
-      HAK_UNLIKELY(!mine)) {
+  /* A pointer off its class's alignment (16 bytes, up to 128 for the classes whose size
+   * has more factors of two: p + 16 of a 64-byte block) cannot be a block: the slow path
+   * refuses it. An interior pointer on that alignment (p + 16 of a 48-byte block) is
+   * caught there only: one modulo. */
+  if (HAK_CHECKS || HAK_ASAN || HAK_UNLIKELY(!mine) || !hak_cache_aligned(c, p)) {
     hak_tiny_free_slow(p);
     return;
   }

@@ -343,7 +343,7 @@ TEST_F(HeapEngineTest, TheHandshakeKeepsOwnerAndReclaimerApart) {
 
 // The capacity rules of heap/cache.h, on a cache alone (only cap and room change).
 struct AdaptedCache {
-  hak_cache_t c{nullptr, 0, 0};
+  hak_cache_t c{nullptr, 0, 0, 0};
   hak_cache_adapt_t a{0, 0};
   explicit AdaptedCache(uint32_t cap) { hak_cache_set_cap(&c, cap); }
   void Miss(uint32_t max) { hak_cache_adapt_miss(&c, &a, max); }
@@ -394,6 +394,34 @@ TEST(CacheAdaptTest, OverflowsWithNoRefillBetweenHalveTheCapacityDownToTheMin) {
   t.Miss(1000);
   t.Overflow(16, 1000);
   EXPECT_EQ(t.c.cap, 32u) << "a refill in between makes the next overflow a swing again";
+}
+
+TEST(CacheAdaptTest, TheCapacityStopsAtWhatTheCacheCanCount) {
+  AdaptedCache t(HAK_CACHE_MAX_CAP + 100);
+  EXPECT_EQ(t.c.cap, HAK_CACHE_MAX_CAP);
+  EXPECT_EQ(t.c.room, HAK_CACHE_MAX_CAP) << "the room follows the capacity it got";
+}
+
+// The alignment the fast frees test: the largest power of two dividing the class size,
+// at most the boundary the tier's blocks are laid out from.
+TEST(CacheAlignTest, AClassIsAlignedToItsSizesPowerOfTwoUpToTheLayoutsBoundary) {
+  EXPECT_EQ(hak_cache_align_of(16, 128), 15);
+  EXPECT_EQ(hak_cache_align_of(48, 128), 15) << "48 = 3 x 16";
+  EXPECT_EQ(hak_cache_align_of(64, 128), 63);
+  EXPECT_EQ(hak_cache_align_of(96, 128), 31);
+  EXPECT_EQ(hak_cache_align_of(256, 128), 127) << "Tiny blocks start on 128-byte steps";
+  EXPECT_EQ(hak_cache_align_of(1280, 65536), 255);
+  EXPECT_EQ(hak_cache_align_of(4096, 65536), 4095);
+  EXPECT_EQ(hak_cache_align_of(65536, 65536), 65535);
+}
+
+TEST(CacheAlignTest, AFastFreeTakesOnlyPointersOnTheClasssAlignment) {
+  hak_cache_t c{nullptr, 0, 0, hak_cache_align_of(64, 128)};
+  alignas(128) static char block[256];
+  EXPECT_TRUE(hak_cache_aligned(&c, block));
+  EXPECT_TRUE(hak_cache_aligned(&c, block + 64));
+  EXPECT_EQ(hak_cache_aligned(&c, block + 16), !HAK_HARDENING) << "refused when hardened";
+  EXPECT_EQ(hak_cache_aligned(&c, block + 8), !HAK_HARDENING);
 }
 
 }  // namespace

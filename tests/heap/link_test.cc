@@ -45,7 +45,7 @@ TEST_F(LinkTest, ALinkIsStoredEncodedWithTheKeyAndItsOwnAddress) {
 }
 
 TEST_F(LinkTest, ACacheKeepsItsBlocksInOrder) {
-  hak_cache_t c = {nullptr, 16, 16};
+  hak_cache_t c = {nullptr, 16, 16, 0};
   for (int i = 0; i < 4; i++) EXPECT_FALSE(hak_cache_push(&c, g_blocks[i]));
   for (int i = 3; i >= 0; i--) EXPECT_EQ(hak_cache_pop(&c, kMask), g_blocks[i]);
   EXPECT_EQ(hak_cache_pop(&c, kMask), nullptr);
@@ -54,7 +54,7 @@ TEST_F(LinkTest, ACacheKeepsItsBlocksInOrder) {
 
 void PopForgedLink() {
   static char target[64] __attribute__((aligned(64)));
-  hak_cache_t c = {nullptr, 16, 16};
+  hak_cache_t c = {nullptr, 16, 16, 0};
   hak_cache_push(&c, g_blocks[0]);
   hak_cache_push(&c, g_blocks[1]);
   *reinterpret_cast<void **>(g_blocks[1]) = target;  // a plain pointer written
@@ -66,7 +66,7 @@ TEST_F(LinkTest, AForgedCacheLinkAbortsBeforeItIsFollowed) {
 }
 
 void PushTwice() {
-  hak_cache_t c = {nullptr, 16, 16};
+  hak_cache_t c = {nullptr, 16, 16, 0};
   hak_cache_push(&c, g_blocks[0]);
   hak_cache_push(&c, g_blocks[0]);
 }

@@ -303,6 +303,33 @@ TEST(SystemFailFastTest, ReleaseRefusesAnInteriorPointerFreedByAnotherThread) {
   }
 }
 
+// Release: an interior pointer off its class's alignment, freed by the owning thread (the
+// fast path), goes to the slow path, which refuses it: the fast free tests the alignment
+// of the block's own class (64 bytes for a 64-byte Tiny block, at most 128 in Tiny; 2 KiB
+// for a 2 KiB Pool block), not only the 16 or 256 bytes every block of the tier has.
+TEST(SystemFailFastTest, ReleaseRefusesAnInteriorPointerOffItsClasssAlignment) {
+  if (!HAK_RELEASE) GTEST_SKIP() << "debug builds abort instead (InteriorPointer)";
+  if (!HAK_HARDENING) GTEST_SKIP() << "HARDENING=0 builds compile the fast free's test out";
+  struct Case {
+    size_t n, offset;
+  };
+  for (Case k : {Case{64, 16}, Case{64, 48}, Case{128, 32}, Case{256, 64}, Case{2048, 256},
+                 Case{4096, 1024}, Case{65536, 4096}}) {
+    char *p = static_cast<char *>(malloc(k.n));
+    ASSERT_NE(p, nullptr);
+    uint64_t before = Stats().foreign_frees;
+    free(p + k.offset);
+    EXPECT_EQ(Stats().foreign_frees - before, 1u) << k.n << " + " << k.offset;
+    std::vector<void *> blocks;
+    for (int i = 0; i < 64; i++) {
+      blocks.push_back(malloc(k.n));
+      ASSERT_NE(blocks.back(), p + k.offset) << k.n << " + " << k.offset << " handed out";
+    }
+    for (void *q : blocks) free(q);
+    free(p);
+  }
+}
+
 // User data that happens to look like a freed block (zero link, free-fill bytes) is
 // never taken for a double free: that is decided from the allocator's state.
 TEST(SystemFailFastTest, DataThatLooksFreedIsNotADoubleFree) {
