@@ -50,6 +50,7 @@ WORKLOADS = [
     ("random_mixed", "random_mixed", "20000000 1024 1 1024", "3000000 1024 1 1024"),
     ("mid_large_mt 1T", "mid_large_mt", "1 4000000 256 1", "1 500000 256 1"),
     ("mid_large_mt 2T", "mid_large_mt", "2 4000000 256 1", "2 500000 256 1"),
+    ("pool_tls 1T", "pool_tls", "1 4000000 256 1", "1 500000 256 1"),
     ("pool_tls 2T", "pool_tls", "2 4000000 256 1", "2 500000 256 1"),
     ("xthread", "xthread", "1 4000000 1", "1 500000 1"),
     # Cross-thread frees handed over in batches of 64-byte blocks (xmalloc-test's pattern):
@@ -84,8 +85,8 @@ WORKLOADS = [
 # so unpinned runs drew a 1.5x ratio from where the scheduler put them. Workloads of two
 # threads or more use every CPU alike; burst idle stays unpinned as hakmem's purge thread
 # works beside the program there.
-SINGLE_THREADED = {"larson 1T", "random_mixed", "mid_large_mt 1T", "realloc_grow",
-                   "large 5-25M", "sqlite", "cpython"}
+SINGLE_THREADED = {"larson 1T", "random_mixed", "mid_large_mt 1T", "pool_tls 1T",
+                   "realloc_grow", "large 5-25M", "sqlite", "cpython"}
 
 RESULT = re.compile(r"(\d+) ops in ([\d.]+) s = ([\d.]+) ops/s")
 SYSCALLS = re.compile(r"memory system calls .* total=(\d+)")
