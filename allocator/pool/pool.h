@@ -169,7 +169,7 @@ HAK_INLINE int hak_pool_push(void *p, uintptr_t off) {
   if (HAK_UNLIKELY(!hak_cache_in(l, hak_pool_tls->list, HAK_POOL_CLASSES))) return 0;
   /* Every Pool block start is aligned to the largest power of two dividing its class
    * size (sizes are multiples of 256, spans start on 64 KiB boundaries): anything else
-   * (p + 256 of a 1 KiB block) goes to hak_pool_free, which refuses it. */
+   * (p + 256 of a 2 KiB block) goes to hak_pool_free, which refuses it. */
   if (!hak_cache_aligned(l, p)) return 0;
   if (hak_cache_is_head(l, p)) return 0; /* a double free: hak_pool_free says so */
   HAK_TRACE_ROUTE(HAK_ROUTE_POOL_FAST, p, 1);
