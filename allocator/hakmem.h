@@ -73,6 +73,8 @@ enum {
   X(large_unreleased_bytes, "large unreleased bytes",                                            \
     "freed Large mappings the kernel refused to unmap: decommitted, kept, retried")              \
   X(foreign_frees, "foreign frees", "frees of pointers hakmem did not hand out (release)")       \
+  X(idle_flushes, "idle flushes",                                                                \
+    "heaps of threads blocked for the decay whose caches the purge thread flushed")              \
   X(reserved_bytes, "claimed bytes", "address space claimed for Tiny and Pool (mapped as used)") \
   X(resident_bytes, "resident bytes",                                                            \
     "bytes of hakmem's memory in RAM now (mincore): the sum of the three below")                 \

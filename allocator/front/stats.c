@@ -34,6 +34,7 @@ void hak_stats_get(hak_stats_t *out) {
     out->tiny_decommitted_superslabs = t.decommitted_superslabs;
     out->tiny_resident_bytes = t.resident_bytes;
     out->foreign_frees += hak_tiny_foreign_frees();
+    out->idle_flushes += t.idle_flushes;
   }
   if (hak_front_pool_ready()) {
     hak_pool_stats_t p;
@@ -44,6 +45,7 @@ void hak_stats_get(hak_stats_t *out) {
     out->pool_pages_in_use = p.pages_in_use;
     out->pool_resident_bytes = p.resident_bytes;
     out->foreign_frees += p.foreign_frees;
+    out->idle_flushes += p.idle_flushes;
   }
   hak_heap_remote_counts(&out->remote_batches, &out->remote_flushes);
   hak_large_stats_t l;

@@ -4,8 +4,10 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/syscall.h>
 
 #include "allocator/internal/clock.h"
+#include "allocator/internal/options.h"
 #include "allocator/internal/purge.h"
 #include "allocator/os_boundary/os.h"
 
@@ -59,6 +61,9 @@ void *hak_heap_attach(hak_heap_registry_t *r) {
   pthread_mutex_unlock(&r->lock);
   if (!h) return NULL;
   void *tier = hak_heap_tier(r, h);
+  __atomic_store_n(&h->tid, 0, __ATOMIC_RELAXED); /* another thread's, if adopted */
+  h->identify_at = h->slow_entries + HAK_HEAP_IDENTIFY_AFTER;
+  __atomic_store_n(&h->parked, 0, __ATOMIC_RELAXED);
   r->ops->bind(tier);
   pthread_setspecific(r->key, tier);
   hak_heap_own(h);
@@ -66,6 +71,28 @@ void *hak_heap_attach(hak_heap_registry_t *r) {
   if (created && HAK_PREWARM) r->ops->prewarm(tier);
   hak_heap_disown(h);
   return tier;
+}
+
+void hak_heap_identify(hak_heap_t *h) {
+  h->blocked = hak_os_thread_blocked();
+  __atomic_store_n(&h->tid, hak_os_thread_id(), __ATOMIC_RELEASE); /* blocked before it */
+}
+
+void *hak_heap_rebind(hak_heap_registry_t *r, void *tier) {
+  if (!r->ops || (!tier && !(tier = pthread_getspecific(r->key)))) return NULL;
+  hak_heap_t *h = hak_heap_of(r, tier);
+  if (!__atomic_load_n(&h->parked, __ATOMIC_ACQUIRE)) return NULL;
+  hak_heap_own(h); /* a flush in progress holds the request: this waits for it */
+  h->blocked = hak_os_thread_blocked();
+  __atomic_store_n(&h->parked, 0, __ATOMIC_RELAXED);
+  r->ops->bind(tier);
+  hak_heap_disown(h);
+  return tier;
+}
+
+void *hak_heap_unpark(hak_heap_registry_t *r, void **tls, void *empty) {
+  void *tier = hak_heap_rebind(r, NULL);
+  return tier ? tier : (*tls = empty);
 }
 
 /* Drains a dead heap from another thread through the tier's drain or flush, holding it
@@ -186,6 +213,97 @@ static int reclaim_wanted(hak_heap_t *h, int force) {
   return force || (idle && due);
 }
 
+/* Whether a thread blocked in system call `call` may be parked: not a wait a signal
+ * handler makes (sigsuspend, pause), nor a vfork parent, whose child runs on its TLS. */
+static int parkable_call(long call) {
+  switch (call) {
+#ifdef SYS_pause
+    case SYS_pause:
+#endif
+#ifdef SYS_vfork
+    case SYS_vfork:
+#endif
+#ifdef SYS_clone3
+    case SYS_clone3:
+#endif
+    case SYS_rt_sigsuspend:
+    case SYS_clone:
+      return 0;
+    default:
+      return call >= 0;
+  }
+}
+
+/* Whether the thread, as the kernel shows it, is outside hakmem for sure (heap.h). */
+static int parkable(const hak_heap_t *h, const hak_os_thread_t *t) {
+  return parkable_call(t->call) && (t->blocked & ~h->blocked) == 0;
+}
+
+/* Parks heap h, whose thread was seen blocked (see the idle flush in heap.h): its TLS goes
+ * to the tier's parked heap, and if the thread is still blocked outside hakmem, the caches are
+ * flushed. Reclaim lock held. */
+static void park(hak_heap_registry_t *r, hak_heap_t *h, uint64_t idle_since_ms) {
+  void *tier = hak_heap_tier(r, h);
+  __atomic_store_n(&h->request, 1, __ATOMIC_SEQ_CST);
+  /* As for a reclaim: the owner is now seen busy, or it waits for the request in its next
+   * slow path. So it cannot turn DEAD (and its thread's TLS go away) before the request
+   * goes, whatever the kernel said of it a moment ago. */
+  if (hak_os_barrier_all() == 0 && __atomic_load_n(&h->busy, __ATOMIC_SEQ_CST) == 0 &&
+      __atomic_load_n(&h->state, __ATOMIC_SEQ_CST) == HAK_HEAP_LIVE &&
+      __atomic_load_n(h->tls, __ATOMIC_RELAXED) == tier) {
+    __atomic_store_n(&h->parked, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(h->tls, r->ops->parked, __ATOMIC_SEQ_CST);
+    /* From here on, what the thread does it does through the parked heap; if it is
+     * blocked now, nothing it began before is still going on. */
+    hak_os_thread_t t;
+    if (hak_os_thread_state(__atomic_load_n(&h->tid, __ATOMIC_RELAXED), &t) == 0 &&
+        parkable(h, &t) && __atomic_load_n(&h->busy, __ATOMIC_SEQ_CST) == 0) {
+      r->ops->park(tier, idle_since_ms);
+      __atomic_fetch_add(&r->parks, 1, __ATOMIC_RELAXED);
+    }
+    /* Otherwise the caches stay as they are; the thread binds them again on its next
+     * slow path. */
+  }
+  __atomic_store_n(&h->request, 0, __ATOMIC_RELEASE);
+}
+
+/* The watch of live heaps' threads for the idle flush: at most every half decay, from the
+ * purge thread (a look reads one /proc file per live heap, three more for a heap due), or
+ * at every thread blocked now with force (malloc_trim). Returns HAK_PURGE_WATCHING while
+ * a live heap is not parked. */
+static int park_idle(hak_heap_registry_t *r, hak_heap_t *all, int force) {
+  if (HAK_TSAN || !r->ops->park || !hak_opt(HAK_OPT_IDLE_FLUSH) ||
+      hak_opt(HAK_OPT_FREE_ROUTE_TRACE)) {
+    return 0;
+  }
+  if (!force && !hak_purge_in_thread()) return 0;
+  uint64_t now = hak_now_ms();
+  if (!force && now < r->watch_due_ms) return HAK_PURGE_WATCHING;
+  r->watch_due_ms = now + (uint64_t)hak_opt(HAK_OPT_DECAY_MS) / 2;
+  int self = force ? hak_os_thread_id() : 0, watching = 0;
+  for (hak_heap_t *h = all; h; h = h->next_all) {
+    int tid = __atomic_load_n(&h->tid, __ATOMIC_ACQUIRE);
+    if (__atomic_load_n(&h->state, __ATOMIC_ACQUIRE) != HAK_HEAP_LIVE ||
+        __atomic_load_n(&h->parked, __ATOMIC_ACQUIRE) || tid == self || tid <= 0 || !h->tls) {
+      continue;
+    }
+    watching = HAK_PURGE_WATCHING;
+    uint64_t switches;
+    if (hak_os_thread_switches(tid, &switches) != 0) continue;
+    if (switches != h->seen_switches) { /* it ran since the last look */
+      h->seen_switches = switches;
+      h->idle_since_ms = now;
+      if (!force) continue;
+    }
+    hak_os_thread_t t;
+    if (hak_decay_due(h->idle_since_ms, now, force) && hak_os_thread_state(tid, &t) == 0 &&
+        parkable(h, &t)) {
+      park(r, h, force ? now : h->idle_since_ms);
+    }
+  }
+  return watching;
+}
+
 int hak_heap_reclaim_idle(hak_heap_registry_t *r, int force) {
   if (force) {
     pthread_mutex_lock(&r->reclaim_lock);
@@ -218,8 +336,19 @@ int hak_heap_reclaim_idle(hak_heap_registry_t *r, int force) {
     __atomic_store_n(&h->request, 0, __ATOMIC_RELEASE);
     waiting |= __atomic_load_n(&h->pending, __ATOMIC_RELAXED) != NULL;
   }
+  waiting |= park_idle(r, all, force);
   pthread_mutex_unlock(&r->reclaim_lock);
   return waiting;
+}
+
+void *hak_heap_fork_unpark(hak_heap_registry_t *r) {
+  void *tier = pthread_getspecific(r->key);
+  if (!tier) return NULL;
+  hak_heap_t *h = hak_heap_of(r, tier);
+  if (!h->parked || !hak_heap_intact_in_child(h)) return NULL;
+  h->parked = 0;
+  r->ops->bind(tier);
+  return tier;
 }
 
 /* Dead heaps were left consistent by their threads and stay adoptable: the dead list is
@@ -229,6 +358,7 @@ void hak_heap_fork_child(hak_heap_registry_t *r, void *self) {
   hak_fork_child_reset_lock(&r->lock);
   hak_fork_child_reset_lock(&r->reclaim_lock);
   hak_heap_t *mine = self ? hak_heap_of(r, self) : NULL;
+  if (mine && mine->tid) mine->tid = hak_os_thread_id();
   __atomic_store_n(&r->dead, NULL, __ATOMIC_RELAXED);
   for (hak_heap_t *h = r->all; h; h = h->next_all) {
     h->request = 0; /* the reclaimer that asked does not exist here */

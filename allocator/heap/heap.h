@@ -23,7 +23,28 @@
  * sees the request. Without membarrier (an old kernel, a seccomp filter) live heaps are
  * not reclaimed. A heap turns DEAD only inside hak_heap_own, so a reclaim never overlaps
  * a dead heap's collection; reclaimers exclude each other with the registry's
- * reclaim_lock. */
+ * reclaim_lock.
+ *
+ * Idle flush of live heaps: the caches, which the owner's fast paths use with no atomic
+ * operation and no mark, are taken from a live thread only while the kernel shows it
+ * blocked in a system call. Fast paths make no system call and slow paths mark the heap
+ * busy, so such a thread is outside both, and stays so while it is blocked. The purge
+ * thread watches each live heap's thread (hak_os_thread_switches); a thread that has not
+ * run for the decay, and is blocked as hak_os_thread_state shows, has its heap parked:
+ *   purge:  request = 1;  membarrier();  if (busy == 0) tls = the tier's parked heap;
+ *           read the thread's state;  if (blocked in a call, busy == 0) flush;  request = 0
+ *   owner:  its next call finds the parked heap (empty caches), takes a slow path, and
+ *           there hak_heap_rebind waits for the request to go and binds the heap again.
+ * The thread's TLS pointer is changed before its state is read: whatever it does after
+ * that read, it does through the parked heap, and an operation it had begun before was
+ * over before it blocked. The membarrier keeps the thread from exiting (its TLS going
+ * away) while the request stands, as for a reclaim. A signal handler that blocks after
+ * interrupting a fast path is the one way a thread can be blocked mid-operation: such a
+ * handler runs with its signal blocked, so a thread that blocks a signal it did not
+ * block at its last slow path is left alone, as are calls a handler waits in
+ * (sigsuspend, pause) and a vfork parent (whose child runs on its TLS). Off in
+ * ThreadSanitizer builds (the kernel's ordering is invisible to it) and while the trace
+ * variant logs frees (a write inside a fast path). */
 #ifndef HAK_ALLOCATOR_HEAP_HEAP_H
 #define HAK_ALLOCATOR_HEAP_HEAP_H
 
@@ -55,6 +76,14 @@ typedef struct hak_heap {
   struct hak_heap *next_dead; /* the dead list (registry lock) */
   uint64_t died_ms;           /* when its thread exited (registry lock) */
   int flushed;                /* dead and flushed since (registry lock) */
+  /* The idle flush (see above). */
+  void **tls;             /* the owner thread's tier TLS pointer (bind) */
+  int tid;                /* the owner's kernel thread id; 0 until identified (atomics) */
+  uint32_t identify_at;   /* the slow_entries at which the owner records tid and blocked */
+  int parked;             /* the owner's TLS was turned to the parked heap (atomics) */
+  uint64_t blocked;       /* the signals the owner blocked when identified or rebound */
+  uint64_t seen_switches; /* the owner's context switches at the last look (purge only) */
+  uint64_t idle_since_ms; /* since when they have not changed (purge only) */
 } hak_heap_t;
 
 /* What a tier supplies. `tier` is a pointer to the tier's heap struct. */
@@ -68,20 +97,37 @@ typedef struct {
   void (*flush)(void *tier);   /* a heap dead for the decay: drain, then give every cached
                                   block back to its slab (unused since the heap's died_ms) */
   void (*reclaim)(void *tier); /* another thread holding the claim: drain into slabs only */
+  /* The idle flush (NULL: none): the heap's owner is blocked and its TLS points at
+   * `parked`; drain, give every cached block back to its slab and the empty current
+   * slabs to the tier, dated from idle_since_ms. */
+  void (*park)(void *tier, uint64_t idle_since_ms);
+  /* What a parked thread's TLS points at: a heap with empty caches that owns nothing, like
+   * the empty heap of threads that never allocated, but told apart from it, so that only
+   * the slow paths of parked threads look for a heap to bind again. */
+  void *parked;
 } hak_heap_ops_t;
 
-/* A tier's table, from its heap type and hooks named heap_init, heap_bind, heap_prewarm,
- * heap_drain, heap_flush and heap_reclaim (each `static void (void *tier)`). */
-#define HAK_HEAP_OPS(tier_heap_type)                                                    \
-  {                                                                                     \
-    .heap_size = sizeof(tier_heap_type), .heap_offset = offsetof(tier_heap_type, base), \
-    .init = heap_init, .bind = heap_bind, .prewarm = heap_prewarm, .drain = heap_drain, \
-    .flush = heap_flush, .reclaim = heap_reclaim                                        \
+/* A tier's table, from its heap type, its parked heap and hooks named heap_init, heap_bind,
+ * heap_prewarm, heap_drain, heap_flush, heap_reclaim (each `static void (void *tier)`) and
+ * heap_park. */
+#define HAK_HEAP_OPS(tier_heap_type, parked_heap)                                            \
+  {                                                                                          \
+    .heap_size = sizeof(tier_heap_type), .heap_offset = offsetof(tier_heap_type, base),      \
+    .init = heap_init, .bind = heap_bind, .prewarm = heap_prewarm, .drain = heap_drain,      \
+    .flush = heap_flush, .reclaim = heap_reclaim, .park = heap_park, .parked = (parked_heap) \
   }
 
 /* What a kick of the purge thread counts for a dead heap (its caches) and, a sixteenth,
  * for a slab queued with remote frees: the thread starts after 4 MiB of kicks. */
 #define HAK_PURGE_HEAP_BYTES ((uint64_t)1 << 20)
+
+/* A heap's thread is identified for the idle flush (its tid and blocked signals: two
+ * system calls) at its HAK_HEAP_IDENTIFY_AFTER-th slow path after attaching, not at the
+ * attach: threads that live for a few slow paths never pay them (with them at the attach,
+ * larson, which starts a thousand threads a second, ran 2% slower). A thread that made
+ * fewer slow paths holds little in its caches, and is not watched. */
+#define HAK_HEAP_IDENTIFY_AFTER 8
+void hak_heap_identify(hak_heap_t *h);
 
 /* The owner starts a slow-path change of its heap (nested calls count): marks it busy
  * (also for a fork from a signal handler) and, when a reclaimer has asked for the heap,
@@ -92,6 +138,7 @@ HAK_INLINE void hak_heap_own(hak_heap_t *h) {
   hak_heap_enter(&h->busy);
   if (h->busy != 1) return;
   __atomic_store_n(&h->slow_entries, h->slow_entries + 1, __ATOMIC_RELAXED); /* purge reads */
+  if (HAK_UNLIKELY(h->slow_entries == h->identify_at)) hak_heap_identify(h);
   while (HAK_UNLIKELY(__atomic_load_n(&h->request, __ATOMIC_ACQUIRE))) {
     __atomic_store_n(&h->busy, 0, __ATOMIC_RELEASE);
     while (__atomic_load_n(&h->request, __ATOMIC_ACQUIRE)) sched_yield();
@@ -119,6 +166,8 @@ typedef struct {
   hak_heap_t *dead;             /* adoptable heaps */
   pthread_mutex_t reclaim_lock; /* one reclaimer of live heaps at a time */
   pthread_key_t key;            /* its destructor retires a thread's heap */
+  uint64_t watch_due_ms;        /* the next look at live heaps' threads (reclaim_lock) */
+  uint64_t parks;               /* idle heaps whose caches were flushed (relaxed atomics) */
 } hak_heap_registry_t;
 
 /* The tier heap around an engine part, and back. */
@@ -139,6 +188,18 @@ int hak_heap_registry_init(hak_heap_registry_t *r, const hak_heap_ops_t *ops,
  * remote frees that came while it was dead, and pre-warmed if new (with PREWARM=1).
  * Returns the tier heap, or NULL when out of memory. */
 void *hak_heap_attach(hak_heap_registry_t *r);
+
+/* The calling thread's slow path found its tier TLS at the parked heap: if its heap `tier`
+ * (NULL: the thread's registered one, pthread_getspecific) is parked, waits for a flush
+ * in progress and binds it again. Returns the heap bound, or NULL (then the thread
+ * attaches one). */
+void *hak_heap_rebind(hak_heap_registry_t *r, void *tier);
+
+/* A tier's slow path found its TLS (`*tls`) at the parked heap: the thread's heap bound
+ * again, or, if it has none to rebind, `empty` (now in its TLS too). Out of line: inlined,
+ * the call made the slow free save registers on every call (a third more instructions
+ * in it under larson, whose frees are mostly remote). */
+HAK_COLD void *hak_heap_unpark(hak_heap_registry_t *r, void **tls, void *empty);
 
 /* The thread of heap `tier` is exiting and has stopped using it (the caller has done the
  * tier's own last work): it becomes DEAD and adoptable, and remote frees that raced with
@@ -222,8 +283,16 @@ int hak_heap_flush_dead(hak_heap_registry_t *r, uint64_t now_ms, int force);
 
 /* The purge's pass over live heaps (see the claim above): reclaims the remote frees of
  * heaps whose owners made no slow path since the previous pass (of every live heap not
- * in a slow path, with force). Returns 1 while some live heap has remote frees waiting. */
+ * in a slow path, with force), and parks the heaps whose threads have been blocked for
+ * the decay (every blocked one, with force; see the idle flush above). Returns
+ * HAK_PURGE_WAITING while some live heap has remote frees waiting, plus
+ * HAK_PURGE_WATCHING while the purge thread watches live heaps for the idle flush. */
 int hak_heap_reclaim_idle(hak_heap_registry_t *r, int force);
+
+/* Fork child, before hak_heap_fork_child, when the forking thread's TLS points at the
+ * parked heap: its heap bound again if no flush was going on at the fork, else NULL (it
+ * becomes an orphan). */
+void *hak_heap_fork_unpark(hak_heap_registry_t *r);
 
 /* Fork child: re-initialises the lock, rebuilds the dead list from heaps really dead,
  * and makes every other heap but `self` (the forking thread's, or NULL) an orphan. */

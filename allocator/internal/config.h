@@ -135,6 +135,20 @@ enum { HAK_ASAN = 0 };
 #define HAK_NO_ASAN
 #endif
 
+/* ThreadSanitizer builds (--config=tsan): the idle flush, whose ordering comes from the
+ * kernel (heap/heap.h), is off there. */
+#if defined(__SANITIZE_THREAD__)
+enum { HAK_TSAN = 1 };
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+enum { HAK_TSAN = 1 };
+#else
+enum { HAK_TSAN = 0 };
+#endif
+#else
+enum { HAK_TSAN = 0 };
+#endif
+
 #define HAK_LIKELY(x) __builtin_expect(!!(x), 1)
 #define HAK_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define HAK_INLINE static inline __attribute__((always_inline))

@@ -21,6 +21,7 @@ extern "C" {
   X(DECAY_MS, 1000, 0, 3600000, "idle ms before empty memory is returned to the OS")           \
   X(FAULT_RATE, 0, 0, 1000000, "testing: fail this many of every million memory system calls") \
   X(HARDEN, 1, 0, 1, "encoded free-list links, double-free and bad-pointer checks (release)")  \
+  X(IDLE_FLUSH, 1, 0, 1, "purge thread flushes the caches of threads blocked for the decay")   \
   X(PURGE_THREAD, 1, 0, 1, "return memory on time from a thread started at the first free")    \
   X(SS_LRU_SIZE, 0, 0, 4096, "empty Tiny SuperSlabs kept committed past the decay")            \
   X(TINY_CACHE_MAX, 2048, 16, 2048, "upper bound of a Tiny thread cache, in blocks")           \

@@ -18,6 +18,7 @@ static uint64_t passes;       /* passes run, for tests and statistics */
 static uint64_t kicked_bytes; /* what the kicks reported before the start */
 int hak_purge_start_wanted;
 HAK_TLS int hak_purge_defer_depth;
+static HAK_TLS int in_purge_thread;
 static int (*pass_fn)(void);
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* the wait below */
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
@@ -35,28 +36,51 @@ void hak_purge_relieve(uint64_t bytes) {
   if (relief) relief(bytes);
 }
 
+int hak_purge_in_thread(void) { return in_purge_thread; }
+
 static void sleep_ms(uint64_t ms) {
   struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
   while (nanosleep(&ts, &ts) != 0) {
   }
 }
 
-/* Runs passes a step apart while memory waits; sleeps for a kick when none does. The
- * sleeping flag and the kicked flag are a Dekker pair (both sequentially consistent): a
- * kick either sees the thread asleep and signals it, or the thread sees the kick. */
+/* Waits for a kick, at most until `deadline` (CLOCK_MONOTONIC; NULL: no limit). */
+static void wait_for_kick(const struct timespec *deadline) {
+  pthread_mutex_lock(&lock);
+  __atomic_store_n(&sleeping, 1, __ATOMIC_SEQ_CST);
+  while (!__atomic_load_n(&hak_purge_kicked, __ATOMIC_SEQ_CST)) {
+    if (!deadline) {
+      pthread_cond_wait(&wake, &lock);
+    } else if (pthread_cond_clockwait(&wake, &lock, CLOCK_MONOTONIC, deadline) != 0) {
+      break; /* the deadline passed (or a failure: the next pass comes anyway) */
+    }
+  }
+  __atomic_store_n(&sleeping, 0, __ATOMIC_SEQ_CST);
+  pthread_mutex_unlock(&lock);
+}
+
+/* Runs passes a step apart while memory waits; when none does, sleeps for a kick, or for
+ * half a decay while live heaps are watched. The sleeping flag and the kicked flag are a
+ * Dekker pair (both sequentially consistent): a kick either sees the thread asleep and
+ * signals it, or the thread sees the kick. */
 static void *purge_main(void *arg) {
   (void)arg;
+  in_purge_thread = 1;
   pthread_setname_np(pthread_self(), "hakmem-purge");
   for (;;) {
     __atomic_store_n(&hak_purge_kicked, 0, __ATOMIC_SEQ_CST);
     int waiting = pass_fn();
     __atomic_fetch_add(&passes, 1, __ATOMIC_RELAXED);
-    if (!waiting) {
-      pthread_mutex_lock(&lock);
-      __atomic_store_n(&sleeping, 1, __ATOMIC_SEQ_CST);
-      while (!__atomic_load_n(&hak_purge_kicked, __ATOMIC_SEQ_CST)) pthread_cond_wait(&wake, &lock);
-      __atomic_store_n(&sleeping, 0, __ATOMIC_SEQ_CST);
-      pthread_mutex_unlock(&lock);
+    if (!(waiting & HAK_PURGE_WAITING)) {
+      struct timespec deadline;
+      if ((waiting & HAK_PURGE_WATCHING) && clock_gettime(CLOCK_MONOTONIC, &deadline) == 0) {
+        uint64_t ns = (uint64_t)deadline.tv_nsec + (uint64_t)hak_opt(HAK_OPT_DECAY_MS) * 500000u;
+        deadline.tv_sec += (time_t)(ns / 1000000000u);
+        deadline.tv_nsec = (long)(ns % 1000000000u);
+        wait_for_kick(&deadline);
+      } else {
+        wait_for_kick(NULL);
+      }
     }
     sleep_ms(hak_decay_step_ms());
   }

@@ -20,9 +20,16 @@
 extern "C" {
 #endif
 
-/* The pass the thread runs: returns non-zero while free memory still waits for its decay.
- * Set once, before the first kick. */
+/* The pass the thread runs: returns HAK_PURGE_WAITING while free memory still waits for
+ * its decay (the next pass comes a step later), HAK_PURGE_WATCHING while live threads'
+ * heaps are watched for the idle flush (heap/heap.h; with nothing waiting, the next pass
+ * comes half a decay later), or both. Set once, before the first kick. */
+#define HAK_PURGE_WAITING 1
+#define HAK_PURGE_WATCHING 2
 void hak_purge_set_pass(int (*pass)(void));
+
+/* Whether the calling thread is the purge thread. */
+int hak_purge_in_thread(void);
 
 #define HAK_PURGE_START_BYTES ((uint64_t)4 << 20)
 

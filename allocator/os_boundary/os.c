@@ -4,8 +4,12 @@
 #include "allocator/os_boundary/os.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/membarrier.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
@@ -261,6 +265,92 @@ int hak_os_barrier_all(void) {
   int err = barrier_all();
   errno = saved;
   return err;
+}
+
+/* Reads /proc/self/task/<tid>/<file> into buf (NUL-terminated); 0 or an errno value. */
+static int read_task_file(int tid, const char *file, char *buf, size_t cap) {
+  char path[64] = "/proc/self/task/", digits[16];
+  size_t len = strlen(path), nd = 0;
+  if (tid <= 0 || strlen(file) > 16) return EINVAL;
+  for (unsigned v = (unsigned)tid; v; v /= 10) digits[nd++] = (char)('0' + v % 10);
+  while (nd) path[len++] = digits[--nd];
+  path[len++] = '/';
+  strcpy(path + len, file);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  len = 0;
+  for (ssize_t got; len + 1 < cap; len += (size_t)got) {
+    got = read(fd, buf + len, cap - 1 - len);
+    if (got < 0 && errno == EINTR) {
+      got = 0;
+      continue;
+    }
+    if (got <= 0) break;
+  }
+  close(fd);
+  buf[len] = '\0';
+  return len ? 0 : EIO;
+}
+
+/* The number after `key` in a status file, in base 10 or 16; 0 if absent. */
+static uint64_t status_field(const char *text, const char *key, int base) {
+  const char *at = strstr(text, key);
+  return at ? strtoull(at + strlen(key), NULL, base) : 0;
+}
+
+/* The call a thread is blocked in, from the line of its syscall file (see below), and the
+ * line's hash in *site. */
+static long syscall_line(const char *line, uint64_t *site) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const char *c = line; *c; c++) h = (h ^ (unsigned char)*c) * 0x100000001b3ull;
+  *site = h;
+  /* "running", or "-1 sp pc" outside a call, or "nr arg1 .. arg6 sp pc". */
+  return line[0] >= '0' && line[0] <= '9' ? strtol(line, NULL, 10) : -1;
+}
+
+/* The status file is read between two readings of the syscall file, so that its counts
+ * are those of the wait both show: a thread still on its way into a wait at the first
+ * reading shows it only at the second (a line that differs reads as no wait). */
+int hak_os_thread_state(int tid, hak_os_thread_t *out) {
+  int saved = errno;
+  char buf[4096], line[256];
+  uint64_t site2;
+  int err = read_task_file(tid, "syscall", line, sizeof line);
+  if (!err) err = read_task_file(tid, "status", buf, sizeof buf);
+  if (!err) {
+    out->switches = status_field(buf, "\nvoluntary_ctxt_switches:", 10) +
+                    status_field(buf, "\nnonvoluntary_ctxt_switches:", 10);
+    out->blocked = status_field(buf, "\nSigBlk:", 16);
+    out->call = syscall_line(line, &out->site);
+    err = read_task_file(tid, "syscall", buf, sizeof line);
+  }
+  if (!err && (syscall_line(buf, &site2) != out->call || site2 != out->site)) out->call = -1;
+  errno = saved;
+  return err;
+}
+
+int hak_os_thread_switches(int tid, uint64_t *switches) {
+  int saved = errno;
+  char buf[4096];
+  int err = read_task_file(tid, "status", buf, sizeof buf);
+  if (!err) {
+    *switches = status_field(buf, "\nvoluntary_ctxt_switches:", 10) +
+                status_field(buf, "\nnonvoluntary_ctxt_switches:", 10);
+  }
+  errno = saved;
+  return err;
+}
+
+int hak_os_thread_id(void) { return (int)syscall(SYS_gettid); }
+
+uint64_t hak_os_thread_blocked(void) {
+  sigset_t set;
+  uint64_t bits = 0;
+  if (pthread_sigmask(SIG_BLOCK, NULL, &set) != 0) return ~(uint64_t)0;
+  for (int sig = 1; sig <= 64; sig++) {
+    if (sigismember(&set, sig) == 1) bits |= (uint64_t)1 << (sig - 1);
+  }
+  return bits;
 }
 
 size_t hak_os_resident(const void *p, size_t size) {

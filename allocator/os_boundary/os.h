@@ -118,6 +118,29 @@ int hak_os_meta_alloc(size_t size, void **out);
  * not counted. */
 int hak_os_barrier_all(void);
 
+/* What the kernel says of thread `tid` of this process (/proc/self/task/<tid>/status and
+ * /syscall), for the purge's flush of an idle thread's caches (heap/heap.h). */
+typedef struct {
+  uint64_t switches; /* its context switches so far, voluntary and not */
+  uint64_t blocked;  /* the signals it blocks now (bit n - 1 for signal n, the first 64) */
+  long call;         /* the system call it is blocked in; -1 when it is not blocked in one
+                        (running, runnable, stopped or waiting on a page fault) */
+  uint64_t site;     /* a hash of the call's arguments, stack and instruction pointers:
+                        two readings of one wait give the same */
+} hak_os_thread_t;
+
+/* Reads thread `tid`'s state. Returns 0, or an errno value (ENOENT: no such thread, or
+ * /proc not there; EACCES). Allocation-free: a few hundred bytes of stack. Not a memory
+ * call: not counted. errno is left as it was. */
+int hak_os_thread_state(int tid, hak_os_thread_t *out);
+
+/* Only the context switches of thread `tid` (one file read instead of three). */
+int hak_os_thread_switches(int tid, uint64_t *switches);
+
+/* The calling thread's kernel id, and the signals it blocks (as `blocked` above). */
+int hak_os_thread_id(void);
+uint64_t hak_os_thread_blocked(void);
+
 /* In a fork child: unlocks the metadata allocator; if a thread was inside it at the fork,
  * the rest of its current chunk is abandoned. */
 void hak_os_fork_child(void);

@@ -91,6 +91,9 @@ hak_pool_geom_t hak_pool_geom;
 /* 64: its lists on cache lines of their own, as in the heaps hak_os_meta_alloc makes */
 __attribute__((aligned(64))) hak_pool_heap_t hak_pool_empty_heap;
 HAK_TLS hak_pool_heap_t *hak_pool_tls = &hak_pool_empty_heap;
+/* What the TLS of a thread whose heap the purge parked points at (heap/heap.h): empty
+ * lists, owner of nothing, like the empty heap. */
+static __attribute__((aligned(64))) pool_heap_t parked_heap;
 static pthread_mutex_t arena_lock = PTHREAD_MUTEX_INITIALIZER; /* region top, free spans */
 static hak_heap_registry_t heaps;
 static size_t registry_committed; /* bytes of the registry made usable, page multiple */
@@ -357,8 +360,12 @@ static void heap_reclaim(void *h) {
   process_pending(h);
   hak_pool_heap_trim(h);
 }
-static void heap_bind(void *h) { hak_pool_tls = h; }
+static void heap_bind(void *h) {
+  hak_pool_tls = h;
+  ((pool_heap_t *)h)->base.tls = (void **)&hak_pool_tls;
+}
 static void heap_prewarm(void *tier);
+static void heap_park(void *tier, uint64_t idle_since_ms);
 
 /* Moves up to `want` blocks of `cls` onto list l: span free lists first, then carving,
  * at most CARVE_BYTES of never-used blocks per call. A carved block gets its link written,
@@ -542,7 +549,14 @@ static void heap_init(void *h) {
   }
 }
 
-static const hak_heap_ops_t heap_ops = HAK_HEAP_OPS(pool_heap_t);
+static const hak_heap_ops_t heap_ops = HAK_HEAP_OPS(pool_heap_t, &parked_heap);
+
+/* The calling thread's heap on a slow path (see Tiny's). */
+HAK_INLINE pool_heap_t *current_heap(void) {
+  pool_heap_t *h = hak_pool_tls;
+  if (HAK_LIKELY(h != &parked_heap)) return h;
+  return hak_heap_unpark(&heaps, (void **)&hak_pool_tls, &hak_pool_empty_heap);
+}
 
 /* The miss path of class `cls` on the calling thread's heap h (marked busy). */
 static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
@@ -560,7 +574,7 @@ static void *refill_and_pop(pool_heap_t *h, unsigned cls) {
 
 static void *tls_malloc_slow(unsigned cls) {
   hak_heap_remote_flush(); /* this thread's batches of remote frees go on a slow path */
-  pool_heap_t *h = hak_pool_tls;
+  pool_heap_t *h = current_heap();
   if (h == &hak_pool_empty_heap && !(h = hak_heap_attach(&heaps))) return NULL;
   hak_heap_own(&h->base);
   void *p = refill_and_pop(h, cls);
@@ -628,7 +642,7 @@ void hak_pool_free(void *p, uintptr_t off) {
     hak_pool_shared_free(s, p);
     return;
   }
-  pool_heap_t *h = hak_pool_tls;
+  pool_heap_t *h = current_heap();
   if (HAK_UNLIKELY(__atomic_load_n(&s->owner, __ATOMIC_RELAXED) != h)) {
     remote_free(s, p);
     return;
@@ -681,8 +695,16 @@ void hak_pool_heap_trim(pool_heap_t *h) {
   spares_to_free(h);
 }
 
+/* The idle flush of a live heap (heap/heap.h): its lists go back to their spans, and its
+ * spares and empty current spans to the arena, where the decay finds them. */
+static void heap_park(void *tier, uint64_t idle_since_ms) {
+  (void)idle_since_ms; /* the arena dates free spans itself */
+  heap_flush(tier);
+  hak_pool_heap_trim(tier);
+}
+
 void hak_pool_flush_thread(void) {
-  pool_heap_t *h = hak_pool_tls;
+  pool_heap_t *h = current_heap();
   if (!HAK_POOL_THREAD_CACHE || h == &hak_pool_empty_heap) return;
   hak_heap_own(&h->base);
   heap_flush(h);
@@ -706,6 +728,7 @@ static void heap_die(pool_heap_t *h) {
 }
 
 static void thread_exit_cb(void *arg) {
+  if (arg && hak_pool_tls == &parked_heap) hak_heap_rebind(&heaps, arg);
   if (arg && arg == hak_pool_tls) heap_die(arg);
 }
 
@@ -798,6 +821,8 @@ void hak_pool_fork_child(void) {
   }
   hak_pool_shared_fork_child();
   pool_heap_t *self = hak_pool_tls;
+  if (self == &parked_heap && !(self = hak_heap_fork_unpark(&heaps)))
+    self = hak_pool_tls = &hak_pool_empty_heap;
   if (self != &hak_pool_empty_heap && !hak_heap_intact_in_child(&self->base))
     hak_pool_tls = &hak_pool_empty_heap;
   hak_heap_fork_child(&heaps, hak_pool_tls != &hak_pool_empty_heap ? hak_pool_tls : NULL);
@@ -820,6 +845,7 @@ void hak_pool_stats(hak_pool_stats_t *out) {
   hak_pool_shared_stats(out);
   out->remote_frees += __atomic_load_n(&orphan_remote_frees, __ATOMIC_RELAXED);
   out->foreign_frees = __atomic_load_n(&foreign_frees, __ATOMIC_RELAXED);
+  out->idle_flushes = __atomic_load_n(&heaps.parks, __ATOMIC_RELAXED);
   pthread_mutex_lock(&arena_lock);
   for (uintptr_t page = 0; page < (hak_pool_geom.top >> HAK_POOL_PAGE_SHIFT); page++) {
     const pool_span_t *s = &hak_pool_geom.registry[page];

@@ -207,6 +207,7 @@ unsigned hak_pool_arena_steps(size_t *out, unsigned max);
 typedef struct {
   uint64_t refills, overflows, remote_frees, pages_in_use, arena_chunks, foreign_frees;
   uint64_t resident_bytes; /* of the arena, from mincore */
+  uint64_t idle_flushes;   /* heaps of blocked threads whose lists the purge flushed */
 } hak_pool_stats_t;
 void hak_pool_stats(hak_pool_stats_t *out);
 

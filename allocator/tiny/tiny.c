@@ -55,6 +55,9 @@ const uint8_t hak_tiny_size_class8[HAK_TINY_MAX + 1] = {
 
 hak_tiny_geom_t hak_tiny_geom;
 hak_tiny_heap_t hak_tiny_empty_heap;
+/* What the TLS of a thread whose heap the purge parked points at (heap/heap.h): empty
+ * caches, owner of nothing, like the empty heap. */
+static hak_tiny_heap_t parked_heap;
 HAK_TLS hak_tiny_heap_t *hak_tiny_tls = &hak_tiny_empty_heap;
 
 /* SS_FROZEN: inherited by a fork child from a parent in which another thread was changing
@@ -615,10 +618,14 @@ static void heap_reclaim(void *tier) {
   hak_heap_drain(&h->base, h, put_to_slab, slab_bounds);
   release_empty_current(h, IDLE_NOW);
 }
-static void heap_bind(void *h) { hak_tiny_tls = h; }
+static void heap_bind(void *h) {
+  hak_tiny_tls = h;
+  ((hak_tiny_heap_t *)h)->base.tls = (void **)&hak_tiny_tls;
+}
 static void heap_prewarm(void *tier);
+static void heap_park(void *tier, uint64_t idle_since_ms);
 
-static const hak_heap_ops_t heap_ops = HAK_HEAP_OPS(hak_tiny_heap_t);
+static const hak_heap_ops_t heap_ops = HAK_HEAP_OPS(hak_tiny_heap_t, &parked_heap);
 
 /* ---- Debug-fail-fast helpers (compiled in every variant, used when HAK_CHECKS). ---- */
 
@@ -785,9 +792,17 @@ static void *refill_and_pop(hak_tiny_heap_t *h, unsigned cls) {
   return p;
 }
 
+/* The calling thread's heap on a slow path: bound again if the purge parked it
+ * (heap/heap.h), else as the TLS says (the empty heap if it has none). */
+HAK_INLINE hak_tiny_heap_t *current_heap(void) {
+  hak_tiny_heap_t *h = hak_tiny_tls;
+  if (HAK_LIKELY(h != &parked_heap)) return h;
+  return hak_heap_unpark(&heaps, (void **)&hak_tiny_tls, &hak_tiny_empty_heap);
+}
+
 void *hak_tiny_malloc_slow(unsigned cls) {
   hak_heap_remote_flush(); /* this thread's batches of remote frees go on a slow path */
-  hak_tiny_heap_t *h = hak_tiny_tls;
+  hak_tiny_heap_t *h = current_heap();
   if (h == &hak_tiny_empty_heap) {
     h = hak_heap_attach(&heaps);
     if (!h) {
@@ -887,7 +902,7 @@ void hak_tiny_free_slow(void *p) {
     return;
   }
   hak_asan_poison(p, size);
-  hak_tiny_heap_t *h = hak_tiny_tls;
+  hak_tiny_heap_t *h = current_heap();
   if (s->owner != h) {
     hak_tiny_free_remote(s, p);
     return;
@@ -919,8 +934,11 @@ static void heap_flush(void *tier) {
   flush_caches(h, h->base.died_ms);
 }
 
+/* The idle flush of a live heap whose thread has been blocked since idle_since_ms. */
+static void heap_park(void *tier, uint64_t idle_since_ms) { flush_caches(tier, idle_since_ms); }
+
 void hak_tiny_flush_thread(void) {
-  hak_tiny_heap_t *h = hak_tiny_tls;
+  hak_tiny_heap_t *h = current_heap();
   if (h == &hak_tiny_empty_heap) return;
   hak_heap_own(&h->base);
   flush_caches(h, IDLE_NOW);
@@ -941,6 +959,7 @@ static void heap_die(hak_tiny_heap_t *h) {
 
 static void thread_exit_cb(void *arg) {
   hak_tiny_heap_t *h = arg;
+  if (h && hak_tiny_tls == &parked_heap) hak_heap_rebind(&heaps, h);
   if (h && h == hak_tiny_tls) heap_die(h);
 }
 
@@ -968,6 +987,8 @@ static void freeze_superslabs(void) {
 void hak_tiny_fork_child(void) {
   int lists_torn = hak_fork_child_reset_lock(&tiny_lock);
   hak_tiny_heap_t *self = hak_tiny_tls;
+  if (self == &parked_heap && !(self = hak_heap_fork_unpark(&heaps)))
+    self = hak_tiny_tls = &hak_tiny_empty_heap;
   if (self != &hak_tiny_empty_heap && !hak_heap_intact_in_child(&self->base))
     hak_tiny_tls = &hak_tiny_empty_heap;
   hak_heap_fork_child(&heaps, hak_tiny_tls != &hak_tiny_empty_heap ? hak_tiny_tls : NULL);
@@ -985,6 +1006,7 @@ void hak_tiny_stats(hak_tiny_stats_t *out) {
   }
   pthread_mutex_unlock(&heaps.lock);
   out->remote_frees += __atomic_load_n(&orphan_remote_frees, __ATOMIC_RELAXED);
+  out->idle_flushes = __atomic_load_n(&heaps.parks, __ATOMIC_RELAXED);
   pthread_mutex_lock(&tiny_lock);
   for (unsigned cls = 0; cls < HAK_TINY_CLASSES; cls++) {
     const class_state_t *cs = &classes[cls];

@@ -155,6 +155,7 @@ typedef struct {
   uint64_t slabs_in_use, superslabs, empty_superslabs, refills, overflows, remote_frees;
   uint64_t decommitted_superslabs;
   uint64_t resident_bytes; /* of SuperSlabs not decommitted, from mincore */
+  uint64_t idle_flushes;   /* heaps of blocked threads whose caches the purge flushed */
 } hak_tiny_stats_t;
 void hak_tiny_stats(hak_tiny_stats_t *out);
 /* Frees of pointers in the Tiny region that are not live blocks (release builds). */

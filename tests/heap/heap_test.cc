@@ -4,8 +4,11 @@
 #include "allocator/heap/heap.h"
 
 #include "allocator/heap/cache.h"
+#include "allocator/os_boundary/os.h"
 
 #include <stddef.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <set>
@@ -27,7 +30,7 @@ struct FakeSlab {
 static_assert(offsetof(FakeSlab, remote) == HAK_SLAB_REMOTE_OFFSET, "the remote line");
 
 struct FakeHeap {
-  int inits, drains, flushes, prewarms, reclaims;
+  int inits, drains, flushes, prewarms, reclaims, parks;
   int drained_blocks;
   long changes;  // changed by the owner inside own/disown and by reclaim: never both at once
   hak_heap_t base;
@@ -73,7 +76,7 @@ void Flush(void *t) {
 }
 
 hak_heap_ops_t MakeOps() {
-  hak_heap_ops_t ops;
+  hak_heap_ops_t ops = {};  // no idle flush unless a test sets one
   ops.heap_size = sizeof(FakeHeap);
   ops.heap_offset = offsetof(FakeHeap, base);
   ops.init = Init;
@@ -311,6 +314,92 @@ TEST_F(HeapEngineTest, APurgePassReclaimsOnlyIdleLiveHeaps) {
   hak_heap_retire(&r_, h);
   hak_heap_reclaim_idle(&r_, 1);
   EXPECT_EQ(h->reclaims, 3) << "a dead heap is the collectors', not the purge's";
+}
+
+// The idle flush on the fake tier, whose bind records its TLS pointer: a forced pass parks
+// the heap of a thread blocked in the kernel (here in read): its TLS pointer turns to the
+// tier's parked heap and the park hook runs once; a thread on the CPU is left alone. The
+// parked thread's next slow path binds its heap again.
+FakeHeap g_parked;
+void BindRecordingTls(void *t) {
+  g_bound = static_cast<FakeHeap *>(t);
+  g_bound->base.tls = reinterpret_cast<void **>(&g_bound);
+}
+void Park(void *t, uint64_t) { static_cast<FakeHeap *>(t)->parks++; }
+
+// Attaches a heap and makes the slow paths after which its thread is identified (watched).
+FakeHeap *AttachIdentified(hak_heap_registry_t *r) {
+  auto *h = static_cast<FakeHeap *>(hak_heap_attach(r));
+  for (int i = 0; i < HAK_HEAP_IDENTIFY_AFTER; i++) {
+    hak_heap_own(&h->base);
+    hak_heap_disown(&h->base);
+  }
+  return h;
+}
+
+TEST(HeapEngineParkTest, AForcedPassParksBlockedThreadsOnly) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "no idle flush under ThreadSanitizer";
+#endif
+  static hak_heap_ops_t ops = MakeOps();
+  ops.bind = BindRecordingTls;
+  ops.park = Park;
+  ops.parked = &g_parked;
+  static hak_heap_registry_t r;
+  ASSERT_EQ(hak_heap_registry_init(&r, &ops, nullptr), 0);
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::atomic<FakeHeap *> blocked_heap{nullptr}, spinning_heap{nullptr};
+  std::atomic<bool> spin{true};
+  std::atomic<int> in_read{0};
+  FakeHeap *bound_after_wake = nullptr, *rebound = nullptr, *bound_after_rebind = nullptr;
+  std::thread blocked([&] {
+    blocked_heap = AttachIdentified(&r);
+    in_read = 1;
+    char c;
+    ASSERT_EQ(read(fds[0], &c, 1), 1);
+    bound_after_wake = g_bound;
+    rebound = static_cast<FakeHeap *>(hak_heap_rebind(&r, nullptr));
+    bound_after_rebind = g_bound;
+  });
+  std::thread unidentified([&] {  // blocked too, but after its attach alone
+    hak_heap_attach(&r);
+    char c;
+    ASSERT_EQ(read(fds[0], &c, 1), 1);
+  });
+  std::thread spinning([&] {
+    spinning_heap = AttachIdentified(&r);
+    while (spin.load()) {
+    }
+  });
+  while (!in_read.load() || !spinning_heap.load()) std::this_thread::yield();
+  hak_os_thread_t t;
+  for (int i = 0; i < 2000; i++) {  // until the kernel shows it waiting in read
+    if (hak_os_thread_state(blocked_heap.load()->base.tid, &t) == 0 && t.call == SYS_read) break;
+    usleep(1000);
+  }
+  hak_heap_reclaim_idle(&r, 1);
+  EXPECT_EQ(blocked_heap.load()->parks, 1) << "blocked in read: parked and flushed";
+  EXPECT_EQ(spinning_heap.load()->parks, 0) << "on the CPU: left alone";
+  int parks = 0;
+  for (hak_heap_t *h = r.all; h; h = h->next_all)
+    parks += hak_heap_tier(&r, h) == blocked_heap.load()
+                 ? 0
+                 : static_cast<FakeHeap *>(hak_heap_tier(&r, h))->parks;
+  EXPECT_EQ(parks, 0) << "a thread not identified yet (one slow path) is not watched";
+  hak_heap_reclaim_idle(&r, 1);
+  EXPECT_EQ(blocked_heap.load()->parks, 1) << "parked once";
+  spin = false;
+  spinning.join();
+  ASSERT_EQ(write(fds[1], "xx", 2), 2);
+  blocked.join();
+  unidentified.join();
+  EXPECT_EQ(bound_after_wake, &g_parked) << "the thread woke to the parked heap";
+  EXPECT_EQ(rebound, blocked_heap.load());
+  EXPECT_EQ(bound_after_rebind, blocked_heap.load()) << "and its slow path bound its own";
+  EXPECT_EQ(hak_heap_rebind(&r, spinning_heap.load()), nullptr) << "never parked";
+  close(fds[0]);
+  close(fds[1]);
 }
 
 // An owner changing its heap in slow paths while the purge reclaims it, forced, in a

@@ -4,11 +4,15 @@
 #include "allocator/os_boundary/os_testing.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 
 #include "gtest/gtest.h"
 
@@ -182,6 +186,64 @@ TEST(OsBoundaryTest, KindNamesAreDistinct) {
                    hak_os_kind_name(static_cast<hak_os_kind_t>(j)));
     }
   }
+}
+
+// What the idle flush reads of another thread (heap/heap.h): the call it is blocked in,
+// the signals it blocks, and context switches that change whenever it ran.
+TEST(OsBoundaryTest, ThreadStateShowsTheCallAThreadWaitsInAndWhetherItRan) {
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  std::atomic<int> tid{0};
+  std::atomic<uint64_t> blocked_in_thread{0};
+  std::atomic<bool> spin{true};
+  std::thread reader([&] {
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
+    blocked_in_thread = hak_os_thread_blocked();
+    tid = hak_os_thread_id();
+    while (spin) {  // running: not in a call
+    }
+    char c;
+    while (read(fds[0], &c, 1) == 1 && c != 'q') {
+    }
+  });
+  while (tid == 0) std::this_thread::yield();
+  hak_os_thread_t t;
+  ASSERT_EQ(hak_os_thread_state(tid, &t), 0);
+  EXPECT_EQ(t.call, -1) << "a thread running user code is in no call";
+  spin = false;
+  auto wait_in_read = [&](hak_os_thread_t *out) {
+    for (int i = 0; i < 2000; i++) {
+      if (hak_os_thread_state(tid, out) == 0 && out->call == SYS_read) return true;
+      usleep(1000);
+    }
+    return false;
+  };
+  ASSERT_TRUE(wait_in_read(&t));
+  EXPECT_NE(t.blocked & (uint64_t{1} << (SIGUSR1 - 1)), 0u) << "SIGUSR1 is blocked";
+  EXPECT_EQ(t.blocked, blocked_in_thread.load()) << "the thread's own reading agrees";
+  usleep(20000);
+  hak_os_thread_t again;
+  ASSERT_EQ(hak_os_thread_state(tid, &again), 0);
+  EXPECT_EQ(again.call, SYS_read);
+  EXPECT_EQ(again.switches, t.switches) << "it has not run";
+  EXPECT_EQ(again.site, t.site) << "the same wait reads the same";
+  ASSERT_EQ(write(fds[1], "x", 1), 1);  // it wakes, reads, and waits again
+  hak_os_thread_t later;
+  for (int i = 0; i < 2000; i++) {
+    ASSERT_TRUE(wait_in_read(&later));
+    if (later.switches != t.switches) break;
+    usleep(1000);
+  }
+  EXPECT_GT(later.switches, t.switches) << "it ran: its context switches grew";
+  ASSERT_EQ(write(fds[1], "q", 1), 1);
+  reader.join();
+  close(fds[0]);
+  close(fds[1]);
+  EXPECT_EQ(hak_os_thread_state(tid, &t), ENOENT) << "the thread is gone";
+  EXPECT_EQ(hak_os_thread_state(0, &t), EINVAL);
 }
 
 }  // namespace

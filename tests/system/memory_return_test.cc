@@ -15,6 +15,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -188,6 +190,49 @@ TEST(MemoryReturnChild, IdleAfterABurstFreedAroundLongLivedBlocks) {
   }
 }
 
+// Fills the calling thread's Tiny caches so that they pin slabs: 256 KiB of each class
+// from 16 to 1,024 bytes, freed one block per 64 KiB window of addresses at a time, so the
+// blocks a cache keeps at the end lie in as many slabs as it holds blocks.
+void PinTinySlabsWithCaches() {
+  for (size_t size = 16; size <= 1024; size += 16) {
+    std::vector<char *> blocks((size_t{256} << 10) / size);
+    for (char *&p : blocks) {
+      p = static_cast<char *>(malloc(size));
+      ASSERT_NE(p, nullptr);
+      memset(p, 1, size);
+    }
+    std::sort(blocks.begin(), blocks.end());
+    std::vector<size_t> windows;  // where each 64 KiB window of addresses starts
+    for (size_t i = 0; i < blocks.size(); i++) {
+      if (i == 0 || uintptr_t(blocks[i]) >> 16 != uintptr_t(blocks[i - 1]) >> 16)
+        windows.push_back(i);
+    }
+    windows.push_back(blocks.size());
+    for (size_t r = 0, freed = 0; freed < blocks.size(); r++) {
+      for (size_t w = 0; w + 1 < windows.size(); w++) {
+        if (windows[w] + r < windows[w + 1]) {
+          free(blocks[windows[w] + r]);
+          freed++;
+        }
+      }
+    }
+  }
+}
+
+// Then Pool's lists: 4 MiB of each power of two from 2 to 32 KiB, freed in order.
+void PinSlabsWithCaches() {
+  PinTinySlabsWithCaches();
+  for (size_t size = 2048; size <= 32768; size *= 2) {
+    std::vector<char *> blocks((size_t{4} << 20) / size);
+    for (char *&p : blocks) {
+      p = static_cast<char *>(malloc(size));
+      ASSERT_NE(p, nullptr);
+      memset(p, 1, size);
+    }
+    for (char *p : blocks) free(p);
+  }
+}
+
 // What exiting threads leave in their caches pins the slabs of those blocks. Freed in
 // turn over the slabs of each class, the last blocks of a class come from as many
 // different slabs, so eight threads' caches hold most of their 32 MiB in RAM until
@@ -200,33 +245,8 @@ constexpr int kExitDecayMs = 600;
 TEST(MemoryReturnChild, CachesOfExitedThreadsGoBackADecayAfterTheExit) {
   CHILD_ONLY();
   uint64_t before = RssKib();
-  auto thread = [] {
-    for (size_t size = 16; size <= 1024; size += 16) {
-      std::vector<char *> blocks((size_t{256} << 10) / size);
-      for (char *&p : blocks) {
-        p = static_cast<char *>(malloc(size));
-        ASSERT_NE(p, nullptr);
-        memset(p, 1, size);
-      }
-      std::sort(blocks.begin(), blocks.end());
-      std::vector<size_t> windows;  // where each 64 KiB window of addresses starts
-      for (size_t i = 0; i < blocks.size(); i++) {
-        if (i == 0 || uintptr_t(blocks[i]) >> 16 != uintptr_t(blocks[i - 1]) >> 16)
-          windows.push_back(i);
-      }
-      windows.push_back(blocks.size());
-      for (size_t r = 0, freed = 0; freed < blocks.size(); r++) {
-        for (size_t w = 0; w + 1 < windows.size(); w++) {
-          if (windows[w] + r < windows[w + 1]) {
-            free(blocks[windows[w] + r]);
-            freed++;
-          }
-        }
-      }
-    }
-  };
   std::vector<std::thread> threads;
-  for (int t = 0; t < 8; t++) threads.emplace_back(thread);
+  for (int t = 0; t < 8; t++) threads.emplace_back(PinTinySlabsWithCaches);
   for (auto &t : threads) t.join();
   uint64_t start = NowMs();
   uint64_t held = RssKib();
@@ -240,6 +260,72 @@ TEST(MemoryReturnChild, CachesOfExitedThreadsGoBackADecayAfterTheExit) {
          (unsigned long long)before);
   EXPECT_LE(rss, limit) << "RSS " << rss << " KiB, " << held << " KiB at the exit, " << before
                         << " before; " << NowMs() - start << " ms after the exit";
+}
+
+// Eight threads fill their caches and then wait on a condition variable for good (blocked
+// in the kernel, making no call): the purge thread flushes their caches a decay or so
+// after they stopped, and the slabs go back. Woken, each thread uses its heap again with
+// its data checked. With HAKMEM_IDLE_FLUSH=0 the caches stay with the threads.
+TEST(MemoryReturnChild, CachesOfIdleLiveThreadsGoBackWhileTheyWait) {
+  CHILD_ONLY();
+  const char *opt = getenv("HAKMEM_IDLE_FLUSH");
+  bool on = !opt || strcmp(opt, "0") != 0;
+  uint64_t before = RssKib();
+  std::mutex m;
+  std::condition_variable cv;
+  int ready = 0;
+  bool go = false;
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; t++) {
+    threads.emplace_back([&, t] {
+      PinSlabsWithCaches();
+      std::unique_lock<std::mutex> lock(m);
+      ready++;
+      cv.notify_all();
+      cv.wait(lock, [&] { return go; });
+      lock.unlock();
+      uint64_t rng = 99 + t;
+      for (int i = 0; i < 20000; i++) {
+        size_t n = 1 + hak_test::NextRandom(&rng) % 40000;
+        auto *p = static_cast<unsigned char *>(malloc(n));
+        memset(p, i & 255, n);
+        if (p[0] != (i & 255) || p[n - 1] != (i & 255)) bad++;
+        free(p);
+      }
+    });
+  }
+  {
+    std::unique_lock<std::mutex> lock(m);
+    cv.wait(lock, [&] { return ready == 8; });
+  }
+  uint64_t start = NowMs();
+  uint64_t held = RssKib();
+  ASSERT_GE(held, before + 16 * 1024) << "the caches pinned less than the case needs";
+  uint64_t limit = before + (held - before) / 8;
+  // Watched every half decay, idle for a whole one, then flushed (Tiny's slabs go in that
+  // pass, Pool's spans a decay later): four decays in all, with room for a loaded machine.
+  uint64_t rss = WaitForRss(on ? limit : 0, start, 5 * kExitDecayMs);
+  printf("RSS %llu KiB %llu ms after the threads stopped; %llu KiB then, %llu before\n",
+         (unsigned long long)rss, (unsigned long long)(NowMs() - start), (unsigned long long)held,
+         (unsigned long long)before);
+  uint64_t flushes = hak_test::Stats().idle_flushes;
+  if (on) {
+    EXPECT_LE(rss, limit) << "RSS " << rss << " KiB, " << held << " KiB when they stopped, "
+                          << before << " before";
+    EXPECT_GE(flushes, 8u) << "each thread's Tiny heap at least";
+  } else {
+    // (A quarter: without Pool's thread lists, POOL_TLS_PHASE1=0, Tiny's alone pin it.)
+    EXPECT_GT(rss, before + (held - before) / 4) << "with the flush off, the caches stay";
+    EXPECT_EQ(flushes, 0u);
+  }
+  {
+    std::lock_guard<std::mutex> lock(m);
+    go = true;
+  }
+  cv.notify_all();
+  for (auto &t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0) << "a block handed out after the flush was not the caller's";
 }
 
 // HAKMEM_PURGE_THREAD=0: nothing returns without a call; malloc_trim(0) returns it all
@@ -479,6 +565,13 @@ TEST(MemoryReturnTest, IdleAfterABurstFreedAroundLongLivedBlocks) {
 }
 TEST(MemoryReturnTest, CachesOfExitedThreadsGoBackADecayAfterTheExit) {
   ExpectChildPasses("CachesOfExitedThreadsGoBackADecayAfterTheExit", {}, kExitDecayMs);
+}
+TEST(MemoryReturnTest, CachesOfIdleLiveThreadsGoBackWhileTheyWait) {
+  ExpectChildPasses("CachesOfIdleLiveThreadsGoBackWhileTheyWait", {}, kExitDecayMs);
+}
+TEST(MemoryReturnTest, CachesOfIdleLiveThreadsStayWithTheFlushOff) {
+  ExpectChildPasses("CachesOfIdleLiveThreadsGoBackWhileTheyWait", {{"HAKMEM_IDLE_FLUSH", "0"}},
+                    kExitDecayMs);
 }
 TEST(MemoryReturnTest, WithoutThePurgeThreadTrimReturnsEverything) {
   ExpectChildPasses("WithoutThePurgeThreadTrimReturnsEverything", {{"HAKMEM_PURGE_THREAD", "0"}});

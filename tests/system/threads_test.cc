@@ -1,12 +1,16 @@
 // Threads on hakmem: blocks handed between threads keep their data (the regression test
 // for the drain-before-pop race), thread exit with blocks still out, free-only threads,
 // thread churn, and fork from a multithreaded parent.
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <random>
 #include <set>
@@ -281,6 +285,204 @@ TEST(SystemThreadsTest, ThreadChurnKeepsMemoryBounded) {
     leftovers.clear();
   }
   EXPECT_LE(Stats().tiny_superslabs, superslabs + 4);
+}
+
+// Threads that block between bursts (in nanosleep and on a condition variable) while the
+// purge thread flushes the caches of the ones blocked for the decay (4 ms here, in a
+// process of its own): every block keeps its data across the flushes, handed between
+// threads, through threads that exit parked and new ones, and through forks by a thread
+// whose heap was parked (the child allocates in every tier).
+TEST(SystemThreadsTest, BlocksKeepTheirDataWhileIdleThreadsCachesAreFlushed) {
+  if (!hak_test::InChild()) {
+    int status =
+        hak_test::RunSelf("SystemThreadsTest.BlocksKeepTheirDataWhileIdleThreadsCachesAreFlushed",
+                          0, {{"HAKMEM_DECAY_MS", "4"}});
+    ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    return;
+  }
+  constexpr int kThreads = 6;
+  std::vector<Inbox> inbox(kThreads);
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  auto worker = [&](int t, int generation) {
+    absl::BitGen gen(std::seed_seq{t, generation});
+    uint64_t id = uint64_t(t) << 48 | uint64_t(generation) << 32;
+    for (int round = 0; round < 40 && !stop.load(); round++) {
+      std::vector<Block> mine(absl::Uniform(gen, 1u, 200u));
+      for (Block &b : mine) {
+        b.n = DrawSize(gen);
+        b.p = malloc(b.n);
+        b.id = ++id;
+        Stamp(b.p, b.n, b.id);
+      }
+      unsigned ms = absl::Uniform(gen, 0u, 16u);
+      if (ms % 2) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      } else {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait_for(lock, std::chrono::milliseconds(ms));
+      }
+      for (size_t i = 0; i < mine.size(); i++) {
+        if (!StampIntact(mine[i].p, mine[i].n, mine[i].id)) bad++;
+        if (i % 2) {
+          inbox[absl::Uniform(gen, 0, kThreads)].Put(mine[i]);
+        } else {
+          free(mine[i].p);
+        }
+      }
+      for (Block &b : inbox[t].TakeAll()) {
+        if (!StampIntact(b.p, b.n, b.id)) bad++;
+        free(b.p);
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&, t] {
+      for (int generation = 0; generation < 3 && !stop.load(); generation++) {
+        std::thread(worker, t, generation).join();  // exits, maybe parked
+      }
+    });
+  }
+  for (int i = 0; i < 10; i++) {
+    std::vector<Block> kept;
+    absl::BitGen gen(std::seed_seq{100 + i});
+    for (int k = 0; k < 50; k++) {
+      Block b{nullptr, DrawSize(gen), uint64_t(i) * 1000 + k};
+      b.p = malloc(b.n);
+      Stamp(b.p, b.n, b.id);
+      kept.push_back(b);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // long enough to be parked
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int ok = 1;
+      for (const Block &b : kept) ok &= StampIntact(b.p, b.n, b.id);
+      for (size_t n : {size_t{8}, size_t{700}, size_t{5000}, size_t{60000}}) {
+        for (int k = 0; k < 100; k++) {
+          void *p = malloc(n);
+          if (!p) _exit(3);
+          Stamp(p, n, k);
+          ok &= StampIntact(p, n, k);
+          free(p);
+        }
+      }
+      // (The kept blocks are not freed here: freeing Large ones could start a purge
+      // thread, which a fork child of a multithreaded parent cannot do under the
+      // sanitizers, tests/system/api_twin.h.)
+      _exit(ok ? 0 : 4);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status)) << "child died with signal " << WTERMSIG(status);
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "fork " << i;
+    for (const Block &b : kept) {
+      if (!StampIntact(b.p, b.n, b.id)) bad++;
+      free(b.p);
+    }
+  }
+  for (auto &t : threads) t.join();
+  stop = true;
+  for (Inbox &box : inbox) {
+    for (Block &b : box.TakeAll()) {
+      if (!StampIntact(b.p, b.n, b.id)) bad++;
+      free(b.p);
+    }
+  }
+  EXPECT_EQ(bad.load(), 0) << "blocks lost their data";
+#if !defined(__SANITIZE_THREAD__)
+  EXPECT_GE(Stats().idle_flushes, 20u) << "the flush ran while the threads worked";
+#endif
+  printf("idle flushes %llu\n", (unsigned long long)Stats().idle_flushes);
+}
+
+// A thread blocked inside a signal handler may have been interrupted in the middle of a
+// fast path: the flush leaves alone a thread that waits in sigsuspend, and one that
+// blocks a signal it did not block at its last slow path (a handler runs with its signal
+// blocked). One that waits on a condition variable, as they did before, is flushed.
+void SpinMs(int ms) {  // the main thread stays on the CPU: never seen blocked
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (std::chrono::steady_clock::now() < end) {
+  }
+}
+
+// Enough refills and trims (slow paths) for the heap's thread to be watched
+// (HAK_HEAP_IDENTIFY_AFTER), and a cache left full.
+void FillACache() {
+  std::vector<void *> blocks(4000);
+  for (void *&p : blocks) p = malloc(64);
+  for (void *p : blocks) free(p);
+}
+
+void OnUsr1(int) {}
+
+TEST(SystemThreadsTest, TheIdleFlushLeavesThreadsThatMayBeInsideASignalHandler) {
+#if defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "no idle flush under ThreadSanitizer";
+#endif
+  if (!hak_test::InChild()) {
+    int status = hak_test::RunSelf(
+        "SystemThreadsTest.TheIdleFlushLeavesThreadsThatMayBeInsideASignalHandler", 0,
+        {{"HAKMEM_DECAY_MS", "20"}});
+    ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    return;
+  }
+  // The purge thread starts once 4 MiB of slabs and spans were emptied.
+  std::vector<void *> burst(2048);
+  for (void *&p : burst) memset(p = malloc(4096), 1, 4096);
+  for (void *p : burst) free(p);
+  struct sigaction sa = {};
+  sa.sa_handler = OnUsr1;
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+  std::atomic<int> ready{0};
+  std::atomic<bool> go{false};
+  std::thread suspended([&] {
+    FillACache();
+    sigset_t all_but_usr1;
+    sigfillset(&all_but_usr1);
+    sigdelset(&all_but_usr1, SIGUSR1);
+    ready++;
+    while (!go.load()) sigsuspend(&all_but_usr1);
+    FillACache();
+  });
+  std::thread masked([&] {
+    FillACache();
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &usr2, nullptr);
+    ready++;
+    while (!go.load()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    FillACache();
+  });
+  while (ready.load() < 2) std::this_thread::yield();
+  SpinMs(400);  // 20 decays
+  EXPECT_EQ(Stats().idle_flushes, 0u) << "a thread that may be in a handler was flushed";
+  go = true;
+  pthread_kill(suspended.native_handle(), SIGUSR1);
+  suspended.join();
+  masked.join();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread waiting([&] {
+    FillACache();
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return done; });
+  });
+  SpinMs(400);
+  EXPECT_GE(Stats().idle_flushes, 1u) << "a thread waiting on a condition variable is flushed";
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    done = true;
+  }
+  cv.notify_all();
+  waiting.join();
 }
 
 // fork() while other threads allocate: the child can allocate and free in every tier, and
