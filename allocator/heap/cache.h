@@ -27,6 +27,19 @@ typedef struct {
 
 HAK_STATIC_ASSERT(sizeof(hak_cache_t) == 16, "a cache is 16 bytes: indexed with a shift");
 
+/* What the n caches of another thread hold, as a hash of their heads and rooms: the idle
+ * flush's sign that the thread used none of them since the last look (heap/heap.h). Read
+ * racily, while the owner may be changing them: a torn reading only looks like use. */
+HAK_INLINE uint64_t hak_cache_fingerprint(const hak_cache_t *caches, unsigned n) {
+  uint64_t h = 0;
+  for (unsigned i = 0; i < n; i++) {
+    uintptr_t head = (uintptr_t)__atomic_load_n(&caches[i].head, __ATOMIC_RELAXED);
+    uint32_t room = (uint32_t)__atomic_load_n(&caches[i].room, __ATOMIC_RELAXED);
+    h = (h ^ head ^ ((uint64_t)room << 48)) * 0x9e3779b97f4a7c15ull;
+  }
+  return h;
+}
+
 /* How the tiers' size tables store a class c: 8 * c, which hak_cache_at8 scales by 2 to
  * the offset of c's 16-byte cache (and / HAK_CACHE_C8(1) turns back into c). */
 #define HAK_CACHE_C8(c) (8 * (c))

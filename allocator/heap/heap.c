@@ -267,12 +267,14 @@ static void park(hak_heap_registry_t *r, hak_heap_t *h, uint64_t idle_since_ms) 
   __atomic_store_n(&h->request, 0, __ATOMIC_RELEASE);
 }
 
-/* The watch of live heaps' threads for the idle flush: at most every half decay, from the
- * purge thread (a look reads one /proc file per live heap, three more for a heap due), or
- * at every thread blocked now with force (malloc_trim). Returns HAK_PURGE_WATCHING while
- * a live heap is not parked. */
+/* The watch of live heaps for the idle flush: at most every half decay, from the purge
+ * thread, or at every thread blocked now with force (malloc_trim). A heap whose caches
+ * and slow paths have not changed for the decay is unused, whether its thread slept or
+ * ran (an event loop's timer wakes it ten times a second: redis); if its thread is
+ * blocked now (three /proc reads), it is parked. Returns HAK_PURGE_WATCHING while a live
+ * heap is not parked. */
 static int park_idle(hak_heap_registry_t *r, hak_heap_t *all, int force) {
-  if (HAK_TSAN || !r->ops->park || !hak_opt(HAK_OPT_IDLE_FLUSH) ||
+  if (HAK_TSAN || !r->ops->park || !r->ops->fingerprint || !hak_opt(HAK_OPT_IDLE_FLUSH) ||
       hak_opt(HAK_OPT_FREE_ROUTE_TRACE)) {
     return 0;
   }
@@ -288,10 +290,10 @@ static int park_idle(hak_heap_registry_t *r, hak_heap_t *all, int force) {
       continue;
     }
     watching = HAK_PURGE_WATCHING;
-    uint64_t switches;
-    if (hak_os_thread_switches(tid, &switches) != 0) continue;
-    if (switches != h->seen_switches) { /* it ran since the last look */
-      h->seen_switches = switches;
+    uint64_t use = r->ops->fingerprint(hak_heap_tier(r, h)) ^
+                   __atomic_load_n(&h->slow_entries, __ATOMIC_RELAXED);
+    if (use != h->seen_use) { /* used since the last look */
+      h->seen_use = use;
       h->idle_since_ms = now;
       if (!force) continue;
     }

@@ -29,8 +29,8 @@
  * operation and no mark, are taken from a live thread only while the kernel shows it
  * blocked in a system call. Fast paths make no system call and slow paths mark the heap
  * busy, so such a thread is outside both, and stays so while it is blocked. The purge
- * thread watches each live heap's thread (hak_os_thread_switches); a thread that has not
- * run for the decay, and is blocked as hak_os_thread_state shows, has its heap parked:
+ * thread watches each live heap (its caches' fingerprint and its slow paths); a heap
+ * unused for the decay whose thread is blocked, as hak_os_thread_state shows, is parked:
  *   purge:  request = 1;  membarrier();  if (busy == 0) tls = the tier's parked heap;
  *           read the thread's state;  if (blocked in a call, busy == 0) flush;  request = 0
  *   owner:  its next call finds the parked heap (empty caches), takes a slow path, and
@@ -82,7 +82,7 @@ typedef struct hak_heap {
   uint32_t identify_at;   /* the slow_entries at which the owner records tid and blocked */
   int parked;             /* the owner's TLS was turned to the parked heap (atomics) */
   uint64_t blocked;       /* the signals the owner blocked when identified or rebound */
-  uint64_t seen_switches; /* the owner's context switches at the last look (purge only) */
+  uint64_t seen_use;      /* its caches' fingerprint and slow paths at the last look */
   uint64_t idle_since_ms; /* since when they have not changed (purge only) */
 } hak_heap_t;
 
@@ -101,6 +101,7 @@ typedef struct {
    * `parked`; drain, give every cached block back to its slab and the empty current
    * slabs to the tier, dated from idle_since_ms. */
   void (*park)(void *tier, uint64_t idle_since_ms);
+  uint64_t (*fingerprint)(void *tier); /* hak_cache_fingerprint of its caches */
   /* What a parked thread's TLS points at: a heap with empty caches that owns nothing, like
    * the empty heap of threads that never allocated, but told apart from it, so that only
    * the slow paths of parked threads look for a heap to bind again. */
@@ -108,13 +109,14 @@ typedef struct {
 } hak_heap_ops_t;
 
 /* A tier's table, from its heap type, its parked heap and hooks named heap_init, heap_bind,
- * heap_prewarm, heap_drain, heap_flush, heap_reclaim (each `static void (void *tier)`) and
- * heap_park. */
-#define HAK_HEAP_OPS(tier_heap_type, parked_heap)                                            \
-  {                                                                                          \
-    .heap_size = sizeof(tier_heap_type), .heap_offset = offsetof(tier_heap_type, base),      \
-    .init = heap_init, .bind = heap_bind, .prewarm = heap_prewarm, .drain = heap_drain,      \
-    .flush = heap_flush, .reclaim = heap_reclaim, .park = heap_park, .parked = (parked_heap) \
+ * heap_prewarm, heap_drain, heap_flush, heap_reclaim (each `static void (void *tier)`),
+ * heap_park and heap_fingerprint. */
+#define HAK_HEAP_OPS(tier_heap_type, parked_heap)                                       \
+  {                                                                                     \
+    .heap_size = sizeof(tier_heap_type), .heap_offset = offsetof(tier_heap_type, base), \
+    .init = heap_init, .bind = heap_bind, .prewarm = heap_prewarm, .drain = heap_drain, \
+    .flush = heap_flush, .reclaim = heap_reclaim, .park = heap_park,                    \
+    .fingerprint = heap_fingerprint, .parked = (parked_heap)                            \
   }
 
 /* What a kick of the purge thread counts for a dead heap (its caches) and, a sixteenth,

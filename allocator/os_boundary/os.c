@@ -329,18 +329,6 @@ int hak_os_thread_state(int tid, hak_os_thread_t *out) {
   return err;
 }
 
-int hak_os_thread_switches(int tid, uint64_t *switches) {
-  int saved = errno;
-  char buf[4096];
-  int err = read_task_file(tid, "status", buf, sizeof buf);
-  if (!err) {
-    *switches = status_field(buf, "\nvoluntary_ctxt_switches:", 10) +
-                status_field(buf, "\nnonvoluntary_ctxt_switches:", 10);
-  }
-  errno = saved;
-  return err;
-}
-
 int hak_os_thread_id(void) { return (int)syscall(SYS_gettid); }
 
 uint64_t hak_os_thread_blocked(void) {

@@ -134,9 +134,6 @@ typedef struct {
  * call: not counted. errno is left as it was. */
 int hak_os_thread_state(int tid, hak_os_thread_t *out);
 
-/* Only the context switches of thread `tid` (one file read instead of three). */
-int hak_os_thread_switches(int tid, uint64_t *switches);
-
 /* The calling thread's kernel id, and the signals it blocks (as `blocked` above). */
 int hak_os_thread_id(void);
 uint64_t hak_os_thread_blocked(void);

@@ -366,6 +366,9 @@ static void heap_bind(void *h) {
 }
 static void heap_prewarm(void *tier);
 static void heap_park(void *tier, uint64_t idle_since_ms);
+static uint64_t heap_fingerprint(void *tier) {
+  return hak_cache_fingerprint(((pool_heap_t *)tier)->list, HAK_POOL_CLASSES);
+}
 
 /* Moves up to `want` blocks of `cls` onto list l: span free lists first, then carving,
  * at most CARVE_BYTES of never-used blocks per call. A carved block gets its link written,

@@ -624,6 +624,9 @@ static void heap_bind(void *h) {
 }
 static void heap_prewarm(void *tier);
 static void heap_park(void *tier, uint64_t idle_since_ms);
+static uint64_t heap_fingerprint(void *tier) {
+  return hak_cache_fingerprint(((hak_tiny_heap_t *)tier)->cache, HAK_TINY_CLASSES);
+}
 
 static const hak_heap_ops_t heap_ops = HAK_HEAP_OPS(hak_tiny_heap_t, &parked_heap);
 

@@ -344,6 +344,7 @@ TEST(HeapEngineParkTest, AForcedPassParksBlockedThreadsOnly) {
   static hak_heap_ops_t ops = MakeOps();
   ops.bind = BindRecordingTls;
   ops.park = Park;
+  ops.fingerprint = [](void *) -> uint64_t { return 0; };  // caches never change
   ops.parked = &g_parked;
   static hak_heap_registry_t r;
   ASSERT_EQ(hak_heap_registry_init(&r, &ops, nullptr), 0);
