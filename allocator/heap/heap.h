@@ -41,7 +41,7 @@
  * away) while the request stands, as for a reclaim. A signal handler that blocks after
  * interrupting a fast path is the one way a thread can be blocked mid-operation: such a
  * handler runs with its signal blocked, so a thread that blocks a signal it did not
- * block at its last slow path is left alone, as are calls a handler waits in
+ * block when identified or rebound is left alone, as are calls a handler waits in
  * (sigsuspend, pause) and a vfork parent (whose child runs on its TLS). Off in
  * ThreadSanitizer builds (the kernel's ordering is invisible to it) and while the trace
  * variant logs frees (a write inside a fast path). */
