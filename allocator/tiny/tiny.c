@@ -64,6 +64,7 @@ HAK_TLS hak_tiny_heap_t *hak_tiny_tls = &hak_tiny_empty_heap;
  * the SuperSlab lists; its slabs are used up by their owners and then left alone. */
 enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2, SS_FROZEN = 3 };
 #define SS_NONE UINT32_MAX
+enum { CARVE_UNTOUCHED = 0, CARVE_RESIDENT = 1, CARVE_MIXED = 2 };
 #define MAX_SS_PER_CLASS HAK_TINY_MAX_ROWS
 #define FILL_ALLOC 0xaa         /* debug: freshly allocated bytes */
 #define HOT_CLASSES 12          /* classes up to 256 B are pre-warmed */
@@ -72,7 +73,8 @@ enum { SS_ACTIVE = 0, SS_EMPTY = 1, SS_DECOMMITTED = 2, SS_FROZEN = 3 };
 #define CARVE_BYTES (4 * 1024)  /* of never-used memory per refill */
 
 typedef struct {
-  uint16_t free_slabs;         /* free slabs of this SuperSlab: on the class list, or cold */
+  uint8_t free_slabs;          /* free slabs of this SuperSlab: on the class list, or cold */
+  uint8_t whole;               /* SS_EMPTY: every slab was resident when it emptied */
   uint8_t state;               /* SS_ACTIVE, SS_EMPTY, SS_DECOMMITTED or SS_FROZEN */
   uint8_t on_cold_stack;       /* on its class's cold stack (maybe with no cold slab left) */
   uint32_t cold;               /* its cold slabs, a bit per slab: free, decommitted whole */
@@ -87,6 +89,9 @@ typedef struct {
 typedef struct {
   uint32_t carve_ss;      /* the SuperSlab slabs are carved from (SS_NONE: none) */
   uint32_t carve_next;    /* its next slab to hand out */
+  uint8_t carve_pages;    /* what carve_ss's slabs not handed out are: CARVE_UNTOUCHED
+                           * (it was new or decommitted), CARVE_RESIDENT (it emptied with
+                           * every slab resident) or CARVE_MIXED (it emptied with some) */
   uint32_t top_ss;        /* SuperSlabs (grid rows) of the class ever committed */
   uint32_t empty_head;    /* stack of empty SuperSlabs, index + 1 (0: empty stack) */
   hak_slab_t *free_slabs; /* released slabs of partly used SuperSlabs, still resident */
@@ -351,12 +356,14 @@ int hak_tiny_maintain(int force) {
 
 /* ---- Slabs and SuperSlabs (tiny_lock held). ---- */
 
-/* Makes a SuperSlab the class's carving source: an empty one if any, else a new one. */
-static int ss_take(unsigned cls) {
+/* Makes a SuperSlab the class's carving source: the empty one `link` points to (a link
+ * of the class's empty stack: NULL for its head), else a new one. */
+static int ss_take(unsigned cls, uint32_t *link) {
   class_state_t *cs = &classes[cls];
   uint32_t ss;
-  if (cs->empty_head) {
-    ss = cs->empty_head - 1;
+  if (!link) link = &cs->empty_head;
+  if (*link) {
+    ss = *link - 1;
     ss_meta_t *m = ss_meta(cls, ss);
     if (m->state == SS_DECOMMITTED) {
       hak_purge_relieve(HAK_TINY_SS_SIZE);
@@ -364,7 +371,7 @@ static int ss_take(unsigned cls) {
     } else {
       lru_remove(cls * MAX_SS_PER_CLASS + ss);
     }
-    cs->empty_head = m->next_empty;
+    *link = m->next_empty;
   } else {
     if (((uintptr_t)(cs->top_ss + 1) << HAK_TINY_ROW_SHIFT) > hak_tiny_geom.size) return 0;
     ss = cs->top_ss;
@@ -378,6 +385,9 @@ static int ss_take(unsigned cls) {
     __atomic_store_n(&hak_tiny_geom.rows[cls], (uintptr_t)cs->top_ss, __ATOMIC_RELEASE);
   }
   ss_meta_t *m = ss_meta(cls, ss);
+  cs->carve_pages = m->state != SS_EMPTY ? CARVE_UNTOUCHED
+                    : m->whole           ? CARVE_RESIDENT
+                                         : CARVE_MIXED;
   m->state = SS_ACTIVE;
   m->free_slabs = 0;
   m->cold = 0; /* (none: an empty SuperSlab's slabs are all taken back) */
@@ -386,20 +396,71 @@ static int ss_take(unsigned cls) {
   return 1;
 }
 
-/* A slab for `cls`; *fresh tells whether its header must be initialised from scratch. */
+/* The slabs of the class's carving SuperSlab not handed out yet become cold: free and
+ * not resident, which is what a never-used slab is (those of a SuperSlab that emptied
+ * with some of them resident go back to the OS first). The class then carves elsewhere.
+ * Returns 1 when it cannot (the OS refused). */
+static int carve_retire(unsigned cls) {
+  class_state_t *cs = &classes[cls];
+  uint32_t ss = cs->carve_ss, idx = cs->carve_next, n = HAK_TINY_SLABS_PER_SS - idx;
+  if (ss == SS_NONE || n == 0) {
+    cs->carve_ss = SS_NONE;
+    return 0;
+  }
+  if (cs->carve_pages == CARVE_MIXED &&
+      hak_os_decommit(ss_base(cls, ss) + ((uintptr_t)idx << HAK_TINY_SLAB_SHIFT),
+                      (size_t)n << HAK_TINY_SLAB_SHIFT) != 0) {
+    return 1;
+  }
+  cs->carve_ss = SS_NONE;
+  ss_meta_t *m = ss_meta(cls, ss);
+  m->cold |= (uint32_t)((((uint64_t)1 << n) - 1) << idx);
+  m->free_slabs = (uint8_t)(m->free_slabs + n);
+  cs->cold_slabs += n;
+  if (!m->on_cold_stack) {
+    m->on_cold_stack = 1;
+    m->next_cold = cs->cold_head;
+    cs->cold_head = ss + 1;
+  }
+  return 0;
+}
+
+/* A slab for `cls`; *fresh tells whether its header must be initialised from scratch.
+ * Resident memory first: free slabs, then the slabs of an empty SuperSlab still
+ * committed (the carving SuperSlab's untouched slabs are retired for it), and only then
+ * memory whose pages the slab will fault in: cold slabs, untouched slabs, new
+ * SuperSlabs. Carving on while an emptied SuperSlab waited for its decay made a program
+ * that allocates 4 MiB of one size, frees it and allocates it again touch 2 MiB more. */
 static hak_tiny_slab_t *slab_acquire(unsigned cls, int *fresh) {
   class_state_t *cs = &classes[cls];
   hak_tiny_slab_t *s = NULL;
   pthread_mutex_lock(&tiny_lock);
+  int carving = cs->carve_ss != SS_NONE && cs->carve_next < HAK_TINY_SLABS_PER_SS;
+  int resident = carving && cs->carve_pages == CARVE_RESIDENT;
+  /* The link to an empty SuperSlab all of whose slabs are resident. The stack is in the
+   * order they emptied, and the decay decommits the oldest first: the search stops at
+   * the first decommitted one (after a burst, thousands may follow). */
+  uint32_t *whole = NULL;
+  for (uint32_t *l = &cs->empty_head; !resident && !cs->free_slabs && *l && !whole;
+       l = &ss_meta(cls, *l - 1)->next_empty) {
+    const ss_meta_t *m = ss_meta(cls, *l - 1);
+    if (m->state != SS_EMPTY) break;
+    if (m->whole) whole = l;
+  }
   if (cs->free_slabs) { /* resident slabs first */
     s = (hak_tiny_slab_t *)cs->free_slabs;
     free_slabs_unlink(cs, s);
     ss_meta(cls, ss_of(s))->free_slabs--;
     *fresh = 0;
-  } else if (cs->cold_slabs) { /* its header went back with its pages: carve afresh */
+  } else if (whole && !carve_retire(cls)) {
+    if (ss_take(cls, whole)) { /* (it cannot fail: nothing to commit) */
+      s = slab_at(cls, cs->carve_ss, cs->carve_next++);
+      *fresh = 1;
+    }
+  } else if (cs->cold_slabs && !resident) { /* carve afresh */
     s = cold_take(cls);
     *fresh = 1;
-  } else if ((cs->carve_ss != SS_NONE && cs->carve_next < HAK_TINY_SLABS_PER_SS) || ss_take(cls)) {
+  } else if (carving || ss_take(cls, NULL)) {
     s = slab_at(cls, cs->carve_ss, cs->carve_next++);
     *fresh = 1;
   }
@@ -443,6 +504,7 @@ static void slab_release(hak_tiny_slab_t *s, uint64_t idle_since_ms) {
   HAK_LIST_PUSH(&cs->free_slabs, &s->slab);
   uint32_t handed_out = ss == cs->carve_ss ? cs->carve_next : HAK_TINY_SLABS_PER_SS;
   if (++m->free_slabs == handed_out) {
+    m->whole = handed_out == HAK_TINY_SLABS_PER_SS && m->cold == 0; /* before it is cleared */
     /* Idle since its last slab was: the latest of their dates. */
     uint64_t emptied = 0;
     for (uint32_t i = 0; i < handed_out; i++) {
