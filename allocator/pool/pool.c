@@ -344,9 +344,14 @@ static void return_chain(pool_heap_t *h, pool_span_t *s, void *head, void *tail,
 
 void hak_pool_return_block(pool_heap_t *h, pool_span_t *s, void *b) { return_chain(h, s, b, b, 1); }
 
-/* Drained blocks go back to their span, all at once. */
+/* Drained blocks, and a run of a list's blocks of one span, go back to their span all
+ * at once. */
 static void put_drained(void *tier, hak_slab_t *slab, void *head, void *tail, uint32_t count) {
   return_chain(tier, (pool_span_t *)slab, head, tail, count);
+}
+
+static hak_slab_t *span_of_block(const void *b) {
+  return &span_of((uintptr_t)b - hak_pool_geom.base)->slab;
 }
 
 static void process_pending(pool_heap_t *h) {
@@ -591,13 +596,8 @@ void hak_pool_overflow(pool_list_t *l) {
   h->overflows++;
   list_adapt(h, l, 1);
   /* Down to half the capacity: room = cap - count reaches cap - cap / 2. */
-  pool_span_t *last = NULL;
-  while (l->room < (int32_t)(l->cap - l->cap / 2)) {
-    void *b = hak_cache_pop(l, hak_link_pool_mask);
-    HAK_ASSERT(b != NULL, "a thread list holds fewer blocks than it counts at", l);
-    last = span_of((uintptr_t)b - hak_pool_geom.base);
-    hak_pool_return_block(h, last, b);
-  }
+  pool_span_t *last = (pool_span_t *)hak_cache_trim(
+      l, (int32_t)(l->cap - l->cap / 2), hak_link_pool_mask, h, span_of_block, put_drained);
   /* Still ours (only this thread releases it), or handed to another thread by now. */
   if (HAK_CHECKS && last && __atomic_load_n(&last->owner, __ATOMIC_ACQUIRE) == h) {
     hak_slab_validate(&last->slab);

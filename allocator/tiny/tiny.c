@@ -251,18 +251,11 @@ static uint32_t slab_index(const hak_tiny_slab_t *s) {
   return (uint32_t)(((uintptr_t)s >> HAK_TINY_SLAB_SHIFT) & (HAK_TINY_SLABS_PER_SS - 1));
 }
 
-/* Slabs idx .. idx + n - 1 of SuperSlab ss, taken off the class list, go back to the OS in
- * one call and become cold; refused, they go back on the list (headers intact) to be
- * retried at the next pass. Returns 1 when refused. */
-static int decommit_run(unsigned cls, uint32_t ss, uint32_t idx, uint32_t n) {
+/* Slabs idx .. idx + n - 1 of SuperSlab ss, free and not resident, become cold: bits of
+ * its record, found again through the class's stack of SuperSlabs with cold slabs. */
+static void mark_cold(unsigned cls, uint32_t ss, uint32_t idx, uint32_t n) {
   class_state_t *cs = &classes[cls];
   ss_meta_t *m = ss_meta(cls, ss);
-  if (hak_os_decommit(ss_base(cls, ss) + ((uintptr_t)idx << HAK_TINY_SLAB_SHIFT),
-                      (size_t)n << HAK_TINY_SLAB_SHIFT) != 0) {
-    for (uint32_t i = idx; i < idx + n; i++)
-      HAK_LIST_PUSH(&cs->free_slabs, &slab_at(cls, ss, i)->slab);
-    return 1;
-  }
   m->cold |= (uint32_t)(((uint64_t)1 << n) - 1) << idx;
   cs->cold_slabs += n;
   if (!m->on_cold_stack) {
@@ -270,6 +263,20 @@ static int decommit_run(unsigned cls, uint32_t ss, uint32_t idx, uint32_t n) {
     m->next_cold = cs->cold_head;
     cs->cold_head = ss + 1;
   }
+}
+
+/* Slabs idx .. idx + n - 1 of SuperSlab ss, taken off the class list, go back to the OS in
+ * one call and become cold; refused, they go back on the list (headers intact) to be
+ * retried at the next pass. Returns 1 when refused. */
+static int decommit_run(unsigned cls, uint32_t ss, uint32_t idx, uint32_t n) {
+  class_state_t *cs = &classes[cls];
+  if (hak_os_decommit(ss_base(cls, ss) + ((uintptr_t)idx << HAK_TINY_SLAB_SHIFT),
+                      (size_t)n << HAK_TINY_SLAB_SHIFT) != 0) {
+    for (uint32_t i = idx; i < idx + n; i++)
+      HAK_LIST_PUSH(&cs->free_slabs, &slab_at(cls, ss, i)->slab);
+    return 1;
+  }
+  mark_cold(cls, ss, idx, n);
   return 0;
 }
 
@@ -414,14 +421,8 @@ static int carve_retire(unsigned cls) {
   }
   cs->carve_ss = SS_NONE;
   ss_meta_t *m = ss_meta(cls, ss);
-  m->cold |= (uint32_t)((((uint64_t)1 << n) - 1) << idx);
   m->free_slabs = (uint8_t)(m->free_slabs + n);
-  cs->cold_slabs += n;
-  if (!m->on_cold_stack) {
-    m->on_cold_stack = 1;
-    m->next_cold = cs->cold_head;
-    cs->cold_head = ss + 1;
-  }
+  mark_cold(cls, ss, idx, n);
   return 0;
 }
 
@@ -660,6 +661,7 @@ static void heap_drain(void *h) { process_pending(h); }
 static void put_to_slab(void *tier, hak_slab_t *slab, void *head, void *tail, uint32_t count) {
   return_chain(tier, (hak_tiny_slab_t *)slab, head, tail, count, IDLE_NOW);
 }
+static hak_slab_t *slab_of_block(const void *b) { return &hak_tiny_slab_of(b)->slab; }
 /* Heap h's current slabs with no block out (one in a cache counts as out) go back to
  * their class. */
 static void release_empty_current(hak_tiny_heap_t *h, uint64_t idle_since_ms) {
@@ -889,28 +891,8 @@ void hak_tiny_overflow(hak_tiny_cache_t *c) {
   h->overflows++;
   /* Down to half the capacity: room = cap - count reaches cap - cap / 2. */
   int32_t room = (int32_t)(c->cap - c->cap / 2);
-  /* Blocks popped one after another from the same slab are already linked in the order
-   * they are popped (the cache's links are a slab list's), so each run goes back as one
-   * chain: a program freeing in bulk returns a run of neighbours per slab, not a block
-   * at a time (allocating and freeing 4 MiB of each of three sizes: 178 instructions a
-   * block, 130 this way). */
-  hak_tiny_slab_t *last = NULL;
-  void *head = NULL, *tail = NULL;
-  uint32_t count = 0;
-  while (c->room < room) {
-    void *b = hak_cache_pop(c, hak_link_tiny_mask);
-    HAK_ASSERT(b != NULL, "a thread cache holds fewer blocks than it counts at", c);
-    hak_tiny_slab_t *s = hak_tiny_slab_of(b);
-    if (s != last) {
-      if (count) return_chain(h, last, head, tail, count, IDLE_NOW);
-      last = s;
-      head = b;
-      count = 0;
-    }
-    tail = b;
-    count++;
-  }
-  if (count) return_chain(h, last, head, tail, count, IDLE_NOW);
+  hak_tiny_slab_t *last =
+      (hak_tiny_slab_t *)hak_cache_trim(c, room, hak_link_tiny_mask, h, slab_of_block, put_to_slab);
   /* Still ours (only this thread releases it), or handed to another thread by now. */
   if (HAK_CHECKS && last && __atomic_load_n(&last->owner, __ATOMIC_ACQUIRE) == h) {
     hak_slab_validate(&last->slab);
